@@ -1,0 +1,192 @@
+// Package testworker is a worker program for tests: the test binary runs
+// itself as a worker when WORKERPOOL_TEST_MODE is set, so tests spawn real
+// processes that serve real sockets without building anything.
+//
+// Call RunIfWorker first thing in TestMain.
+package testworker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// ModeEnv selects what the process does when run as a worker:
+//
+//	serve        HTTP on PORT (HOST) or SOCKET_PATH, see the routes below
+//	exit         exit with status 1 at once
+//	ignore-term  serve, but ignore SIGTERM
+//	grandchild   serve, and start a child that sleeps in the same group
+//	no-health    serve, but /healthz answers 503
+//	sleep        block forever without listening
+const ModeEnv = "WORKERPOOL_TEST_MODE"
+
+// Env returns the environment entry that makes the test binary a worker.
+func Env(mode string) map[string]string { return map[string]string{ModeEnv: mode} }
+
+// Command is the program to spawn: this test binary.
+func Command() string {
+	p, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+// Reply is the JSON answer of GET /.
+type Reply struct {
+	PID    int    `json:"pid"`
+	Worker string `json:"worker"`
+	Path   string `json:"path"`
+	// Headers the worker received, for tests of forwarding.
+	Header http.Header `json:"header"`
+	Host   string      `json:"host"`
+}
+
+// RunIfWorker runs the worker and exits if ModeEnv is set; otherwise it
+// returns at once.
+func RunIfWorker() {
+	mode := os.Getenv(ModeEnv)
+	if mode == "" {
+		return
+	}
+	switch mode {
+	case "exit":
+		os.Exit(1)
+	case "sleep":
+		select {}
+	case "ignore-term":
+		signal.Ignore(syscall.SIGTERM)
+	case "grandchild":
+		child := exec.Command(Command())
+		child.Env = append(os.Environ(), ModeEnv+"=sleep")
+		if err := child.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "grandchild:", err)
+			os.Exit(2)
+		}
+		fmt.Printf("grandchild pid %d\n", child.Process.Pid)
+	}
+	if err := serve(mode); err != nil {
+		fmt.Fprintln(os.Stderr, "testworker:", err)
+		os.Exit(2)
+	}
+	os.Exit(0)
+}
+
+func listen() (net.Listener, error) {
+	if p := os.Getenv("SOCKET_PATH"); p != "" {
+		return net.Listen("unix", p)
+	}
+	host := os.Getenv("HOST")
+	return net.Listen("tcp", net.JoinHostPort(host, os.Getenv("PORT")))
+}
+
+func serve(mode string) error {
+	ln, err := listen()
+	if err != nil {
+		return err
+	}
+	var (
+		mu      sync.Mutex
+		release = make(chan struct{})
+	)
+	released := func() <-chan struct{} {
+		mu.Lock()
+		defer mu.Unlock()
+		return release
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if mode == "no-health" {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(Reply{
+			PID: os.Getpid(), Worker: os.Getenv("WORKER_ID"), Path: r.URL.Path,
+			Header: r.Header, Host: r.Host,
+		})
+	})
+	// /block answers only after POST /release (or when the client goes).
+	mux.HandleFunc("GET /block", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-released():
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprintf(w, `{"pid":%d}`, os.Getpid())
+	})
+	mux.HandleFunc("POST /release", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		close(release)
+		release = make(chan struct{})
+		mu.Unlock()
+	})
+	// /stream sends a first chunk at once and the rest after /release.
+	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		rel := released()
+		_, _ = io.WriteString(w, "data: first\n\n")
+		_ = http.NewResponseController(w).Flush()
+		select {
+		case <-rel:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "data: last\n\n")
+	})
+	// /ws echoes WebSocket messages.
+	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, append([]byte("echo:"), msg...)); err != nil {
+				return
+			}
+		}
+	})
+	mux.HandleFunc("GET /pid", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strconv.Itoa(os.Getpid()))
+	})
+
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	if mode != "ignore-term" {
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM)
+		defer stop()
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

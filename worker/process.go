@@ -1,0 +1,154 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Instance is one process started for a worker slot. A slot that restarts
+// its worker gets a new Instance with a new pid and address.
+type Instance struct {
+	// Worker is the slot's id, 1..Count, also given to the process as
+	// WORKER_ID.
+	Worker int
+	// PID is the process id, also its process group id.
+	PID int
+	// Network is "tcp" or "unix"; Address is where the worker was told to
+	// listen (host:port or a socket path).
+	Network, Address string
+	// Started is when the process was started.
+	Started time.Time
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error // set before exited is closed
+}
+
+// Exited is closed when the process has exited and been reaped.
+func (i *Instance) Exited() <-chan struct{} { return i.exited }
+
+// Err is the exit status; valid after Exited is closed.
+func (i *Instance) Err() error {
+	<-i.exited
+	return i.err
+}
+
+// signalGroup sends sig to the instance's whole process group. A group
+// that is already empty is not an error.
+func (i *Instance) signalGroup(sig syscall.Signal) {
+	if err := syscall.Kill(-i.PID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		// Fall back to the leader alone, e.g. if it left its group.
+		_ = syscall.Kill(i.PID, sig)
+	}
+}
+
+// groupAlive reports whether any process of the instance's group remains.
+// The group id cannot be reused while the group has members, so this
+// never mistakes another process for ours.
+func (i *Instance) groupAlive() bool {
+	return syscall.Kill(-i.PID, 0) == nil
+}
+
+// terminate stops the process group gracefully: SIGTERM, then SIGKILL for
+// whatever is left after timeout. It returns when the leader has been
+// reaped and the group is empty, or after the SIGKILL.
+func (i *Instance) terminate(timeout time.Duration) {
+	i.signalGroup(syscall.SIGTERM)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	select {
+	case <-i.exited:
+	case <-deadline.C:
+		i.signalGroup(syscall.SIGKILL)
+		<-i.exited
+		return
+	}
+	// The leader is gone; children in its group may still be finishing.
+	// Nothing notifies us about processes that are not our children, so
+	// poll for the group to empty.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for i.groupAlive() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			i.signalGroup(syscall.SIGKILL)
+			return
+		}
+	}
+}
+
+// spawn starts one process for slot id.
+func (s *Supervisor) spawn(id int) (*Instance, error) {
+	inst := &Instance{Worker: id, Network: s.spec.Listen, exited: make(chan struct{})}
+	env := append(os.Environ(), s.env...)
+	env = append(env, "WORKER_ID="+strconv.Itoa(id), "WORKER_COUNT="+strconv.Itoa(s.spec.Count))
+	switch s.spec.Listen {
+	case ListenUnix:
+		inst.Address = filepath.Join(s.sockDir, "worker-"+strconv.Itoa(id)+".sock")
+		if err := os.Remove(inst.Address); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+		env = append(env, "SOCKET_PATH="+inst.Address)
+	default:
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		inst.Address = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		env = append(env, "PORT="+strconv.Itoa(port), "HOST=127.0.0.1")
+	}
+
+	cmd := exec.Command(s.path, s.spec.Args...)
+	cmd.Dir = s.spec.Dir
+	cmd.Env = env
+	cmd.SysProcAttr = sysProcAttr()
+	// A grandchild that keeps our output pipes open must not keep Wait
+	// from returning after the worker itself has exited.
+	cmd.WaitDelay = time.Second
+	stdout := &lineLogger{level: zapcore.InfoLevel}
+	stderr := &lineLogger{level: zapcore.WarnLevel}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	base := s.log.With(zap.Int("worker", id))
+	stdout.log.Store(base)
+	stderr.log.Store(base)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("worker %d: start %q: %w", id, s.path, err)
+	}
+	inst.cmd = cmd
+	inst.PID = cmd.Process.Pid
+	inst.Started = time.Now()
+	withPID := base.With(zap.Int("pid", inst.PID))
+	stdout.log.Store(withPID.With(zap.String("stream", "stdout")))
+	stderr.log.Store(withPID.With(zap.String("stream", "stderr")))
+
+	go func() {
+		inst.err = cmd.Wait()
+		stdout.flush()
+		stderr.flush()
+		close(inst.exited)
+	}()
+	return inst, nil
+}
+
+// freePort asks the kernel for a loopback port nobody listens on. The
+// port is free when we return; the worker binds it a moment later.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	return port, nil
+}

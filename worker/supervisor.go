@@ -1,0 +1,268 @@
+package worker
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Hooks tell the composer of a pool about processes. Both are called from
+// the slot's own goroutine, so calls for one slot never overlap; they
+// must not block for long, and must not call Supervisor.Stop.
+type Hooks struct {
+	// Started is called once a process has been started, before anything
+	// is known about whether it serves.
+	Started func(*Instance)
+	// Exited is called once a process has exited and its group is gone.
+	Exited func(*Instance, error)
+}
+
+// Worker states reported by Status.
+const (
+	StateStarting = "starting" // a process is being started
+	StateRunning  = "running"  // a process runs
+	StateBackoff  = "backoff"  // waiting to restart after an exit
+	StateStopped  = "stopped"  // the supervisor has stopped
+)
+
+// crashLoopAfter consecutive failures make the restarts log at error
+// level and show as a crash loop in Status.
+const crashLoopAfter = 5
+
+// Status describes one worker slot.
+type Status struct {
+	ID                  int       `json:"id"`
+	PID                 int       `json:"pid,omitempty"`
+	Address             string    `json:"address,omitempty"`
+	State               string    `json:"state"`
+	Since               time.Time `json:"since"`
+	Restarts            int       `json:"restarts"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	CrashLoop           bool      `json:"crash_loop"`
+	LastExit            string    `json:"last_exit,omitempty"`
+}
+
+// Supervisor runs Count workers of one Spec. Each slot is a goroutine,
+// started by Start and ended by Stop, that keeps one process running.
+type Supervisor struct {
+	spec  Spec
+	path  string   // resolved command
+	env   []string // spec.Env as KEY=VALUE
+	hooks Hooks
+	log   *zap.Logger
+
+	sockDir    string
+	ownSockDir bool
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+
+	mu    sync.Mutex
+	slots []Status
+}
+
+// New checks spec and prepares a supervisor; no process starts until
+// Start. The error names the field at fault.
+func New(spec Spec, hooks Hooks, log *zap.Logger) (*Supervisor, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	spec = spec.withDefaults()
+	path, err := ResolveCommand(spec.Command, spec.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	s := &Supervisor{
+		spec:  spec,
+		path:  path,
+		hooks: hooks,
+		log:   log,
+		stop:  make(chan struct{}),
+		slots: make([]Status, spec.Count),
+	}
+	keys := make([]string, 0, len(spec.Env))
+	for k := range spec.Env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		s.env = append(s.env, k+"="+spec.Env[k])
+	}
+	if spec.Listen == ListenUnix {
+		if spec.SocketDir == "" {
+			// MkdirTemp creates the directory with mode 0700.
+			dir, err := os.MkdirTemp("", "workerpool-")
+			if err != nil {
+				return nil, fmt.Errorf("socket directory: %w", err)
+			}
+			s.sockDir, s.ownSockDir = dir, true
+		} else {
+			if err := os.MkdirAll(spec.SocketDir, 0o700); err != nil {
+				return nil, fmt.Errorf("socket directory: %w", err)
+			}
+			if err := os.Chmod(spec.SocketDir, 0o700); err != nil {
+				return nil, fmt.Errorf("socket directory: %w", err)
+			}
+			s.sockDir = spec.SocketDir
+		}
+	}
+	for i := range s.slots {
+		s.slots[i] = Status{ID: i + 1, State: StateStarting, Since: time.Now()}
+	}
+	return s, nil
+}
+
+// Count is the number of worker slots.
+func (s *Supervisor) Count() int { return s.spec.Count }
+
+// Start starts every worker slot.
+func (s *Supervisor) Start() {
+	for id := 1; id <= s.spec.Count; id++ {
+		s.wg.Add(1)
+		go s.run(id)
+	}
+}
+
+// Stop stops every worker gracefully (SIGTERM to its process group, then
+// SIGKILL after StopTimeout) and returns once all of them are gone.
+func (s *Supervisor) Stop() {
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.wg.Wait()
+	if s.ownSockDir {
+		_ = os.RemoveAll(s.sockDir)
+	}
+}
+
+// Restart kills inst (its whole group, at once) if it still runs; its
+// slot starts a new process after the usual backoff. Use it for a
+// process that never became healthy or stopped answering.
+func (s *Supervisor) Restart(inst *Instance, reason string) {
+	select {
+	case <-inst.exited:
+		return
+	default:
+	}
+	s.log.Warn("killing worker", zap.Int("worker", inst.Worker), zap.Int("pid", inst.PID), zap.String("reason", reason))
+	inst.signalGroup(syscall.SIGKILL)
+}
+
+// Status reports every slot, in id order.
+func (s *Supervisor) Status() []Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.slots)
+}
+
+func (s *Supervisor) update(id int, f func(*Status)) {
+	s.mu.Lock()
+	f(&s.slots[id-1])
+	s.mu.Unlock()
+}
+
+// run keeps slot id's process running until Stop.
+func (s *Supervisor) run(id int) {
+	defer s.wg.Done()
+	defer s.update(id, func(st *Status) {
+		st.State, st.PID, st.Since = StateStopped, 0, time.Now()
+	})
+	log := s.log.With(zap.Int("worker", id))
+	failures := 0
+	for {
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		s.update(id, func(st *Status) { st.State, st.Since = StateStarting, time.Now() })
+		inst, err := s.spawn(id)
+		if err != nil {
+			failures++
+			log.Error("worker did not start", zap.Error(err), zap.Int("consecutive_failures", failures))
+			s.update(id, func(st *Status) { st.LastExit = err.Error() })
+			if !s.wait(log, id, failures) {
+				return
+			}
+			continue
+		}
+		s.update(id, func(st *Status) {
+			st.State, st.Since, st.PID, st.Address = StateRunning, inst.Started, inst.PID, inst.Address
+		})
+		log.Info("worker started", zap.Int("pid", inst.PID), zap.String("address", inst.Address))
+		if s.hooks.Started != nil {
+			s.hooks.Started(inst)
+		}
+
+		stopping := false
+		select {
+		case <-inst.exited:
+			// Kill what the worker left behind in its group.
+			inst.signalGroup(syscall.SIGKILL)
+		case <-s.stop:
+			stopping = true
+			inst.terminate(s.spec.StopTimeout)
+		}
+		if s.hooks.Exited != nil {
+			s.hooks.Exited(inst, inst.err)
+		}
+		if stopping {
+			log.Info("worker stopped", zap.Int("pid", inst.PID))
+			return
+		}
+
+		ran := time.Since(inst.Started)
+		if ran >= s.spec.Backoff.StableAfter {
+			failures = 0
+		}
+		failures++
+		exit := exitString(inst.err)
+		log.Warn("worker exited", zap.Int("pid", inst.PID), zap.String("exit", exit),
+			zap.Duration("ran", ran), zap.Int("consecutive_failures", failures))
+		s.update(id, func(st *Status) {
+			st.Restarts++
+			st.LastExit = exit
+		})
+		if !s.wait(log, id, failures) {
+			return
+		}
+	}
+}
+
+// wait sleeps the backoff delay after the n-th consecutive failure; it
+// returns false if Stop was called meanwhile.
+func (s *Supervisor) wait(log *zap.Logger, id, failures int) bool {
+	d := s.spec.Backoff.Delay(failures)
+	crash := failures >= crashLoopAfter
+	s.update(id, func(st *Status) {
+		st.State, st.Since, st.PID = StateBackoff, time.Now(), 0
+		st.ConsecutiveFailures, st.CrashLoop = failures, crash
+	})
+	if crash {
+		log.Error("worker is crash looping", zap.Int("consecutive_failures", failures), zap.Duration("next_restart_in", d))
+	} else {
+		log.Info("restarting worker", zap.Duration("in", d))
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.stop:
+		return false
+	}
+}
+
+func exitString(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
