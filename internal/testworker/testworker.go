@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -108,9 +109,12 @@ func serve(mode string) error {
 		defer mu.Unlock()
 		return release
 	}
+	var sick atomic.Bool
 	mux := http.NewServeMux()
+	// POST /sick makes /healthz fail from then on, with the process alive.
+	mux.HandleFunc("POST /sick", func(w http.ResponseWriter, r *http.Request) { sick.Store(true) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if mode == "no-health" {
+		if mode == "no-health" || sick.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}

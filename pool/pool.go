@@ -1,0 +1,242 @@
+// Package pool composes the parts of a worker pool: a worker.Supervisor
+// that keeps processes running, a health.Checker per process that decides
+// when it may serve, and a balancer.Balancer that spreads requests over
+// the processes that may. It is what the Caddy module, the CLI and tests
+// use; it never imports Caddy.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-workerpool/caddy-workerpool/balancer"
+	"github.com/caddy-workerpool/caddy-workerpool/health"
+	"github.com/caddy-workerpool/caddy-workerpool/worker"
+)
+
+// DefaultStartupTimeout is how long a new worker may take to pass its
+// first health check before it is killed and restarted.
+const DefaultStartupTimeout = 30 * time.Second
+
+// Config describes a pool.
+type Config struct {
+	// Name identifies the pool in logs and status.
+	Name string
+	// Workers says what to run and how many.
+	Workers worker.Spec
+	// Health says how to probe each worker.
+	Health health.Config
+	// StartupTimeout bounds the time from start to first healthy probe.
+	StartupTimeout time.Duration
+	// Policy names the balancing policy (balancer.NewPolicy).
+	Policy string
+	// Balancer options shared by every worker's endpoint.
+	Balancer balancer.Options
+}
+
+// Pool runs and serves from a set of workers.
+type Pool struct {
+	cfg Config
+	log *zap.Logger
+	sup *worker.Supervisor
+	bal *balancer.Balancer
+
+	mu      sync.Mutex
+	members map[*worker.Instance]*member
+	changed chan struct{} // closed and replaced when rotation changes
+}
+
+// member is the pool's view of one running process.
+type member struct {
+	inst    *worker.Instance
+	ep      *balancer.Endpoint
+	checker *health.Checker
+	startup *time.Timer
+	healthy bool
+	ready   bool // has passed a health check at least once
+}
+
+// New checks cfg and prepares a pool; nothing runs before Start.
+func New(cfg Config, log *zap.Logger) (*Pool, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if err := cfg.Health.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.Health = cfg.Health.WithDefaults()
+	if cfg.StartupTimeout <= 0 {
+		cfg.StartupTimeout = DefaultStartupTimeout
+	}
+	policy, err := balancer.NewPolicy(cfg.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("balance: %w", err)
+	}
+	p := &Pool{
+		cfg:     cfg,
+		log:     log,
+		bal:     balancer.New(policy),
+		members: map[*worker.Instance]*member{},
+		changed: make(chan struct{}),
+	}
+	p.sup, err = worker.New(cfg.Workers, worker.Hooks{Started: p.started, Exited: p.exited}, log)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Start starts the workers. Requests get 503 until one is healthy.
+func (p *Pool) Start() { p.sup.Start() }
+
+// Stop stops every worker (gracefully, bounded by the spec's
+// StopTimeout) and every health checker, and returns when all are gone.
+func (p *Pool) Stop() { p.sup.Stop() }
+
+// ServeHTTP proxies r to a healthy worker.
+func (p *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.bal.ServeHTTP(w, r) }
+
+// Healthy is the number of workers in rotation.
+func (p *Pool) Healthy() int { return len(p.bal.Endpoints()) }
+
+// WaitHealthy returns once at least n workers are in rotation, or with
+// the context's error.
+func (p *Pool) WaitHealthy(ctx context.Context, n int) error {
+	for {
+		p.mu.Lock()
+		ch := p.changed
+		p.mu.Unlock()
+		if p.Healthy() >= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d workers healthy: %w", p.Healthy(), n, ctx.Err())
+		}
+	}
+}
+
+// started is the supervisor's hook for a new process: it gets an
+// endpoint and a health checker, and a deadline to become healthy.
+func (p *Pool) started(inst *worker.Instance) {
+	m := &member{
+		inst: inst,
+		ep:   balancer.NewEndpoint(inst.Worker, inst.PID, inst.Network, inst.Address, &p.cfg.Balancer),
+	}
+	m.checker = health.NewChecker(p.cfg.Health, health.Target{Network: inst.Network, Address: inst.Address},
+		func(ok bool, err error) { p.healthChanged(m, ok, err) })
+	m.startup = time.AfterFunc(p.cfg.StartupTimeout, func() { p.startupExpired(m) })
+	p.mu.Lock()
+	p.members[inst] = m
+	p.mu.Unlock()
+	m.checker.Start()
+}
+
+// exited is the supervisor's hook for a process that is gone: it leaves
+// rotation; requests it held have failed with it.
+func (p *Pool) exited(inst *worker.Instance, _ error) {
+	p.mu.Lock()
+	m := p.members[inst]
+	delete(p.members, inst)
+	p.mu.Unlock()
+	if m == nil {
+		return
+	}
+	// Stop the checker first: after it returns, nothing puts the
+	// endpoint back in rotation.
+	m.checker.Stop()
+	m.startup.Stop()
+	p.mu.Lock()
+	if p.bal.Remove(m.ep) {
+		p.notifyLocked()
+	}
+	p.mu.Unlock()
+	m.ep.Close()
+}
+
+func (p *Pool) healthChanged(m *member, ok bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m.healthy = ok
+	log := p.log.With(zap.Int("worker", m.inst.Worker), zap.Int("pid", m.inst.PID))
+	if ok {
+		if !m.ready {
+			m.ready = true
+			m.startup.Stop()
+			log.Info("worker healthy", zap.Duration("startup", time.Since(m.inst.Started)))
+		} else {
+			log.Info("worker healthy again")
+		}
+		p.bal.Add(m.ep)
+	} else {
+		log.Warn("worker unhealthy; out of rotation", zap.Error(err))
+		p.bal.Remove(m.ep)
+	}
+	p.notifyLocked()
+}
+
+func (p *Pool) startupExpired(m *member) {
+	p.mu.Lock()
+	ready := m.ready
+	p.mu.Unlock()
+	if !ready {
+		_, err := m.checker.Healthy()
+		if err == nil {
+			err = errors.New("no probe passed")
+		}
+		p.sup.Restart(m.inst, fmt.Sprintf("not healthy within startup_timeout %v: %v", p.cfg.StartupTimeout, err))
+	}
+}
+
+func (p *Pool) notifyLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// WorkerStatus is one worker slot as the pool sees it.
+type WorkerStatus struct {
+	worker.Status
+	Healthy  bool   `json:"healthy"`
+	Inflight int64  `json:"inflight"`
+	Served   uint64 `json:"served"`
+}
+
+// Status is a snapshot of the pool.
+type Status struct {
+	Name    string         `json:"name"`
+	Healthy int            `json:"healthy"`
+	Total   int            `json:"total"`
+	Workers []WorkerStatus `json:"workers"`
+}
+
+// Status reports every worker slot.
+func (p *Pool) Status() Status {
+	slots := p.sup.Status()
+	st := Status{Name: p.cfg.Name, Total: len(slots), Workers: make([]WorkerStatus, len(slots))}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	byPID := make(map[int]*member, len(p.members))
+	for _, m := range p.members {
+		byPID[m.inst.PID] = m
+	}
+	for i, s := range slots {
+		ws := WorkerStatus{Status: s}
+		if m := byPID[s.PID]; m != nil && s.PID != 0 {
+			ws.Healthy = m.healthy
+			ws.Inflight = m.ep.Inflight()
+			ws.Served = m.ep.Served()
+		}
+		if ws.Healthy {
+			st.Healthy++
+		}
+		st.Workers[i] = ws
+	}
+	return st
+}

@@ -1,0 +1,179 @@
+package pool_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/caddy-workerpool/caddy-workerpool/health"
+	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
+	"github.com/caddy-workerpool/caddy-workerpool/pool"
+	"github.com/caddy-workerpool/caddy-workerpool/worker"
+)
+
+func TestMain(m *testing.M) {
+	testworker.RunIfWorker()
+	goleak.VerifyTestMain(m)
+}
+
+func newPool(t *testing.T, cfg pool.Config, log *zap.Logger) (*pool.Pool, *httptest.Server) {
+	t.Helper()
+	if cfg.Workers.Command == "" {
+		cfg.Workers.Command = testworker.Command()
+	}
+	if cfg.Health.Interval == 0 {
+		cfg.Health.Interval = 50 * time.Millisecond
+	}
+	p, err := pool.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	srv := httptest.NewServer(p)
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		p.Stop()
+	})
+	return p, srv
+}
+
+func pidOf(t *testing.T, c *http.Client, url string) int {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	var r testworker.Reply
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r.PID
+}
+
+func waitHealthy(t *testing.T, p *pool.Pool, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.WaitHealthy(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPoolServesFromEveryWorkerAndHeals(t *testing.T) {
+	for _, listen := range []string{worker.ListenTCP, worker.ListenUnix} {
+		t.Run(listen, func(t *testing.T) {
+			p, srv := newPool(t, pool.Config{
+				Workers: worker.Spec{Env: testworker.Env("serve"), Count: 3, Listen: listen},
+				Health:  health.Config{URI: "/healthz"},
+			}, nil)
+			waitHealthy(t, p, 3)
+			seen := map[int]bool{}
+			for range 60 {
+				seen[pidOf(t, srv.Client(), srv.URL+"/")] = true
+			}
+			if len(seen) != 3 {
+				t.Fatalf("requests reached %d distinct workers, want 3", len(seen))
+			}
+			st := p.Status()
+			victim := st.Workers[0].PID
+			if !seen[victim] {
+				t.Fatalf("status pid %d never served", victim)
+			}
+			if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			testworker.Eventually(t, 10*time.Second, "killed worker replaced and healthy", func() bool {
+				s := p.Status()
+				return s.Healthy == 3 && s.Workers[0].PID != victim && s.Workers[0].Restarts == 1
+			})
+			for range 60 {
+				if pid := pidOf(t, srv.Client(), srv.URL+"/"); pid == victim {
+					t.Fatal("request served by the killed pid")
+				}
+			}
+		})
+	}
+}
+
+func TestUnhealthyWorkerLeavesRotation(t *testing.T) {
+	p, srv := newPool(t, pool.Config{
+		Workers: worker.Spec{Env: testworker.Env("serve"), Count: 2},
+		Health:  health.Config{URI: "/healthz", Fails: 2},
+	}, nil)
+	waitHealthy(t, p, 2)
+	sick := p.Status().Workers[1]
+	req, _ := http.NewRequest(http.MethodPost, "http://"+sick.Address+"/sick", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	testworker.Eventually(t, 5*time.Second, "sick worker out of rotation", func() bool { return p.Healthy() == 1 })
+	for range 20 {
+		if pid := pidOf(t, srv.Client(), srv.URL+"/"); pid == sick.PID {
+			t.Fatal("request served by a worker whose health check fails")
+		}
+	}
+	if st := p.Status().Workers[1]; st.Healthy || st.PID != sick.PID {
+		t.Fatalf("status of sick worker: %+v", st)
+	}
+}
+
+func TestNeverHealthyWorkerIsRestartedAndPoolAnswers503(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	p, srv := newPool(t, pool.Config{
+		Workers:        worker.Spec{Env: testworker.Env("no-health"), Count: 1},
+		Health:         health.Config{URI: "/healthz"},
+		StartupTimeout: 200 * time.Millisecond,
+	}, zap.New(core))
+	testworker.Eventually(t, 10*time.Second, "restart after startup_timeout", func() bool {
+		return p.Status().Workers[0].Restarts >= 1
+	})
+	if logs.FilterMessage("killing worker").FilterFieldKey("reason").Len() == 0 {
+		t.Fatalf("no log line says why the worker was killed: %v", logs.All())
+	}
+	reason := logs.FilterMessage("killing worker").All()[0].ContextMap()["reason"].(string)
+	if !strings.Contains(reason, "startup_timeout") || !strings.Contains(reason, "503") {
+		t.Fatalf("reason %q", reason)
+	}
+	began := time.Now()
+	resp, err := srv.Client().Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || time.Since(began) > time.Second {
+		t.Fatalf("got %s after %v, want a prompt 503", resp.Status, time.Since(began))
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	cases := []struct {
+		cfg  pool.Config
+		want string
+	}{
+		{pool.Config{Workers: worker.Spec{Command: "no-such-cmd-xyz"}}, `"no-such-cmd-xyz"`},
+		{pool.Config{Workers: worker.Spec{Command: "/bin/sh"}, Policy: "nope"}, "balance"},
+		{pool.Config{Workers: worker.Spec{Command: "/bin/sh"}, Health: health.Config{URI: "x"}}, "health_uri"},
+		{pool.Config{Workers: worker.Spec{Command: "/bin/sh", Listen: "udp"}}, "listen"},
+	}
+	for _, c := range cases {
+		if _, err := pool.New(c.cfg, nil); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("New(%+v) = %v, want an error containing %q", c.cfg, err, c.want)
+		}
+	}
+}
