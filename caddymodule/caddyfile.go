@@ -1,0 +1,154 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("worker_pool", parseCaddyfile)
+	// A terminal handler like reverse_proxy: no global "order" needed.
+	httpcaddyfile.RegisterDirectiveOrder("worker_pool", httpcaddyfile.After, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var handler Handler
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return &handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	worker_pool [<matcher>] [<program> [<args...>]] {
+//	    name            <name>
+//	    command         <program> [<args...>]
+//	    dir             <path>
+//	    env             <key> <value>
+//	    count           <n>|auto
+//	    listen          tcp|unix
+//	    startup_timeout <duration>
+//	    stop_timeout    <duration>
+//	    health_uri      <path>
+//	    health_interval <duration>
+//	    health_timeout  <duration>
+//	    health_passes   <n>
+//	    health_fails    <n>
+//	    balance         least_inflight|round_robin
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if args := d.RemainingArgs(); len(args) > 0 {
+		h.Command = args
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		switch opt {
+		case "name":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Name = d.Val()
+		case "command":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("command: give the program to run and its arguments, e.g. 'command node server.js'")
+			}
+			h.Command = args
+		case "dir":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Dir = d.Val()
+		case "env":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("env: want a name and a value, e.g. 'env NODE_ENV production'; got %d arguments", len(args))
+			}
+			if h.Env == nil {
+				h.Env = map[string]string{}
+			}
+			h.Env[args[0]] = args[1]
+		case "count":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "auto" {
+				h.Count = 0
+				break
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 {
+				return d.Errf("count: %q is not a number of workers; give a positive integer, or auto for one per CPU", d.Val())
+			}
+			h.Count = n
+		case "listen":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if v := d.Val(); v != "tcp" && v != "unix" {
+				return d.Errf("listen: %q is not a mode; use tcp or unix", v)
+			}
+			h.Listen = d.Val()
+		case "startup_timeout", "stop_timeout", "health_interval", "health_timeout":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("%s: %q is not a positive duration; write e.g. 500ms, 5s or 1m", opt, d.Val())
+			}
+			switch opt {
+			case "startup_timeout":
+				h.StartupTimeout = caddy.Duration(dur)
+			case "stop_timeout":
+				h.StopTimeout = caddy.Duration(dur)
+			case "health_interval":
+				h.HealthInterval = caddy.Duration(dur)
+			case "health_timeout":
+				h.HealthTimeout = caddy.Duration(dur)
+			}
+		case "health_uri":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.HealthURI = d.Val()
+		case "health_passes", "health_fails":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 {
+				return d.Errf("%s: %q is not a count; give a positive integer", opt, d.Val())
+			}
+			if opt == "health_passes" {
+				h.HealthPasses = n
+			} else {
+				h.HealthFails = n
+			}
+		case "balance":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if v := d.Val(); v != "least_inflight" && v != "round_robin" {
+				return d.Errf("balance: unknown policy %q; use least_inflight or round_robin", v)
+			}
+			h.Balance = d.Val()
+		default:
+			return d.Errf("unrecognized worker_pool option %q; see the README for the options", opt)
+		}
+		if d.NextArg() {
+			return d.Errf("%s: unexpected extra argument %q", opt, d.Val())
+		}
+	}
+	if len(h.Command) == 0 {
+		return d.Err("worker_pool needs a command: 'command <program> [<args...>]', e.g. 'command node server.js'")
+	}
+	return nil
+}
+
+// Interface guard.
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,237 @@
+// Package caddymodule is the Caddy glue of caddy-workerpool: the
+// http.handlers.worker_pool module, its Caddyfile directive, and its
+// provisioning and cleanup. Everything it runs lives in the packages
+// worker, health, balancer and pool, which do not import Caddy.
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-workerpool/caddy-workerpool/balancer"
+	"github.com/caddy-workerpool/caddy-workerpool/health"
+	"github.com/caddy-workerpool/caddy-workerpool/pool"
+	"github.com/caddy-workerpool/caddy-workerpool/worker"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler runs a pool of worker processes (for example one Node.js
+// process per CPU) and proxies each request to a healthy worker that is
+// least busy. Workers are started when the config loads and stopped when
+// it unloads.
+type Handler struct {
+	// Name identifies the pool in logs and status. Default: "default".
+	Name string `json:"name,omitempty"`
+
+	// Command is the program to run and its arguments, e.g.
+	// ["node", "server.js"]. A program name without a slash is looked up
+	// in PATH; a relative path is relative to Dir. Global placeholders
+	// such as {env.HOME} are replaced.
+	Command []string `json:"command,omitempty"`
+
+	// Dir is the workers' working directory. Default: Caddy's own.
+	Dir string `json:"dir,omitempty"`
+
+	// Env is added to the environment the workers inherit from Caddy.
+	// Each worker also gets WORKER_ID (1..count), WORKER_COUNT, and
+	// PORT and HOST (listen "tcp") or SOCKET_PATH (listen "unix").
+	Env map[string]string `json:"env,omitempty"`
+
+	// Count is the number of workers. Default (0): one per usable CPU.
+	Count int `json:"count,omitempty"`
+
+	// Listen is how workers listen: "tcp" (a free loopback port each,
+	// the default) or "unix" (a socket each in a directory only Caddy's
+	// user can enter).
+	Listen string `json:"listen,omitempty"`
+
+	// StartupTimeout is how long a new worker may take to pass its first
+	// health check before it is killed and restarted. Default: 30s.
+	StartupTimeout caddy.Duration `json:"startup_timeout,omitempty"`
+
+	// StopTimeout is how long a worker may take to exit after SIGTERM
+	// before its process group is killed. Default: 10s.
+	StopTimeout caddy.Duration `json:"stop_timeout,omitempty"`
+
+	// HealthURI is the path of an HTTP GET that a worker must answer with
+	// 2xx to be in rotation. Without it, accepting a connection is enough.
+	HealthURI string `json:"health_uri,omitempty"`
+
+	// HealthInterval is the time between health checks. Default: 1s.
+	HealthInterval caddy.Duration `json:"health_interval,omitempty"`
+
+	// HealthTimeout bounds one health check. Default: 1s.
+	HealthTimeout caddy.Duration `json:"health_timeout,omitempty"`
+
+	// HealthPasses is how many consecutive passes put a worker in
+	// rotation. Default: 1.
+	HealthPasses int `json:"health_passes,omitempty"`
+
+	// HealthFails is how many consecutive failures take it out. Default: 2.
+	HealthFails int `json:"health_fails,omitempty"`
+
+	// Balance is the policy that picks a worker: "least_inflight" (the
+	// default: the worker with the fewest requests in flight, ties broken
+	// at random) or "round_robin".
+	Balance string `json:"balance,omitempty"`
+
+	pool   *pool.Pool
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.worker_pool",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision checks the config, sets defaults and starts the workers.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.Name == "" {
+		h.Name = "default"
+	}
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	cfg, err := h.poolConfig()
+	if err != nil {
+		return err
+	}
+	p, err := pool.New(cfg, h.logger.With(zap.String("pool", h.Name)))
+	if err != nil {
+		return fmt.Errorf("worker_pool %q: %w", h.Name, err)
+	}
+	h.pool = p
+	p.Start()
+	return nil
+}
+
+// poolConfig translates the JSON config into the library's.
+func (h *Handler) poolConfig() (pool.Config, error) {
+	repl := caddy.NewReplacer()
+	expand := func(s string) string { return repl.ReplaceKnown(s, "") }
+	args := make([]string, len(h.Command))
+	for i, a := range h.Command {
+		args[i] = expand(a)
+	}
+	env := make(map[string]string, len(h.Env))
+	for k, v := range h.Env {
+		env[k] = expand(v)
+	}
+	spec := worker.Spec{
+		Command:     args[0],
+		Args:        args[1:],
+		Dir:         expand(h.Dir),
+		Env:         env,
+		Count:       h.Count,
+		Listen:      h.Listen,
+		StopTimeout: time.Duration(h.StopTimeout),
+	}
+	return pool.Config{
+		Name:    h.Name,
+		Workers: spec,
+		Health: health.Config{
+			URI:      h.HealthURI,
+			Interval: time.Duration(h.HealthInterval),
+			Timeout:  time.Duration(h.HealthTimeout),
+			Passes:   h.HealthPasses,
+			Fails:    h.HealthFails,
+		},
+		StartupTimeout: time.Duration(h.StartupTimeout),
+		Policy:         h.Balance,
+		Balancer: balancer.Options{
+			TrustForwarded: trustedProxy,
+			OnError:        h.logProxyError,
+		},
+	}, nil
+}
+
+// Validate refuses a config that cannot work, naming the field and the fix.
+func (h *Handler) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("worker_pool: %s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	if len(h.Command) == 0 || strings.TrimSpace(h.Command[0]) == "" {
+		bad("command", `required: set the program to run, e.g. "command node server.js"`)
+	}
+	if h.Count < 0 {
+		bad("count", "%d is negative: give a number of workers, or leave it out (auto) for one per CPU", h.Count)
+	}
+	switch h.Listen {
+	case "", worker.ListenTCP, worker.ListenUnix:
+	default:
+		bad("listen", "%q is not a mode: use tcp or unix", h.Listen)
+	}
+	switch h.Balance {
+	case "", balancer.LeastInflight, balancer.RoundRobin:
+	default:
+		bad("balance", "unknown policy %q: use least_inflight or round_robin", h.Balance)
+	}
+	if h.HealthURI != "" && !strings.HasPrefix(h.HealthURI, "/") {
+		bad("health_uri", "%q must be a path starting with /, e.g. /healthz", h.HealthURI)
+	}
+	for field, d := range map[string]caddy.Duration{
+		"startup_timeout": h.StartupTimeout, "stop_timeout": h.StopTimeout,
+		"health_interval": h.HealthInterval, "health_timeout": h.HealthTimeout,
+	} {
+		if d < 0 {
+			bad(field, "%v is negative: give a positive duration such as 5s", time.Duration(d))
+		}
+	}
+	if h.HealthPasses < 0 || h.HealthFails < 0 {
+		bad("health_passes/health_fails", "must be positive counts")
+	}
+	return errors.Join(errs...)
+}
+
+// ServeHTTP proxies the request to a worker. It never calls next: the
+// pool answers every request it gets, with 503 when no worker is healthy.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	h.pool.ServeHTTP(w, r)
+	return nil
+}
+
+// Cleanup stops the workers (gracefully, bounded by stop_timeout).
+func (h *Handler) Cleanup() error {
+	if h.pool != nil {
+		h.pool.Stop()
+	}
+	return nil
+}
+
+// trustedProxy reports whether Caddy's server found the client to be one
+// of its trusted_proxies.
+func trustedProxy(r *http.Request) bool {
+	v, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
+	return v
+}
+
+// logProxyError logs a failed attempt without the query string, which may
+// carry secrets.
+func (h *Handler) logProxyError(e *balancer.Endpoint, r *http.Request, err error) {
+	h.logger.Error("worker did not answer",
+		zap.Int("worker", e.Worker), zap.Int("pid", e.PID), zap.String("address", e.Address),
+		zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,85 @@
+'use strict';
+// Example worker for caddy-workerpool: a plain Node.js HTTP server with no
+// npm dependencies. Run one per core behind the pool; each process is
+// single-threaded, and the pool keeps requests in Go until one is free.
+//
+//   GET  /          {"pid", "worker"}: which process answered
+//   GET  /work?ms=N busy-loops the CPU for N ms (at most 10 s), then answers
+//   GET  /healthz   200 "ok" (the pool's health check)
+//   GET  /stats     {"pid", "worker", "requests"}: requests this process served
+//   POST /echo      answers with the request body and its Content-Type
+//
+// It listens on SOCKET_PATH when set, else on HOST:PORT (HOST defaults to
+// 127.0.0.1, so a worker is never reachable from outside the machine).
+
+const http = require('node:http');
+
+const pid = process.pid;
+const worker = Number(process.env.WORKER_ID || 0);
+let requests = 0;
+
+function json(res, status, body) {
+  const data = JSON.stringify(body);
+  res.writeHead(status, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(data),
+  });
+  res.end(data);
+}
+
+function busy(ms) {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // Spin: this is the CPU-heavy request a single-threaded worker
+    // cannot serve anything else during.
+  }
+}
+
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://worker');
+  if (url.pathname !== '/healthz' && url.pathname !== '/stats') {
+    requests++;
+  }
+  switch (url.pathname) {
+    case '/':
+      return json(res, 200, { pid, worker });
+    case '/work': {
+      const ms = Math.min(Math.max(Number(url.searchParams.get('ms')) || 0, 0), 10000);
+      busy(ms);
+      return json(res, 200, { pid, worker, ms });
+    }
+    case '/healthz':
+      res.writeHead(200, { 'Content-Type': 'text/plain' });
+      return res.end('ok\n');
+    case '/stats':
+      return json(res, 200, { pid, worker, requests });
+    case '/echo': {
+      if (req.method !== 'POST') {
+        res.setHeader('Allow', 'POST');
+        return json(res, 405, { error: 'use POST' });
+      }
+      res.writeHead(200, {
+        'Content-Type': req.headers['content-type'] || 'application/octet-stream',
+      });
+      req.pipe(res);
+      return;
+    }
+    default:
+      return json(res, 404, { error: 'not found', path: url.pathname });
+  }
+});
+
+if (process.env.SOCKET_PATH) {
+  server.listen(process.env.SOCKET_PATH);
+} else {
+  server.listen(Number(process.env.PORT || 3000), process.env.HOST || '127.0.0.1');
+}
+
+function shutdown() {
+  // Finish the requests in flight, refuse new ones, then exit. The pool
+  // sends SIGKILL after its stop_timeout if this takes too long.
+  server.close(() => process.exit(0));
+  server.closeIdleConnections();
+}
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
