@@ -31,7 +31,7 @@ func Start(t testing.TB, mode string) *Proc {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	cmd := exec.Command(Command())
-	cmd.Env = append(os.Environ(), ModeEnv+"="+mode, "HOST=127.0.0.1", "PORT="+strconv.Itoa(port))
+	cmd.Env = append(os.Environ(), ModeEnv+"="+mode, "GORACE=atexit_sleep_ms=0", "HOST=127.0.0.1", "PORT="+strconv.Itoa(port))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

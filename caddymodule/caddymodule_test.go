@@ -1,0 +1,230 @@
+package caddymodule_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/goleak"
+
+	_ "github.com/caddy-workerpool/caddy-workerpool/caddymodule"
+	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
+)
+
+func TestMain(m *testing.M) {
+	testworker.RunIfWorker()
+	goleak.VerifyTestMain(m,
+		// Caddy's storage keeps a lock file fresh for a while after its
+		// cleaning job ran: Caddy's goroutine, not one of ours.
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"))
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func adapt(caddyfile string) ([]byte, error) {
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
+	return cfg, err
+}
+
+// site is a Caddyfile serving the test worker through worker_pool.
+func site(port int, options string) string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+}
+
+http://127.0.0.1:%d {
+	worker_pool {
+		command %s
+		env %s serve
+		env GORACE atexit_sleep_ms=0
+		health_uri /healthz
+		health_interval 50ms
+		%s
+	}
+}
+`, port, testworker.Command(), testworker.ModeEnv, options)
+}
+
+func load(t *testing.T, caddyfile string) {
+	t.Helper()
+	cfg, err := adapt(caddyfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func stop(t *testing.T) {
+	if err := caddy.Stop(); err != nil {
+		t.Error(err)
+	}
+}
+
+var client = &http.Client{Timeout: 5 * time.Second}
+
+// pids sends n requests through Caddy and returns the pids that answered.
+func pids(t *testing.T, url string, n int) map[int]int {
+	t.Helper()
+	seen := map[int]int{}
+	for range n {
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r testworker.Reply
+		err = json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || err != nil {
+			t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+		}
+		seen[r.PID]++
+	}
+	return seen
+}
+
+func waitServing(t *testing.T, url string, workers int) map[int]int {
+	t.Helper()
+	var seen map[int]int
+	testworker.Eventually(t, 15*time.Second, fmt.Sprintf("%d workers serving through Caddy", workers), func() bool {
+		resp, err := client.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return false
+		}
+		seen = pids(t, url, 20*workers)
+		return len(seen) == workers
+	})
+	return seen
+}
+
+func TestCaddyfileServesThroughWorkersAndReloads(t *testing.T) {
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	cfg := site(port, "count 3")
+	load(t, cfg)
+	first := waitServing(t, url, 3)
+
+	// Loading the same config again is what a reload does: the new config
+	// starts, then the old one is cleaned up. The pool must keep working.
+	load(t, cfg)
+	waitServing(t, url, 3)
+	for pid := range first {
+		testworker.Eventually(t, 15*time.Second, "workers of the old config gone", func() bool { return !testworker.Alive(pid) })
+	}
+
+	now := waitServing(t, url, 3)
+	stop(t)
+	for pid := range now {
+		if testworker.Alive(pid) || len(testworker.GroupMembers(pid)) > 0 {
+			t.Fatalf("worker %d survived caddy.Stop", pid)
+		}
+	}
+}
+
+func TestUnixSockets(t *testing.T) {
+	port := freePort(t)
+	load(t, site(port, "count 2\n\t\tlisten unix"))
+	defer stop(t)
+	waitServing(t, fmt.Sprintf("http://127.0.0.1:%d/", port), 2)
+}
+
+func TestCaddyfileErrorsNameTheLine(t *testing.T) {
+	cases := []struct {
+		option string
+		want   string
+	}{
+		{"count lots", `count: "lots" is not a number`},
+		{"balance fastest", `unknown policy "fastest"`},
+		{"listen udp", `listen: "udp"`},
+		{"health_interval soon", `health_interval: "soon" is not a positive duration`},
+		{"env ONLY_NAME", "env: want a name and a value"},
+		{"max_inflght 2", `unrecognized worker_pool option "max_inflght"`},
+	}
+	for _, c := range cases {
+		t.Run(c.option, func(t *testing.T) {
+			// The option sits on line 14 of the Caddyfile site() writes.
+			_, err := adapt(site(8080, c.option))
+			if err == nil {
+				t.Fatal("adapted without error")
+			}
+			if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "Caddyfile:14") {
+				t.Fatalf("error %q: want it to contain %q and the line Caddyfile:14", err, c.want)
+			}
+		})
+	}
+	_, err := adapt("http://127.0.0.1:8080 {\n\tworker_pool {\n\t\tcount 2\n\t}\n}\n")
+	if err == nil || !strings.Contains(err.Error(), "needs a command") {
+		t.Fatalf("missing command: %v", err)
+	}
+}
+
+func TestProvisionRefusesBadConfig(t *testing.T) {
+	port := freePort(t)
+	handler := func(h string) []byte {
+		return []byte(fmt.Sprintf(`{"admin":{"disabled":true},"apps":{"http":{"servers":{"s":{
+			"listen":["127.0.0.1:%d"],"automatic_https":{"disable":true},
+			"routes":[{"handle":[%s]}]}}}}}`, port, h))
+	}
+	cases := []struct{ handler, want string }{
+		{`{"handler":"worker_pool","command":["no-such-program-xyz"]}`, `command "no-such-program-xyz": not found in PATH`},
+		{`{"handler":"worker_pool"}`, "command: required"},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"listen":"udp"}`, `listen: "udp" is not a mode`},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"count":-1}`, "count: -1 is negative"},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"health_uri":"healthz"}`, "health_uri"},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"dir":"/no/such/dir"}`, "dir"},
+	}
+	for _, c := range cases {
+		err := caddy.Load(handler(c.handler), true)
+		if err == nil {
+			stop(t)
+			t.Fatalf("%s: loaded", c.handler)
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %q, want it to contain %q", c.handler, err, c.want)
+		}
+	}
+}
+
+func TestJSONConfig(t *testing.T) {
+	port := freePort(t)
+	cfg := fmt.Sprintf(`{"admin":{"disabled":true},"apps":{"http":{"servers":{"s":{
+		"listen":["127.0.0.1:%d"],"automatic_https":{"disable":true},
+		"routes":[{"handle":[{"handler":"worker_pool","command":[%q],
+			"env":{%q:"serve","GORACE":"atexit_sleep_ms=0"},"count":2,"balance":"round_robin",
+			"health_uri":"/healthz","health_interval":"50ms"}]}]}}}}}`,
+		port, testworker.Command(), testworker.ModeEnv)
+	if err := caddy.Load([]byte(cfg), true); err != nil {
+		t.Fatal(err)
+	}
+	defer stop(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	waitServing(t, url, 2)
+	for pid, n := range pids(t, url, 40) {
+		// round_robin over two workers alternates exactly.
+		if n != 20 {
+			t.Fatalf("round_robin: pid %d served %d of 40", pid, n)
+		}
+	}
+}
