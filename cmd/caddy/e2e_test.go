@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
+)
+
+// caddyEnv makes the test binary run as our Caddy (this package's main),
+// so the end-to-end tests run the very build they test, race detector
+// included, without a second build.
+const caddyEnv = "WORKERPOOL_E2E_CADDY"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(caddyEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+type caddyProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	url    string
+	log    *lockedBuffer
+}
+
+// lockedBuffer collects Caddy's output for a failing test's log.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startCaddy runs our Caddy with the example Node app in a pool of count.
+func startCaddy(t *testing.T, count int) *caddyProc {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Fatal("node is required for the end-to-end tests (Node.js 20 is on every machine of this project)")
+	}
+	app, err := filepath.Abs("../../examples/node/server.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+}
+
+http://127.0.0.1:%d {
+	worker_pool {
+		command node %s
+		count %d
+		health_uri /healthz
+		health_interval 100ms
+		stop_timeout 5s
+	}
+}
+`, port, app, count)
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Executable()
+	cmd := exec.Command(self, "run", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), caddyEnv+"=1", "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "GORACE=atexit_sleep_ms=0")
+	logs := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &caddyProc{cmd: cmd, exited: make(chan struct{}), url: fmt.Sprintf("http://127.0.0.1:%d", port), log: logs}
+	go func() { _ = cmd.Wait(); close(c.exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-c.exited
+		if t.Failed() {
+			t.Logf("caddy log:\n%s", c.log.String())
+		}
+	})
+	return c
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+type reply struct {
+	PID    int `json:"pid"`
+	Worker int `json:"worker"`
+}
+
+func get(url string) (reply, int, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return reply{}, 0, err
+	}
+	defer resp.Body.Close()
+	var r reply
+	if resp.StatusCode == 200 {
+		err = json.NewDecoder(resp.Body).Decode(&r)
+	}
+	return r, resp.StatusCode, err
+}
+
+// servingPIDs sends n requests and returns which pids answered; nil if
+// any request failed.
+func servingPIDs(url string, n int) map[int]bool {
+	seen := map[int]bool{}
+	for range n {
+		r, code, err := get(url)
+		if err != nil || code != 200 {
+			return nil
+		}
+		seen[r.PID] = true
+	}
+	return seen
+}
+
+func waitPIDs(t *testing.T, c *caddyProc, count int) map[int]bool {
+	t.Helper()
+	var seen map[int]bool
+	testworker.Eventually(t, 30*time.Second, fmt.Sprintf("%d Node workers serving through Caddy", count), func() bool {
+		seen = servingPIDs(c.url+"/", 20*count)
+		return len(seen) == count
+	})
+	return seen
+}
+
+func TestExampleAppThroughCaddy(t *testing.T) {
+	c := startCaddy(t, 3)
+	pids := waitPIDs(t, c, 3)
+
+	// The CPU-heavy and echo routes work through the pool.
+	if r, code, err := get(c.url + "/work?ms=5"); err != nil || code != 200 || !pids[r.PID] {
+		t.Fatalf("/work: %+v %d %v", r, code, err)
+	}
+	resp, err := client.Post(c.url+"/echo", "text/plain", strings.NewReader("ping"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "ping" {
+		t.Fatalf("/echo answered %q", body)
+	}
+
+	// Kill one worker: the pool heals, the dead pid never answers again.
+	var victim int
+	for pid := range pids {
+		victim = pid
+		break
+	}
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	healed := waitPIDs(t, c, 3)
+	if healed[victim] {
+		t.Fatalf("killed pid %d still answers", victim)
+	}
+
+	// Stopping Caddy stops every worker.
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("caddy did not exit on SIGTERM")
+	}
+	for pid := range healed {
+		if testworker.Alive(pid) {
+			t.Fatalf("worker %d outlived caddy", pid)
+		}
+	}
+}
+
+func TestWorkersDieWithKilledCaddy(t *testing.T) {
+	c := startCaddy(t, 2)
+	pids := waitPIDs(t, c, 2)
+	if err := c.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-c.exited
+	for pid := range pids {
+		testworker.Eventually(t, 5*time.Second, fmt.Sprintf("worker %d gone after caddy was killed", pid), func() bool {
+			return !testworker.Alive(pid)
+		})
+	}
+}
