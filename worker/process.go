@@ -21,8 +21,12 @@ type Instance struct {
 	// Worker is the slot's id, 1..Count, also given to the process as
 	// WORKER_ID.
 	Worker int
-	// PID is the process id, also its process group id.
+	// PID is the worker's process id.
 	PID int
+	// PGID is the id of the process group that holds the worker and its
+	// children. On Linux its leader is the worker's reaper, not the
+	// worker itself.
+	PGID int
 	// Network is "tcp" or "unix"; Address is where the worker was told to
 	// listen (host:port or a socket path).
 	Network, Address string
@@ -46,9 +50,9 @@ func (i *Instance) Err() error {
 // signalGroup sends sig to the instance's whole process group. A group
 // that is already empty is not an error.
 func (i *Instance) signalGroup(sig syscall.Signal) {
-	if err := syscall.Kill(-i.PID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := syscall.Kill(-i.PGID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		// Fall back to the leader alone, e.g. if it left its group.
-		_ = syscall.Kill(i.PID, sig)
+		_ = syscall.Kill(i.PGID, sig)
 	}
 }
 
@@ -56,7 +60,7 @@ func (i *Instance) signalGroup(sig syscall.Signal) {
 // The group id cannot be reused while the group has members, so this
 // never mistakes another process for ours.
 func (i *Instance) groupAlive() bool {
-	return syscall.Kill(-i.PID, 0) == nil
+	return syscall.Kill(-i.PGID, 0) == nil
 }
 
 // terminate stops the process group gracefully: SIGTERM, then SIGKILL for
@@ -112,7 +116,6 @@ func (s *Supervisor) spawn(id int) (*Instance, error) {
 	cmd := exec.Command(s.path, s.spec.Args...)
 	cmd.Dir = s.spec.Dir
 	cmd.Env = env
-	cmd.SysProcAttr = sysProcAttr()
 	// A grandchild that keeps our output pipes open must not keep Wait
 	// from returning after the worker itself has exited.
 	cmd.WaitDelay = time.Second
@@ -122,11 +125,13 @@ func (s *Supervisor) spawn(id int) (*Instance, error) {
 	base := s.log.With(zap.Int("worker", id))
 	stdout.log.Store(base)
 	stderr.log.Store(base)
-	if err := cmd.Start(); err != nil {
+	pid, err := start(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("worker %d: start %q: %w", id, s.path, err)
 	}
 	inst.cmd = cmd
-	inst.PID = cmd.Process.Pid
+	inst.PID = pid
+	inst.PGID = cmd.Process.Pid
 	inst.Started = time.Now()
 	withPID := base.With(zap.Int("pid", inst.PID))
 	stdout.log.Store(withPID.With(zap.String("stream", "stdout")))

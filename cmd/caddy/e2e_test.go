@@ -68,6 +68,11 @@ func (b *lockedBuffer) String() string {
 
 // startCaddy runs our Caddy with the example Node app in a pool of count.
 func startCaddy(t *testing.T, count int) *caddyProc {
+	return startCaddyWith(t, count, "node %s")
+}
+
+// startCaddyWith runs the command format (given the app's path).
+func startCaddyWith(t *testing.T, count int, command string) *caddyProc {
 	t.Helper()
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatal("node is required for the end-to-end tests (Node.js 20 is on every machine of this project)")
@@ -86,14 +91,14 @@ func startCaddy(t *testing.T, count int) *caddyProc {
 
 http://127.0.0.1:%d {
 	worker_pool {
-		command node %s
+		command %s
 		count %d
 		health_uri /healthz
 		health_interval 100ms
 		stop_timeout 5s
 	}
 }
-`, port, app, count)
+`, port, fmt.Sprintf(command, app), count)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
@@ -210,16 +215,25 @@ func TestExampleAppThroughCaddy(t *testing.T) {
 	}
 }
 
-func TestWorkersDieWithKilledCaddy(t *testing.T) {
-	c := startCaddy(t, 2)
+func TestWorkersAndTheirChildrenDieWithKilledCaddy(t *testing.T) {
+	// Each worker starts a child of its own (a grandchild of Caddy).
+	c := startCaddyWith(t, 2, `sh -c "sleep 600 & exec node %s"`)
 	pids := waitPIDs(t, c, 2)
+	groups := map[int]bool{}
+	for pid := range pids {
+		g := testworker.PGID(pid)
+		if n := len(testworker.GroupMembers(g)); g == 0 || n < 2 {
+			t.Fatalf("worker %d: group %d has %d processes, want the worker and its child", pid, g, n)
+		}
+		groups[g] = true
+	}
 	if err := c.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	<-c.exited
-	for pid := range pids {
-		testworker.Eventually(t, 5*time.Second, fmt.Sprintf("worker %d gone after caddy was killed", pid), func() bool {
-			return !testworker.Alive(pid)
+	for g := range groups {
+		testworker.Eventually(t, 5*time.Second, fmt.Sprintf("group %d empty after caddy was killed", g), func() bool {
+			return len(testworker.GroupMembers(g)) == 0
 		})
 	}
 }

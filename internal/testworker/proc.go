@@ -35,6 +35,21 @@ func GroupMembers(pgid int) []int {
 	return pids
 }
 
+// PGID returns the process group of pid, or 0 if it is gone.
+func PGID(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 3 {
+		return 0
+	}
+	g, _ := strconv.Atoi(f[2])
+	return g
+}
+
 // Alive reports whether pid is a live, non-zombie process.
 func Alive(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
