@@ -36,10 +36,25 @@ func front(t *testing.T, b http.Handler) *httptest.Server {
 	return srv
 }
 
-func endpoint(t *testing.T, p *testworker.Proc, opts *balancer.Options) *balancer.Endpoint {
-	e := balancer.NewEndpoint(1, p.PID, p.Network, p.Address, opts)
-	t.Cleanup(e.Close)
-	return e
+func newBalancer(t *testing.T, cfg balancer.Config) *balancer.Balancer {
+	t.Helper()
+	b, err := balancer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// join makes an endpoint for each worker process, numbered from 1, and
+// puts them in rotation.
+func join(t *testing.T, b *balancer.Balancer, procs ...*testworker.Proc) []*balancer.Endpoint {
+	eps := make([]*balancer.Endpoint, len(procs))
+	for i, p := range procs {
+		eps[i] = b.NewEndpoint(i+1, p.PID, p.Network, p.Address)
+		t.Cleanup(eps[i].Close)
+		b.Add(eps[i])
+	}
+	return eps
 }
 
 func getReply(t *testing.T, c *http.Client, url string, hdr http.Header) testworker.Reply {
@@ -66,12 +81,9 @@ func getReply(t *testing.T, c *http.Client, url string, hdr http.Header) testwor
 
 func TestLeastInflightAvoidsBusyWorker(t *testing.T) {
 	a, b := testworker.Start(t, "serve"), testworker.Start(t, "serve")
-	opts := &balancer.Options{}
-	ea, eb := endpoint(t, a, opts), endpoint(t, b, opts)
-	pol, _ := balancer.NewPolicy(balancer.LeastInflight)
-	bal := balancer.New(pol)
-	bal.Add(ea)
-	bal.Add(eb)
+	bal := newBalancer(t, balancer.Config{})
+	eps := join(t, bal, a, b)
+	ea, eb := eps[0], eps[1]
 	srv := front(t, bal)
 	c := srv.Client()
 
@@ -113,39 +125,77 @@ func TestLeastInflightAvoidsBusyWorker(t *testing.T) {
 	}
 }
 
-func TestPolicies(t *testing.T) {
-	eps := make([]*balancer.Endpoint, 4)
-	for i := range eps {
-		eps[i] = balancer.NewEndpoint(i+1, 0, "tcp", "127.0.0.1:1", &balancer.Options{})
-	}
+func TestPoliciesSpreadIdleLoad(t *testing.T) {
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
-	for _, name := range []string{balancer.LeastInflight, balancer.RoundRobin} {
+	for _, name := range []string{balancer.LeastInflight, balancer.P2CEWMA, balancer.RoundRobin, balancer.Random} {
 		t.Run(name, func(t *testing.T) {
-			p, err := balancer.NewPolicy(name)
+			bal := newBalancer(t, balancer.Config{Policy: balancer.PolicyConfig{Name: name}})
+			eps := fakeEndpoints(bal, 4)
+			p, err := balancer.NewPolicy(balancer.PolicyConfig{Name: name})
 			if err != nil {
 				t.Fatal(err)
 			}
 			seen := map[int]int{}
 			for range 400 {
-				seen[p.Select(eps, req).Worker]++
+				seen[p.Select(eps, &balancer.Pick{Request: req}).Worker]++
 			}
-			// Idle endpoints: both policies must spread the load, not pin
+			// Idle endpoints: the policy must spread the load, not pin
 			// the first endpoint.
 			for _, e := range eps {
-				if seen[e.Worker] < 50 {
+				if seen[e.Worker] < 40 {
 					t.Fatalf("worker %d picked %d of 400 times: %v", e.Worker, seen[e.Worker], seen)
 				}
 			}
 		})
 	}
-	if _, err := balancer.NewPolicy("fastest"); err == nil || !strings.Contains(err.Error(), "least_inflight") {
-		t.Fatalf("unknown policy error = %v", err)
+	first, _ := balancer.NewPolicy(balancer.PolicyConfig{Name: balancer.First})
+	bal := newBalancer(t, balancer.Config{})
+	eps := fakeEndpoints(bal, 3)
+	if e := first.Select(eps, &balancer.Pick{Request: req}); e.Worker != 1 {
+		t.Fatalf("first picked worker %d", e.Worker)
+	}
+}
+
+// fakeEndpoints makes endpoints that are never dialled: policies only
+// look at their load.
+func fakeEndpoints(b *balancer.Balancer, n int) []*balancer.Endpoint {
+	eps := make([]*balancer.Endpoint, n)
+	for i := range eps {
+		eps[i] = b.NewEndpoint(i+1, 0, "tcp", "127.0.0.1:1")
+	}
+	return eps
+}
+
+func TestBadPolicyConfig(t *testing.T) {
+	for _, c := range []struct {
+		cfg  balancer.PolicyConfig
+		want string
+	}{
+		{balancer.PolicyConfig{Name: "fastest"}, "unknown policy"},
+		{balancer.PolicyConfig{Name: "hash", HashOn: "header"}, "give the header name"},
+		{balancer.PolicyConfig{Name: "hash", HashOn: "path"}, "hash on header"},
+	} {
+		if _, err := balancer.NewPolicy(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("NewPolicy(%+v) = %v, want an error containing %q", c.cfg, err, c.want)
+		}
+	}
+	for _, c := range []struct {
+		cfg  balancer.Config
+		want string
+	}{
+		{balancer.Config{MaxInflight: -1}, "max_inflight"},
+		{balancer.Config{QueueSize: -5}, "queue_size"},
+		{balancer.Config{Retries: 9}, "retries"},
+		{balancer.Config{Breaker: balancer.BreakerConfig{Statuses: []int{42}}}, "statuses"},
+	} {
+		if _, err := balancer.New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("New(%+v) = %v, want an error containing %q", c.cfg, err, c.want)
+		}
 	}
 }
 
 func TestNoEndpointAnswers503(t *testing.T) {
-	pol, _ := balancer.NewPolicy("")
-	srv := front(t, balancer.New(pol))
+	srv := front(t, newBalancer(t, balancer.Config{}))
 	began := time.Now()
 	resp, err := srv.Client().Get(srv.URL + "/")
 	if err != nil {
@@ -183,12 +233,11 @@ func TestDeadEndpointAnswers502(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
 	var seen error
-	e := balancer.NewEndpoint(7, 0, "tcp", addr, &balancer.Options{
+	bal := newBalancer(t, balancer.Config{
 		OnError: func(_ *balancer.Endpoint, _ *http.Request, err error) { seen = err },
 	})
+	e := bal.NewEndpoint(7, 0, "tcp", addr)
 	defer e.Close()
-	pol, _ := balancer.NewPolicy("")
-	bal := balancer.New(pol)
 	bal.Add(e)
 	srv := front(t, bal)
 	resp, err := srv.Client().Get(srv.URL + "/")
@@ -203,9 +252,8 @@ func TestDeadEndpointAnswers502(t *testing.T) {
 }
 
 func TestAddRemove(t *testing.T) {
-	pol, _ := balancer.NewPolicy("")
-	bal := balancer.New(pol)
-	e := balancer.NewEndpoint(1, 0, "tcp", "127.0.0.1:1", &balancer.Options{})
+	bal := newBalancer(t, balancer.Config{})
+	e := bal.NewEndpoint(1, 0, "tcp", "127.0.0.1:1")
 	bal.Add(e)
 	bal.Add(e)
 	if n := len(bal.Endpoints()); n != 1 {
@@ -220,10 +268,8 @@ func TestForwardedHeaders(t *testing.T) {
 	p := testworker.Start(t, "serve")
 	for _, trusted := range []bool{false, true} {
 		t.Run("trusted="+strconv.FormatBool(trusted), func(t *testing.T) {
-			e := endpoint(t, p, &balancer.Options{TrustForwarded: func(*http.Request) bool { return trusted }})
-			pol, _ := balancer.NewPolicy("")
-			bal := balancer.New(pol)
-			bal.Add(e)
+			bal := newBalancer(t, balancer.Config{TrustForwarded: func(*http.Request) bool { return trusted }})
+			join(t, bal, p)
 			srv := front(t, bal)
 			req := http.Header{"X-Forwarded-For": {"203.0.113.9"}, "X-Forwarded-Proto": {"https"}}
 			r := getReply(t, srv.Client(), srv.URL+"/x", req)
@@ -250,9 +296,8 @@ func TestForwardedHeaders(t *testing.T) {
 
 func TestStreamingArrivesIncrementally(t *testing.T) {
 	p := testworker.Start(t, "serve")
-	pol, _ := balancer.NewPolicy("")
-	bal := balancer.New(pol)
-	bal.Add(endpoint(t, p, &balancer.Options{}))
+	bal := newBalancer(t, balancer.Config{})
+	join(t, bal, p)
 	srv := front(t, bal)
 	resp, err := srv.Client().Get(srv.URL + "/stream")
 	if err != nil {
@@ -277,9 +322,8 @@ func TestStreamingArrivesIncrementally(t *testing.T) {
 
 func TestWebSocketEcho(t *testing.T) {
 	p := testworker.Start(t, "serve")
-	pol, _ := balancer.NewPolicy("")
-	bal := balancer.New(pol)
-	bal.Add(endpoint(t, p, &balancer.Options{}))
+	bal := newBalancer(t, balancer.Config{})
+	join(t, bal, p)
 	srv := front(t, bal)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

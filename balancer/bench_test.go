@@ -17,9 +17,8 @@ import (
 // process).
 func BenchmarkProxy(b *testing.B) {
 	p := testworker.Start(b, "serve")
-	pol, _ := balancer.NewPolicy("")
-	bal := balancer.New(pol)
-	e := balancer.NewEndpoint(1, p.PID, p.Network, p.Address, &balancer.Options{})
+	bal, _ := balancer.New(balancer.Config{})
+	e := bal.NewEndpoint(1, p.PID, p.Network, p.Address)
 	defer e.Close()
 	bal.Add(e)
 	srv := httptest.NewServer(bal)

@@ -1,17 +1,10 @@
-// Package balancer owns the live set of endpoints a pool serves from,
-// their load, the policy that picks one per request, and the proxying
-// to it.
-//
-// It reads as three ideas kept apart: the set (Add, Remove: whoever
-// discovers and health-checks endpoints calls them), the load (each
-// Endpoint's in-flight count), and the selection (a Policy, a small
-// function over the endpoints' load).
 package balancer
 
 import (
 	"context"
 	"io"
 	"log"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -20,33 +13,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sony/gobreaker/v2"
+
 	"github.com/caddy-workerpool/caddy-workerpool/internal/problem"
 )
 
-// DefaultIdleConnTimeout closes idle upstream connections before Node's
-// default keepAliveTimeout (5 s) would, so a request is never written to
-// a socket the worker is closing at that moment — a classic source of
-// stray 502s behind proxies.
-const DefaultIdleConnTimeout = 4 * time.Second
-
-// Options are shared by all endpoints of a balancer.
-type Options struct {
-	// TrustForwarded reports whether a request came through a trusted
-	// proxy, whose X-Forwarded-* headers are then kept and extended. nil
-	// trusts nobody: the headers are replaced, as Caddy does by default.
-	TrustForwarded func(*http.Request) bool
-	// OnError is told about each failed proxy attempt (not about clients
-	// that went away). It must not write to the response.
-	OnError func(e *Endpoint, r *http.Request, err error)
-	// IdleConnTimeout of the upstream keep-alive connections; zero means
-	// DefaultIdleConnTimeout.
-	IdleConnTimeout time.Duration
-	// MaxIdleConns per endpoint; zero means 256.
-	MaxIdleConns int
-}
-
 // Endpoint is one place a request can be sent: a worker process, or an
-// address found by discovery. It keeps its own keep-alive connections.
+// address found by discovery. It carries its load (requests in flight,
+// latency), its in-flight limit, its circuit breaker and its own
+// keep-alive connections. Create it with Balancer.NewEndpoint.
 type Endpoint struct {
 	// Worker is the worker slot id (0 when not spawned by us).
 	Worker int
@@ -55,32 +30,54 @@ type Endpoint struct {
 	// Network is "tcp" or "unix"; Address is host:port or a socket path.
 	Network, Address string
 
+	seed     uint64
 	inflight atomic.Int64
+	limit    atomic.Int64 // 0 = unlimited
 	served   atomic.Uint64
+	adaptive *adaptiveLimit
+
+	ewmaMu   sync.Mutex
+	ewma     atomic.Uint64 // float64 bits: peak-EWMA latency in seconds
+	ewmaLast time.Time
+	decay    float64 // seconds
+
+	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}]
+	open      atomic.Bool  // breaker open, mirrored for the lock-free path
+	openUntil atomic.Int64 // unix nanoseconds when an open breaker may probe
+
+	passiveFails atomic.Int32
 
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
 }
 
-// NewEndpoint prepares proxying to network/address.
-func NewEndpoint(worker, pid int, network, address string, opts *Options) *Endpoint {
-	e := &Endpoint{Worker: worker, PID: pid, Network: network, Address: address}
-	idle := opts.IdleConnTimeout
-	if idle <= 0 {
-		idle = DefaultIdleConnTimeout
+// NewEndpoint prepares an endpoint with the balancer's settings. It is
+// not in rotation until Add.
+func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoint {
+	cfg := &b.cfg
+	e := &Endpoint{
+		Worker: worker, PID: pid, Network: network, Address: address,
+		seed:  endpointSeed(worker, address),
+		decay: cfg.Policy.Decay.Seconds(),
 	}
-	maxIdle := opts.MaxIdleConns
-	if maxIdle <= 0 {
-		maxIdle = 256
+	if e.decay <= 0 {
+		e.decay = DefaultDecay.Seconds()
 	}
+	if cfg.AdaptiveLimit {
+		e.adaptive = newAdaptiveLimit(e.limit.Store)
+	} else {
+		e.limit.Store(int64(cfg.MaxInflight))
+	}
+	e.breaker = b.newBreaker(e)
+
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1}
 	e.transport = &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dialer.DialContext(ctx, network, address)
 		},
-		MaxIdleConns:        maxIdle,
-		MaxIdleConnsPerHost: maxIdle,
-		IdleConnTimeout:     idle,
+		MaxIdleConns:        cfg.MaxIdleConns,
+		MaxIdleConnsPerHost: cfg.MaxIdleConns,
+		IdleConnTimeout:     cfg.IdleConnTimeout,
 		DisableCompression:  true,
 		// Workers speak HTTP/1.1 on loopback; h2c would gain nothing.
 		ForceAttemptHTTP2: false,
@@ -89,8 +86,7 @@ func NewEndpoint(worker, pid int, network, address string, opts *Options) *Endpo
 	if network == "unix" {
 		urlHost = "localhost"
 	}
-	trust := opts.TrustForwarded
-	onError := opts.OnError
+	trust := cfg.TrustForwarded
 	e.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -113,24 +109,10 @@ func NewEndpoint(worker, pid int, network, address string, opts *Options) *Endpo
 			}
 			pr.SetXForwarded()
 		},
-		Transport:  e.transport,
-		BufferPool: bufferPool{},
-		ErrorLog:   log.New(io.Discard, "", 0),
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if r.Context().Err() != nil {
-				// The client went away; nobody reads an answer. 499 is the
-				// status Caddy and nginx log for that.
-				w.WriteHeader(499)
-				return
-			}
-			if onError != nil {
-				onError(e, r, err)
-			}
-			problem.Write(w, problem.Details{
-				Status: http.StatusBadGateway,
-				Detail: "worker " + strconv.Itoa(e.Worker) + " did not answer",
-			})
-		},
+		Transport:    e.transport,
+		BufferPool:   bufferPool{},
+		ErrorLog:     log.New(io.Discard, "", 0),
+		ErrorHandler: recordError,
 	}
 	return e
 }
@@ -141,18 +123,113 @@ func (e *Endpoint) Inflight() int64 { return e.inflight.Load() }
 // Served is the number of requests the endpoint has finished.
 func (e *Endpoint) Served() uint64 { return e.served.Load() }
 
-// ServeHTTP proxies one request to the endpoint, counting it in flight.
-func (e *Endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	e.inflight.Add(1)
-	defer func() {
-		e.inflight.Add(-1)
-		e.served.Add(1)
-	}()
-	e.proxy.ServeHTTP(w, r)
+// Limit is the endpoint's in-flight limit now (0 = unlimited); with an
+// adaptive limit it moves.
+func (e *Endpoint) Limit() int64 { return e.limit.Load() }
+
+// BreakerState is "closed", "half-open" or "open".
+func (e *Endpoint) BreakerState() string { return e.breaker.State().String() }
+
+// Latency is the endpoint's peak-EWMA latency.
+func (e *Endpoint) Latency() time.Duration {
+	return time.Duration(math.Float64frombits(e.ewma.Load()) * float64(time.Second))
 }
 
 // Close drops the endpoint's idle connections. Requests in flight finish.
 func (e *Endpoint) Close() { e.transport.CloseIdleConnections() }
+
+// available reports whether the endpoint may take one more request now.
+// An open breaker whose open_for has passed counts as available: the
+// breaker itself decides, in Allow, whether a probe may go.
+func (e *Endpoint) available() bool {
+	if e.open.Load() && time.Now().UnixNano() < e.openUntil.Load() {
+		return false
+	}
+	l := e.limit.Load()
+	return l == 0 || e.inflight.Load() < l
+}
+
+// tryAcquire takes one in-flight slot if the limit allows.
+func (e *Endpoint) tryAcquire() bool {
+	for {
+		n := e.inflight.Load()
+		if l := e.limit.Load(); l != 0 && n >= l {
+			return false
+		}
+		if e.inflight.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// cost is p2c_ewma's load measure: latency × (in flight + 1).
+func (e *Endpoint) cost() float64 {
+	return math.Float64frombits(e.ewma.Load()) * float64(e.inflight.Load()+1)
+}
+
+// observe folds a completed request's latency into the peak-EWMA: a
+// sample above the average replaces it at once (peak), one below it is
+// averaged in with a weight that decays over time.
+func (e *Endpoint) observe(rtt time.Duration, now time.Time) {
+	s := rtt.Seconds()
+	e.ewmaMu.Lock()
+	cur := math.Float64frombits(e.ewma.Load())
+	if s > cur || e.ewmaLast.IsZero() {
+		cur = s
+	} else {
+		w := math.Exp(-now.Sub(e.ewmaLast).Seconds() / e.decay)
+		cur = cur*w + s*(1-w)
+	}
+	e.ewmaLast = now
+	e.ewma.Store(math.Float64bits(cur))
+	e.ewmaMu.Unlock()
+}
+
+// attemptWriter is the response writer of one proxy attempt: it learns
+// the status the worker answered with, and takes a transport error from
+// ReverseProxy instead of an error response, so the balancer can decide
+// between a retry and a 502.
+type attemptWriter struct {
+	http.ResponseWriter
+	status int
+	err    error
+}
+
+func (w *attemptWriter) WriteHeader(code int) {
+	if code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *attemptWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the real writer, for
+// flushing streamed responses and hijacking upgraded connections.
+func (w *attemptWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// recordError is every endpoint's ReverseProxy.ErrorHandler. ReverseProxy
+// calls it only before anything was written to the client.
+func recordError(w http.ResponseWriter, _ *http.Request, err error) {
+	if aw, ok := w.(*attemptWriter); ok {
+		aw.err = err
+		return
+	}
+	problem.Write(w, problem.Details{Status: http.StatusBadGateway, Detail: "the worker did not answer"})
+}
+
+// workerName is how logs and breakers name an endpoint.
+func (e *Endpoint) workerName() string {
+	if e.Worker > 0 {
+		return "worker " + strconv.Itoa(e.Worker)
+	}
+	return e.Address
+}
 
 // bufferPool recycles the copy buffers of ReverseProxy. It stores array
 // pointers, so neither Get nor Put allocates.

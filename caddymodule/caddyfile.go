@@ -37,7 +37,18 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    health_timeout  <duration>
 //	    health_passes   <n>
 //	    health_fails    <n>
-//	    balance         least_inflight|round_robin
+//	    balance         least_inflight|p2c_ewma [<decay>]|round_robin|random|first
+//	                    |hash header <name>|hash cookie <name>|hash client_ip
+//	    max_inflight    <n>|auto
+//	    queue_size      <n>
+//	    queue_timeout   <duration>
+//	    retries         <n>
+//	    breaker {
+//	        failures           <n>
+//	        open_for           <duration>
+//	        half_open_requests <n>
+//	        statuses           <code...>
+//	    }
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -130,13 +141,48 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.HealthFails = n
 			}
 		case "balance":
+			if err := h.parseBalance(d); err != nil {
+				return err
+			}
+		case "max_inflight":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			if v := d.Val(); v != "least_inflight" && v != "round_robin" {
-				return d.Errf("balance: unknown policy %q; use least_inflight or round_robin", v)
+			if d.Val() == "auto" {
+				h.MaxInflight = Limit{Auto: true}
+				break
 			}
-			h.Balance = d.Val()
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 0 {
+				return d.Errf("max_inflight: %q is not a limit; give a number of requests per worker (0 for none) or auto", d.Val())
+			}
+			h.MaxInflight = Limit{N: n}
+		case "queue_size", "retries":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 0 {
+				return d.Errf("%s: %q is not a count; give a non-negative integer", opt, d.Val())
+			}
+			if opt == "queue_size" {
+				h.QueueSize = n
+			} else {
+				h.Retries = &n
+			}
+		case "queue_timeout":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("queue_timeout: %q is not a positive duration; write e.g. 500ms, 5s or 1m", d.Val())
+			}
+			h.QueueTimeout = caddy.Duration(dur)
+		case "breaker":
+			if err := h.parseBreaker(d); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("unrecognized worker_pool option %q; see the README for the options", opt)
 		}
@@ -146,6 +192,90 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	if len(h.Command) == 0 {
 		return d.Err("worker_pool needs a command: 'command <program> [<args...>]', e.g. 'command node server.js'")
+	}
+	return nil
+}
+
+// parseBalance reads "balance <policy> [<args>]".
+func (h *Handler) parseBalance(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	h.Balance = d.Val()
+	switch h.Balance {
+	case "least_inflight", "round_robin", "random", "first":
+	case "p2c_ewma":
+		if d.NextArg() {
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("balance p2c_ewma: decay %q is not a positive duration; write e.g. 10s", d.Val())
+			}
+			h.EWMADecay = caddy.Duration(dur)
+		}
+	case "hash":
+		if !d.NextArg() {
+			return d.Err("balance hash: say what to hash: 'hash header <name>', 'hash cookie <name>' or 'hash client_ip'")
+		}
+		h.HashOn = d.Val()
+		switch h.HashOn {
+		case "header", "cookie":
+			if !d.NextArg() {
+				return d.Errf("balance hash %s: give the %s name, e.g. 'hash %s X-User-ID'", h.HashOn, h.HashOn, h.HashOn)
+			}
+			h.HashKey = d.Val()
+		case "client_ip":
+		default:
+			return d.Errf("balance hash: %q is not a key; use header <name>, cookie <name> or client_ip", h.HashOn)
+		}
+	default:
+		return d.Errf("balance: unknown policy %q; use least_inflight, p2c_ewma, round_robin, random, first or hash", h.Balance)
+	}
+	return nil
+}
+
+// parseBreaker reads the breaker block.
+func (h *Handler) parseBreaker(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	h.Breaker = &Breaker{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		switch opt {
+		case "failures", "half_open_requests":
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 {
+				return d.Errf("breaker %s: %q is not a count; give a positive integer", opt, d.Val())
+			}
+			if opt == "failures" {
+				h.Breaker.Failures = n
+			} else {
+				h.Breaker.HalfOpenRequests = n
+			}
+		case "open_for":
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("breaker open_for: %q is not a positive duration; write e.g. 10s", d.Val())
+			}
+			h.Breaker.OpenFor = caddy.Duration(dur)
+		case "statuses":
+			for ok := true; ok; ok = d.NextArg() {
+				code, err := strconv.Atoi(d.Val())
+				if err != nil || code < 100 || code > 599 {
+					return d.Errf("breaker statuses: %q is not an HTTP status code", d.Val())
+				}
+				h.Breaker.Statuses = append(h.Breaker.Statuses, code)
+			}
+			continue
+		default:
+			return d.Errf("unrecognized breaker option %q; use failures, open_for, half_open_requests or statuses", opt)
+		}
+		if d.NextArg() {
+			return d.Errf("breaker %s: unexpected extra argument %q", opt, d.Val())
+		}
 	}
 	return nil
 }

@@ -7,7 +7,9 @@ package caddymodule
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -80,14 +82,104 @@ type Handler struct {
 	// HealthFails is how many consecutive failures take it out. Default: 2.
 	HealthFails int `json:"health_fails,omitempty"`
 
-	// Balance is the policy that picks a worker: "least_inflight" (the
-	// default: the worker with the fewest requests in flight, ties broken
-	// at random) or "round_robin".
+	// Balance is the policy that picks a worker among those that may take
+	// the request: "least_inflight" (the default: fewest requests in
+	// flight, ties broken at random), "p2c_ewma" (the better of two random
+	// workers by peak-EWMA latency × (in flight + 1)), "round_robin",
+	// "random", "first" (the lowest-numbered free worker) or "hash"
+	// (sticky, see HashOn).
 	Balance string `json:"balance,omitempty"`
+
+	// HashOn is what "hash" hashes: "header" or "cookie" (named by
+	// HashKey) or "client_ip". Rendezvous hashing: when a worker leaves,
+	// only its keys move; a key whose worker is down or full goes to the
+	// next worker in its ranking; a request without the key is balanced
+	// by least_inflight.
+	HashOn string `json:"hash_on,omitempty"`
+
+	// HashKey is the header or cookie name for HashOn.
+	HashKey string `json:"hash_key,omitempty"`
+
+	// EWMADecay is the time constant of p2c_ewma's latency average.
+	// Default: 10s.
+	EWMADecay caddy.Duration `json:"ewma_decay,omitempty"`
+
+	// MaxInflight limits the requests each worker holds at once; a
+	// request that finds every worker at its limit waits in the queue. A
+	// number (0, the default, means no limit) or "auto": a limit per
+	// worker that adapts to its latency — near 1–2 for a CPU-bound
+	// single-threaded worker, high for one that mostly waits on I/O.
+	MaxInflight Limit `json:"max_inflight,omitempty"`
+
+	// QueueSize bounds the requests waiting for a free worker; more get
+	// 503. Default: 1024.
+	QueueSize int `json:"queue_size,omitempty"`
+
+	// QueueTimeout bounds how long a request waits for a free worker
+	// before it gets 503. Default: 10s.
+	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
+
+	// Retries is how many times a failed attempt is sent to another
+	// worker: only if the request never reached a worker, or, for
+	// idempotent methods, if the connection broke before any response
+	// byte; never after a byte went to the client; bodies up to 64 KiB
+	// only; at most 20% of requests over 10 s. Default: 1; 0 disables.
+	Retries *int `json:"retries,omitempty"`
+
+	// Breaker configures each worker's circuit breaker.
+	Breaker *Breaker `json:"breaker,omitempty"`
 
 	pool   *pool.Pool
 	logger *zap.Logger
 }
+
+// Breaker configures the circuit breaker that each worker has. Failing
+// responses and transport errors count; clients that go away do not. An
+// open breaker takes its worker out of rotation for OpenFor, then lets
+// HalfOpenRequests probe requests through: if they succeed it closes.
+type Breaker struct {
+	// Failures in a row that open the breaker. Default: 5.
+	Failures int `json:"failures,omitempty"`
+	// OpenFor is how long the breaker stays open. Default: 10s.
+	OpenFor caddy.Duration `json:"open_for,omitempty"`
+	// HalfOpenRequests is the number of probes. Default: 1.
+	HalfOpenRequests int `json:"half_open_requests,omitempty"`
+	// Statuses are the response codes that count as failures. Default:
+	// every 5xx.
+	Statuses []int `json:"statuses,omitempty"`
+}
+
+// Limit is a number of requests, or "auto" for an adaptive limit. In
+// JSON it is a number or the string "auto".
+type Limit struct {
+	N    int
+	Auto bool
+}
+
+// MarshalJSON writes a number, or "auto".
+func (l Limit) MarshalJSON() ([]byte, error) {
+	if l.Auto {
+		return []byte(`"auto"`), nil
+	}
+	return []byte(strconv.Itoa(l.N)), nil
+}
+
+// UnmarshalJSON reads a number, or "auto".
+func (l *Limit) UnmarshalJSON(b []byte) error {
+	if string(b) == `"auto"` {
+		*l = Limit{Auto: true}
+		return nil
+	}
+	n, err := strconv.Atoi(string(b))
+	if err != nil {
+		return fmt.Errorf("max_inflight: %s is neither a number nor \"auto\"", b)
+	}
+	*l = Limit{N: n}
+	return nil
+}
+
+// IsZero makes omitempty leave out the default.
+func (l Limit) IsZero() bool { return l == Limit{} }
 
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
@@ -151,12 +243,38 @@ func (h *Handler) poolConfig() (pool.Config, error) {
 			Fails:    h.HealthFails,
 		},
 		StartupTimeout: time.Duration(h.StartupTimeout),
-		Policy:         h.Balance,
-		Balancer: balancer.Options{
-			TrustForwarded: trustedProxy,
-			OnError:        h.logProxyError,
-		},
+		Balancer:       h.balancerConfig(),
 	}, nil
+}
+
+func (h *Handler) balancerConfig() balancer.Config {
+	cfg := balancer.Config{
+		Policy: balancer.PolicyConfig{
+			Name: h.Balance, HashOn: h.HashOn, HashKey: h.HashKey, Decay: time.Duration(h.EWMADecay),
+		},
+		MaxInflight:    h.MaxInflight.N,
+		AdaptiveLimit:  h.MaxInflight.Auto,
+		QueueSize:      h.QueueSize,
+		QueueTimeout:   time.Duration(h.QueueTimeout),
+		TrustForwarded: trustedProxy,
+		ClientIP:       clientIP,
+		OnError:        h.logProxyError,
+	}
+	if h.Retries != nil {
+		cfg.Retries = *h.Retries
+		if cfg.Retries == 0 {
+			cfg.Retries = -1 // none, as opposed to the default
+		}
+	}
+	if b := h.Breaker; b != nil {
+		cfg.Breaker = balancer.BreakerConfig{
+			Failures:         uint32(b.Failures),
+			OpenFor:          time.Duration(b.OpenFor),
+			HalfOpenRequests: uint32(b.HalfOpenRequests),
+			Statuses:         b.Statuses,
+		}
+	}
+	return cfg
 }
 
 // Validate refuses a config that cannot work, naming the field and the fix.
@@ -176,10 +294,14 @@ func (h *Handler) Validate() error {
 	default:
 		bad("listen", "%q is not a mode: use tcp or unix", h.Listen)
 	}
-	switch h.Balance {
-	case "", balancer.LeastInflight, balancer.RoundRobin:
-	default:
-		bad("balance", "unknown policy %q: use least_inflight or round_robin", h.Balance)
+	if err := h.balancerConfig().Validate(); err != nil {
+		bad("balancing", "%v", err)
+	}
+	if h.Retries != nil && *h.Retries < 0 {
+		bad("retries", "%d is negative: give 0 to disable retries, or a count up to %d", *h.Retries, balancer.MaxRetries)
+	}
+	if b := h.Breaker; b != nil && (b.Failures < 0 || b.HalfOpenRequests < 0 || b.OpenFor < 0) {
+		bad("breaker", "failures, open_for and half_open_requests must not be negative")
 	}
 	if h.HealthURI != "" && !strings.HasPrefix(h.HealthURI, "/") {
 		bad("health_uri", "%q must be a path starting with /, e.g. /healthz", h.HealthURI)
@@ -218,6 +340,19 @@ func (h *Handler) Cleanup() error {
 func trustedProxy(r *http.Request) bool {
 	v, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
 	return v
+}
+
+// clientIP is the client address Caddy's server determined, which honours
+// trusted_proxies; it falls back to the connection's address.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // logProxyError logs a failed attempt without the query string, which may

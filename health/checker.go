@@ -25,6 +25,8 @@ type Checker struct {
 	mu      sync.Mutex
 	healthy bool
 	lastErr error
+	passes  int
+	fails   int
 }
 
 // NewChecker prepares a checker of target; onChange is called from the
@@ -59,9 +61,17 @@ func (c *Checker) Healthy() (bool, error) {
 	return c.healthy, c.lastErr
 }
 
+// MarkDown records that the endpoint failed in use (passive health): it
+// counts as unhealthy until the probe passes again, which fires
+// onChange(true). onChange is not called for this change.
+func (c *Checker) MarkDown(err error) {
+	c.mu.Lock()
+	c.healthy, c.lastErr, c.passes = false, err, 0
+	c.mu.Unlock()
+}
+
 func (c *Checker) run(ctx context.Context) {
 	defer close(c.done)
-	passes, fails := 0, 0
 	everHealthy := false
 	wait := firstProbeInterval
 	t := time.NewTimer(0)
@@ -80,13 +90,13 @@ func (c *Checker) run(ctx context.Context) {
 		c.lastErr = err
 		was := c.healthy
 		if err == nil {
-			passes, fails = passes+1, 0
-			if passes >= c.cfg.Passes {
+			c.passes, c.fails = c.passes+1, 0
+			if c.passes >= c.cfg.Passes {
 				c.healthy = true
 			}
 		} else {
-			passes, fails = 0, fails+1
-			if fails >= c.cfg.Fails {
+			c.passes, c.fails = 0, c.fails+1
+			if c.fails >= c.cfg.Fails {
 				c.healthy = false
 			}
 		}

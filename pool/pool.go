@@ -34,10 +34,9 @@ type Config struct {
 	Health health.Config
 	// StartupTimeout bounds the time from start to first healthy probe.
 	StartupTimeout time.Duration
-	// Policy names the balancing policy (balancer.NewPolicy).
-	Policy string
-	// Balancer options shared by every worker's endpoint.
-	Balancer balancer.Options
+	// Balancer sets up balancing, limits, the queue, breakers and
+	// retries. The pool sets its OnPassiveDown and OnBreakerChange.
+	Balancer balancer.Config
 }
 
 // Pool runs and serves from a set of workers.
@@ -74,16 +73,20 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 	if cfg.StartupTimeout <= 0 {
 		cfg.StartupTimeout = DefaultStartupTimeout
 	}
-	policy, err := balancer.NewPolicy(cfg.Policy)
-	if err != nil {
-		return nil, fmt.Errorf("balance: %w", err)
-	}
 	p := &Pool{
 		cfg:     cfg,
 		log:     log,
-		bal:     balancer.New(policy),
 		members: map[*worker.Instance]*member{},
 		changed: make(chan struct{}),
+	}
+	bcfg := cfg.Balancer
+	bcfg.OnPassiveDown = p.passiveDown
+	bcfg.OnBreakerChange = func(e *balancer.Endpoint, from, to string) {
+		log.Warn("worker breaker "+to, zap.Int("worker", e.Worker), zap.Int("pid", e.PID), zap.String("from", from))
+	}
+	var err error
+	if p.bal, err = balancer.New(bcfg); err != nil {
+		return nil, err
 	}
 	p.sup, err = worker.New(cfg.Workers, worker.Hooks{Started: p.started, Exited: p.exited}, log)
 	if err != nil {
@@ -128,7 +131,7 @@ func (p *Pool) WaitHealthy(ctx context.Context, n int) error {
 func (p *Pool) started(inst *worker.Instance) {
 	m := &member{
 		inst: inst,
-		ep:   balancer.NewEndpoint(inst.Worker, inst.PID, inst.Network, inst.Address, &p.cfg.Balancer),
+		ep:   p.bal.NewEndpoint(inst.Worker, inst.PID, inst.Network, inst.Address),
 	}
 	m.checker = health.NewChecker(p.cfg.Health, health.Target{Network: inst.Network, Address: inst.Address},
 		func(ok bool, err error) { p.healthChanged(m, ok, err) })
@@ -182,6 +185,28 @@ func (p *Pool) healthChanged(m *member, ok bool, err error) {
 	p.notifyLocked()
 }
 
+// passiveDown takes a worker whose requests keep failing out of rotation
+// until its health check passes again.
+func (p *Pool) passiveDown(e *balancer.Endpoint) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.members {
+		if m.ep == e {
+			p.log.Warn("worker failing requests; out of rotation until its health check passes",
+				zap.Int("worker", e.Worker), zap.Int("pid", e.PID))
+			m.healthy = false
+			m.checker.MarkDown(errors.New("requests failed"))
+			if p.bal.Remove(e) {
+				p.notifyLocked()
+			}
+			return
+		}
+	}
+}
+
+// QueueLen is the number of requests waiting for a free worker.
+func (p *Pool) QueueLen() int { return p.bal.QueueLen() }
+
 func (p *Pool) startupExpired(m *member) {
 	p.mu.Lock()
 	ready := m.ready
@@ -205,7 +230,11 @@ type WorkerStatus struct {
 	worker.Status
 	Healthy  bool   `json:"healthy"`
 	Inflight int64  `json:"inflight"`
+	Limit    int64  `json:"max_inflight"`
 	Served   uint64 `json:"served"`
+	Breaker  string `json:"breaker,omitempty"`
+	// LatencyMS is the peak-EWMA latency in milliseconds.
+	LatencyMS float64 `json:"latency_ms"`
 }
 
 // Status is a snapshot of the pool.
@@ -213,13 +242,14 @@ type Status struct {
 	Name    string         `json:"name"`
 	Healthy int            `json:"healthy"`
 	Total   int            `json:"total"`
+	Queued  int            `json:"queued"`
 	Workers []WorkerStatus `json:"workers"`
 }
 
 // Status reports every worker slot.
 func (p *Pool) Status() Status {
 	slots := p.sup.Status()
-	st := Status{Name: p.cfg.Name, Total: len(slots), Workers: make([]WorkerStatus, len(slots))}
+	st := Status{Name: p.cfg.Name, Total: len(slots), Queued: p.bal.QueueLen(), Workers: make([]WorkerStatus, len(slots))}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	byPID := make(map[int]*member, len(p.members))
@@ -232,6 +262,9 @@ func (p *Pool) Status() Status {
 			ws.Healthy = m.healthy
 			ws.Inflight = m.ep.Inflight()
 			ws.Served = m.ep.Served()
+			ws.Limit = m.ep.Limit()
+			ws.Breaker = m.ep.BreakerState()
+			ws.LatencyMS = float64(m.ep.Latency().Microseconds()) / 1000
 		}
 		if ws.Healthy {
 			st.Healthy++

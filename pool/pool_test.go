@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/caddy-workerpool/caddy-workerpool/balancer"
 	"github.com/caddy-workerpool/caddy-workerpool/health"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
 	"github.com/caddy-workerpool/caddy-workerpool/pool"
@@ -167,7 +168,7 @@ func TestBadConfig(t *testing.T) {
 		want string
 	}{
 		{pool.Config{Workers: worker.Spec{Command: "no-such-cmd-xyz"}}, `"no-such-cmd-xyz"`},
-		{pool.Config{Workers: worker.Spec{Command: "/bin/sh"}, Policy: "nope"}, "balance"},
+		{pool.Config{Workers: worker.Spec{Command: "/bin/sh"}, Balancer: balancer.Config{Policy: balancer.PolicyConfig{Name: "nope"}}}, "balance"},
 		{pool.Config{Workers: worker.Spec{Command: "/bin/sh"}, Health: health.Config{URI: "x"}}, "health_uri"},
 		{pool.Config{Workers: worker.Spec{Command: "/bin/sh", Listen: "udp"}}, "listen"},
 	}

@@ -116,8 +116,39 @@ func serve(mode string) error {
 		defer mu.Unlock()
 		return release
 	}
-	var sick atomic.Bool
+	var sick, failing atomic.Bool
+	var cpu sync.Mutex
 	mux := http.NewServeMux()
+	// POST /fail makes every route but /healthz and /heal answer 500;
+	// POST /heal undoes it.
+	mux.HandleFunc("POST /fail", func(w http.ResponseWriter, r *http.Request) { failing.Store(true) })
+	mux.HandleFunc("POST /heal", func(w http.ResponseWriter, r *http.Request) { failing.Store(false) })
+	// POST /close-listener stops accepting connections; the process lives.
+	mux.HandleFunc("POST /close-listener", func(w http.ResponseWriter, r *http.Request) { _ = ln.Close() })
+	// /die reads the request (body included) and closes the connection
+	// without answering.
+	mux.HandleFunc("/die", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			_ = conn.Close()
+		}
+	})
+	// GET /cpu?ms=N holds one lock while it spins for N ms: a worker that
+	// serves one request at a time, like a single-threaded runtime.
+	mux.HandleFunc("GET /cpu", func(w http.ResponseWriter, r *http.Request) {
+		d := queryMS(r)
+		cpu.Lock()
+		for end := time.Now().Add(d); time.Now().Before(end); {
+		}
+		cpu.Unlock()
+		_, _ = io.WriteString(w, "done\n")
+	})
+	// GET /sleep?ms=N waits N ms without using the CPU: an I/O-bound worker.
+	mux.HandleFunc("GET /sleep", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(queryMS(r))
+		_, _ = io.WriteString(w, "done\n")
+	})
 	// POST /sick makes /healthz fail from then on, with the process alive.
 	mux.HandleFunc("POST /sick", func(w http.ResponseWriter, r *http.Request) { sick.Store(true) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -128,6 +159,10 @@ func serve(mode string) error {
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			http.Error(w, "failing on purpose", http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(Reply{
 			PID: os.Getpid(), Worker: os.Getenv("WORKER_ID"), Path: r.URL.Path,
@@ -136,12 +171,16 @@ func serve(mode string) error {
 	})
 	// /block answers only after POST /release (or when the client goes).
 	mux.HandleFunc("GET /block", func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			http.Error(w, "failing on purpose", http.StatusInternalServerError)
+			return
+		}
 		select {
 		case <-released():
 		case <-r.Context().Done():
 			return
 		}
-		fmt.Fprintf(w, `{"pid":%d}`, os.Getpid())
+		fmt.Fprintf(w, `{"pid":%d,"id":%q}`, os.Getpid(), r.URL.Query().Get("id"))
 	})
 	mux.HandleFunc("POST /release", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
@@ -200,4 +239,9 @@ func serve(mode string) error {
 		return err
 	}
 	return nil
+}
+
+func queryMS(r *http.Request) time.Duration {
+	ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+	return time.Duration(ms) * time.Millisecond
 }
