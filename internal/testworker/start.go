@@ -71,3 +71,17 @@ func (p *Proc) Do(method, path string) (string, error) {
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
 }
+
+// Blocked is how many /block requests the worker holds; -1 if it does
+// not answer.
+func (p *Proc) Blocked() int {
+	b, err := p.Do(http.MethodGet, "/blocked")
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(b)
+	if err != nil {
+		return -1
+	}
+	return n
+}

@@ -116,7 +116,8 @@ func serve(mode string) error {
 		defer mu.Unlock()
 		return release
 	}
-	var sick, failing atomic.Bool
+	var sick, failing, closed atomic.Bool
+	var blocked atomic.Int32
 	var cpu sync.Mutex
 	mux := http.NewServeMux()
 	// POST /fail makes every route but /healthz and /heal answer 500;
@@ -124,7 +125,14 @@ func serve(mode string) error {
 	mux.HandleFunc("POST /fail", func(w http.ResponseWriter, r *http.Request) { failing.Store(true) })
 	mux.HandleFunc("POST /heal", func(w http.ResponseWriter, r *http.Request) { failing.Store(false) })
 	// POST /close-listener stops accepting connections; the process lives.
-	mux.HandleFunc("POST /close-listener", func(w http.ResponseWriter, r *http.Request) { _ = ln.Close() })
+	mux.HandleFunc("POST /close-listener", func(w http.ResponseWriter, r *http.Request) {
+		closed.Store(true)
+		_ = ln.Close()
+	})
+	// GET /blocked says how many /block requests are waiting.
+	mux.HandleFunc("GET /blocked", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, blocked.Load())
+	})
 	// /die reads the request (body included) and closes the connection
 	// without answering.
 	mux.HandleFunc("/die", func(w http.ResponseWriter, r *http.Request) {
@@ -175,8 +183,11 @@ func serve(mode string) error {
 			http.Error(w, "failing on purpose", http.StatusInternalServerError)
 			return
 		}
+		rel := released()
+		blocked.Add(1)
+		defer blocked.Add(-1)
 		select {
-		case <-released():
+		case <-rel:
 		case <-r.Context().Done():
 			return
 		}
@@ -236,6 +247,10 @@ func serve(mode string) error {
 		_ = srv.Shutdown(sctx)
 	}()
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if closed.Load() {
+			<-ctx.Done() // keep the process, and its open connections, alive
+			return nil
+		}
 		return err
 	}
 	return nil

@@ -1,0 +1,471 @@
+package balancer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-workerpool/caddy-workerpool/balancer"
+	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
+)
+
+// blockReply is what /block answers once released.
+type blockReply struct {
+	PID int    `json:"pid"`
+	ID  string `json:"id"`
+}
+
+type outcome struct {
+	status int
+	reply  blockReply
+	header http.Header
+	err    error
+}
+
+// send runs a request in the background; its outcome arrives on the
+// returned channel.
+func send(c *http.Client, method, url string, body io.Reader) <-chan outcome {
+	ch := make(chan outcome, 1)
+	go func() {
+		req, _ := http.NewRequest(method, url, body)
+		resp, err := c.Do(req)
+		if err != nil {
+			ch <- outcome{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		o := outcome{status: resp.StatusCode, header: resp.Header}
+		b, _ := io.ReadAll(resp.Body)
+		_ = json.Unmarshal(b, &o.reply)
+		ch <- o
+	}()
+	return ch
+}
+
+func recv(t *testing.T, ch <-chan outcome) outcome {
+	t.Helper()
+	select {
+	case o := <-ch:
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		return o
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer")
+	}
+	return outcome{}
+}
+
+func await(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	testworker.Eventually(t, 10*time.Second, what, cond)
+}
+
+func TestQueuedRequestGoesToFirstWorkerThatFreesUp(t *testing.T) {
+	a, b := testworker.Start(t, "serve"), testworker.Start(t, "serve")
+	var mu sync.Mutex
+	var waits []time.Duration
+	bal := newBalancer(t, balancer.Config{
+		MaxInflight: 1,
+		OnResult: func(_ *http.Request, res *balancer.Result) {
+			mu.Lock()
+			waits = append(waits, res.QueueWait)
+			mu.Unlock()
+		},
+	})
+	eps := join(t, bal, a, b)
+	srv := front(t, bal)
+	c := srv.Client()
+
+	first := send(c, "GET", srv.URL+"/block?id=1", nil)
+	second := send(c, "GET", srv.URL+"/block?id=2", nil)
+	await(t, "both workers holding a request", func() bool { return a.Blocked() == 1 && b.Blocked() == 1 })
+	third := send(c, "GET", srv.URL+"/", nil)
+	await(t, "the third request queued", func() bool { return bal.QueueLen() == 1 })
+	if eps[0].Inflight() != 1 || eps[1].Inflight() != 1 {
+		t.Fatal("a worker at max_inflight 1 took a second request")
+	}
+
+	// Free worker b: the waiting request must go there at once.
+	if _, err := b.Do(http.MethodPost, "/release"); err != nil {
+		t.Fatal(err)
+	}
+	// One of the blocked requests is on b; it finishes, and the queued
+	// request takes b's freed slot.
+	var onA <-chan outcome
+	select {
+	case o := <-first:
+		onA = second
+		if o.reply.PID != b.PID {
+			t.Fatalf("request 1 answered by %d without a release", o.reply.PID)
+		}
+	case o := <-second:
+		onA = first
+		if o.reply.PID != b.PID {
+			t.Fatalf("request 2 answered by %d without a release", o.reply.PID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("worker b's request did not finish")
+	}
+	if o := recv(t, third); o.status != 200 {
+		t.Fatalf("queued request: %d", o.status)
+	}
+	if eps[1].Served() != 2 || eps[0].Served() != 0 {
+		t.Fatalf("served a=%d b=%d, want the queued request on b", eps[0].Served(), eps[1].Served())
+	}
+	if _, err := a.Do(http.MethodPost, "/release"); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, onA)
+	mu.Lock()
+	defer mu.Unlock()
+	queued := 0
+	for _, w := range waits {
+		if w > 0 {
+			queued++
+		}
+	}
+	if queued != 1 {
+		t.Fatalf("queue waits %v: want exactly one request with a recorded wait", waits)
+	}
+}
+
+func TestQueueIsFIFO(t *testing.T) {
+	p := testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{MaxInflight: 1})
+	join(t, bal, p)
+	srv := front(t, bal)
+	c := srv.Client()
+
+	var chans []<-chan outcome
+	for i := range 5 {
+		chans = append(chans, send(c, "GET", fmt.Sprintf("%s/block?id=%d", srv.URL, i), nil))
+		// Each request is in place (in the worker, then in the queue)
+		// before the next is sent, so the arrival order is known.
+		await(t, fmt.Sprintf("request %d in place", i), func() bool {
+			return p.Blocked() == 1 && bal.QueueLen() == i
+		})
+	}
+	for i := range 5 {
+		if _, err := p.Do(http.MethodPost, "/release"); err != nil {
+			t.Fatal(err)
+		}
+		o := recv(t, chans[i])
+		if o.reply.ID != fmt.Sprint(i) {
+			t.Fatalf("answer %d was request %q: the queue is not FIFO", i, o.reply.ID)
+		}
+		if i < 4 {
+			await(t, "the next request in the worker", func() bool {
+				return p.Blocked() == 1 && bal.QueueLen() == 3-i
+			})
+		}
+	}
+}
+
+func TestQueueTimeoutAndOverflow(t *testing.T) {
+	p := testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{MaxInflight: 1, QueueSize: 1, QueueTimeout: 300 * time.Millisecond})
+	join(t, bal, p)
+	srv := front(t, bal)
+	c := srv.Client()
+	held := send(c, "GET", srv.URL+"/block", nil)
+	await(t, "worker busy", func() bool { return p.Blocked() == 1 })
+
+	waiting := send(c, "GET", srv.URL+"/", nil)
+	await(t, "one request queued", func() bool { return bal.QueueLen() == 1 })
+	// The queue holds one: the next is refused at once.
+	resp, err := c.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkProblem(t, resp, http.StatusServiceUnavailable)
+	resp.Body.Close()
+	if resp.Header.Get("Retry-After") == "" {
+		t.Fatal("queue overflow 503 without Retry-After")
+	}
+	// The queued one times out.
+	o := recv(t, waiting)
+	if o.status != http.StatusServiceUnavailable || o.header.Get("Retry-After") == "" {
+		t.Fatalf("queue timeout: %d, Retry-After %q", o.status, o.header.Get("Retry-After"))
+	}
+	if bal.QueueLen() != 0 {
+		t.Fatalf("queue length %d after the timeout", bal.QueueLen())
+	}
+	if _, err := p.Do(http.MethodPost, "/release"); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, held)
+}
+
+func TestCancelledWaiterLeavesQueue(t *testing.T) {
+	p := testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{MaxInflight: 1})
+	eps := join(t, bal, p)
+	srv := front(t, bal)
+	c := srv.Client()
+	held := send(c, "GET", srv.URL+"/block", nil)
+	await(t, "worker busy", func() bool { return p.Blocked() == 1 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/", nil)
+		_, err := c.Do(req)
+		done <- err
+	}()
+	await(t, "request queued", func() bool { return bal.QueueLen() == 1 })
+	cancel()
+	<-done
+	await(t, "cancelled request out of the queue", func() bool { return bal.QueueLen() == 0 })
+
+	if _, err := p.Do(http.MethodPost, "/release"); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, held)
+	if eps[0].Inflight() != 0 || eps[0].Served() != 1 {
+		t.Fatalf("inflight %d served %d: the cancelled request must never reach the worker", eps[0].Inflight(), eps[0].Served())
+	}
+}
+
+func TestRendezvousHashing(t *testing.T) {
+	bal := newBalancer(t, balancer.Config{})
+	eps := fakeEndpoints(bal, 5)
+	pol, err := balancer.NewPolicy(balancer.PolicyConfig{Name: balancer.Hash, HashOn: balancer.HashHeader, HashKey: "X-User"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pick := func(eps []*balancer.Endpoint, key string) int {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("X-User", key)
+		return pol.Select(eps, &balancer.Pick{Request: r}).Worker
+	}
+	const keys = 2000
+	before := make(map[string]int, keys)
+	perWorker := map[int]int{}
+	for i := range keys {
+		k := fmt.Sprintf("user-%d", i)
+		before[k] = pick(eps, k)
+		perWorker[before[k]]++
+		if again := pick(eps, k); again != before[k] {
+			t.Fatalf("key %s went to %d, then %d", k, before[k], again)
+		}
+	}
+	for w, n := range perWorker {
+		if n < keys/5/2 {
+			t.Fatalf("worker %d got %d of %d keys: %v", w, n, keys, perWorker)
+		}
+	}
+	// Worker 3 leaves: only its keys move, and they spread over the rest.
+	rest := []*balancer.Endpoint{eps[0], eps[1], eps[3], eps[4]}
+	moved := 0
+	for k, w := range before {
+		now := pick(rest, k)
+		if w != 3 && now != w {
+			t.Fatalf("key %s moved from %d to %d though its worker stayed", k, w, now)
+		}
+		if w == 3 {
+			moved++
+		}
+	}
+	if moved < keys/5/2 || moved > keys/5*2 {
+		t.Fatalf("%d of %d keys moved, want about 1/5", moved, keys)
+	}
+}
+
+func TestHashFallsBackToNextInRankingWhenFull(t *testing.T) {
+	a, b := testworker.Start(t, "serve"), testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{
+		MaxInflight: 1,
+		Policy:      balancer.PolicyConfig{Name: balancer.Hash, HashOn: balancer.HashHeader, HashKey: "X-User"},
+	})
+	join(t, bal, a, b)
+	srv := front(t, bal)
+	get := func(path string) <-chan outcome {
+		ch := make(chan outcome, 1)
+		go func() {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+			req.Header.Set("X-User", "alice")
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				ch <- outcome{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			var r blockReply
+			_ = json.NewDecoder(resp.Body).Decode(&r)
+			ch <- outcome{status: resp.StatusCode, reply: r}
+		}()
+		return ch
+	}
+	home := recv(t, get("/")).reply.PID
+	for range 5 {
+		if pid := recv(t, get("/")).reply.PID; pid != home {
+			t.Fatalf("sticky key went to %d, then %d", home, pid)
+		}
+	}
+	held := get("/block")
+	await(t, "alice's worker busy", func() bool { return a.Blocked()+b.Blocked() == 1 })
+	if pid := recv(t, get("/")).reply.PID; pid == home {
+		t.Fatal("a full worker took its key's request")
+	}
+	for _, p := range []*testworker.Proc{a, b} {
+		if p.PID == home {
+			_, _ = p.Do(http.MethodPost, "/release")
+		}
+	}
+	recv(t, held)
+}
+
+func TestBreakerOpensThenProbes(t *testing.T) {
+	a, b := testworker.Start(t, "serve"), testworker.Start(t, "serve")
+	var mu sync.Mutex
+	var changes []string
+	bal := newBalancer(t, balancer.Config{
+		// "first" sends everything to worker 1 while it is usable.
+		Policy:  balancer.PolicyConfig{Name: balancer.First},
+		Breaker: balancer.BreakerConfig{Failures: 3, OpenFor: 200 * time.Millisecond, HalfOpenRequests: 2},
+		OnBreakerChange: func(e *balancer.Endpoint, from, to string) {
+			mu.Lock()
+			changes = append(changes, fmt.Sprintf("%d:%s>%s", e.Worker, from, to))
+			mu.Unlock()
+		},
+	})
+	eps := join(t, bal, a, b)
+	srv := front(t, bal)
+	c := srv.Client()
+	if _, err := a.Do(http.MethodPost, "/fail"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if o := recv(t, send(c, "GET", srv.URL+"/", nil)); o.status != 500 {
+			t.Fatalf("request %d: %d, want worker 1's 500", i, o.status)
+		}
+	}
+	if got := eps[0].BreakerState(); got != "open" {
+		t.Fatalf("breaker %s after 3 failures", got)
+	}
+	for range 10 {
+		if o := recv(t, send(c, "GET", srv.URL+"/", nil)); o.status != 200 || o.reply.PID != b.PID {
+			t.Fatalf("with worker 1's breaker open: %d from pid %d, want 200 from worker 2", o.status, o.reply.PID)
+		}
+	}
+	if eps[0].Served() != 3 {
+		t.Fatalf("worker 1 served %d requests while its breaker was open", eps[0].Served())
+	}
+	if _, err := a.Do(http.MethodPost, "/heal"); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "breaker half-open after open_for", func() bool { return eps[0].BreakerState() == "half-open" })
+	// Three requests that stay in flight: worker 1 may take exactly two
+	// probes; the third goes to worker 2.
+	var held []<-chan outcome
+	for i := range 3 {
+		held = append(held, send(c, "GET", fmt.Sprintf("%s/block?id=%d", srv.URL, i), nil))
+		await(t, fmt.Sprintf("request %d in a worker", i), func() bool { return a.Blocked()+b.Blocked() == i+1 })
+	}
+	if eps[0].Inflight() != 2 || eps[1].Inflight() != 1 {
+		t.Fatalf("in flight: worker 1 %d, worker 2 %d; want exactly 2 probes on worker 1", eps[0].Inflight(), eps[1].Inflight())
+	}
+	_, _ = a.Do(http.MethodPost, "/release")
+	_, _ = b.Do(http.MethodPost, "/release")
+	for _, h := range held {
+		if o := recv(t, h); o.status != 200 {
+			t.Fatalf("probe answered %d", o.status)
+		}
+	}
+	if got := eps[0].BreakerState(); got != "closed" {
+		t.Fatalf("breaker %s after 2 successful probes", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := "1:closed>open 1:open>half-open 1:half-open>closed"
+	if got := strings.Join(changes, " "); got != want {
+		t.Fatalf("breaker changes %q, want %q", got, want)
+	}
+}
+
+func TestRetryOnAnotherWorkerWhenListenerClosed(t *testing.T) {
+	a, b := testworker.Start(t, "serve"), testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{Policy: balancer.PolicyConfig{Name: balancer.First}})
+	eps := join(t, bal, a, b)
+	srv := front(t, bal)
+	if _, err := a.Do(http.MethodPost, "/close-listener"); err != nil {
+		t.Fatal(err)
+	}
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		// Even a POST is retried: it never reached worker 1.
+		o := recv(t, send(srv.Client(), method, srv.URL+"/", strings.NewReader("payload")))
+		if o.status != 200 {
+			t.Fatalf("%s: %d, want 200 from worker 2", method, o.status)
+		}
+	}
+	if eps[1].Served() != 2 {
+		t.Fatalf("worker 2 served %d, want 2", eps[1].Served())
+	}
+}
+
+func TestBrokenConnectionRetriesOnlyIdempotent(t *testing.T) {
+	a, b := testworker.Start(t, "serve"), testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{Policy: balancer.PolicyConfig{Name: balancer.First}})
+	eps := join(t, bal, a, b)
+	srv := front(t, bal)
+	c := srv.Client()
+	// Worker 1's /die reads the request and closes the connection; worker
+	// 2's does too, so a retried GET fails twice and says 502, having
+	// reached both. A POST reaches only worker 1.
+	o := recv(t, send(c, http.MethodPost, srv.URL+"/die", strings.NewReader("order #1")))
+	if o.status != http.StatusBadGateway {
+		t.Fatalf("POST: %d, want 502", o.status)
+	}
+	if eps[0].Served() != 1 || eps[1].Served() != 0 {
+		t.Fatalf("POST reached worker 1 %d and worker 2 %d times; a POST the worker read must not be retried", eps[0].Served(), eps[1].Served())
+	}
+	o = recv(t, send(c, http.MethodGet, srv.URL+"/die", nil))
+	if o.status != http.StatusBadGateway || eps[1].Served() != 1 {
+		t.Fatalf("GET: %d, worker 2 served %d; an idempotent request is retried on another worker", o.status, eps[1].Served())
+	}
+}
+
+func TestAdaptiveLimitConverges(t *testing.T) {
+	drive := func(t *testing.T, path string, clients, each int) *balancer.Endpoint {
+		p := testworker.Start(t, "serve")
+		bal := newBalancer(t, balancer.Config{AdaptiveLimit: true})
+		eps := join(t, bal, p)
+		srv := front(t, bal)
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Go(func() {
+				for range each {
+					resp, err := srv.Client().Get(srv.URL + path)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		}
+		wg.Wait()
+		return eps[0]
+	}
+	t.Run("one request at a time", func(t *testing.T) {
+		e := drive(t, "/cpu?ms=3", 8, 40)
+		if l := e.Limit(); l > 2 {
+			t.Fatalf("limit %d for a worker that serves one request at a time, want 1–2", l)
+		}
+	})
+	t.Run("waits without CPU", func(t *testing.T) {
+		e := drive(t, "/sleep?ms=10", 16, 40)
+		if l := e.Limit(); l < 6 {
+			t.Fatalf("limit %d for a worker whose latency does not grow with load, want well above 1", l)
+		}
+	})
+}
