@@ -417,4 +417,3 @@ func (b *Balancer) report(r *http.Request, st *reqState, status int) {
 		b.cfg.OnResult(r, &st.result)
 	}
 }
-
