@@ -1,6 +1,7 @@
 package caddymodule_test
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -154,29 +155,86 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 	cases := []struct {
 		option string
 		want   string
+		line   int
 	}{
-		{"count lots", `count: "lots" is not a number`},
-		{"balance fastest", `unknown policy "fastest"`},
-		{"listen udp", `listen: "udp"`},
-		{"health_interval soon", `health_interval: "soon" is not a positive duration`},
-		{"env ONLY_NAME", "env: want a name and a value"},
-		{"max_inflght 2", `unrecognized worker_pool option "max_inflght"`},
+		{"count lots", `count: "lots" is not a number`, 0},
+		{"balance fastest", `unknown policy "fastest"`, 0},
+		{"listen udp", `listen: "udp"`, 0},
+		{"health_interval soon", `health_interval: "soon" is not a positive duration`, 0},
+		{"env ONLY_NAME", "env: want a name and a value", 0},
+		{"max_inflght 2", `unrecognized worker_pool option "max_inflght"`, 0},
+		{"balance hash", "say what to hash", 0},
+		{"balance hash header", "give the header name", 0},
+		{"balance hash path", `"path" is not a key`, 0},
+		{"balance p2c_ewma soon", `decay "soon"`, 0},
+		{"max_inflight -1", `max_inflight: "-1" is not a limit`, 0},
+		{"queue_size many", `queue_size: "many" is not a count`, 0},
+		{"retries -1", `retries: "-1" is not a count`, 0},
+		// The bad value sits on the line after "breaker {".
+		{"breaker {\n\t\t\tfailures 0\n\t\t}", `breaker failures: "0"`, 15},
 	}
 	for _, c := range cases {
 		t.Run(c.option, func(t *testing.T) {
 			// The option sits on line 14 of the Caddyfile site() writes.
+			line := cmp.Or(c.line, 14)
 			_, err := adapt(site(8080, c.option))
 			if err == nil {
 				t.Fatal("adapted without error")
 			}
-			if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "Caddyfile:14") {
-				t.Fatalf("error %q: want it to contain %q and the line Caddyfile:14", err, c.want)
+			if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), fmt.Sprintf("Caddyfile:%d", line)) {
+				t.Fatalf("error %q: want it to contain %q and the line Caddyfile:%d", err, c.want, line)
 			}
 		})
 	}
 	_, err := adapt("http://127.0.0.1:8080 {\n\tworker_pool {\n\t\tcount 2\n\t}\n}\n")
 	if err == nil || !strings.Contains(err.Error(), "needs a command") {
 		t.Fatalf("missing command: %v", err)
+	}
+}
+
+func TestCaddyfileSchedulingOptions(t *testing.T) {
+	cfg, err := adapt(site(8080, `balance hash cookie session
+		max_inflight auto
+		queue_size 10
+		queue_timeout 2s
+		retries 0
+		breaker {
+			failures 3
+			open_for 5s
+			half_open_requests 2
+			statuses 502 503
+		}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Routes []struct {
+						Handle []struct {
+							Routes []struct {
+								Handle []map[string]any `json:"handle"`
+							} `json:"routes"`
+						} `json:"handle"`
+					} `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(cfg, &doc); err != nil {
+		t.Fatal(err)
+	}
+	h := doc.Apps.HTTP.Servers["srv0"].Routes[0].Handle[0].Routes[0].Handle[0]
+	got, _ := json.Marshal(map[string]any{
+		"balance": h["balance"], "hash_on": h["hash_on"], "hash_key": h["hash_key"],
+		"max_inflight": h["max_inflight"], "queue_size": h["queue_size"], "queue_timeout": h["queue_timeout"],
+		"retries": h["retries"], "breaker": h["breaker"],
+	})
+	want := `{"balance":"hash","breaker":{"failures":3,"half_open_requests":2,"open_for":5000000000,"statuses":[502,503]},` +
+		`"hash_key":"session","hash_on":"cookie","max_inflight":"auto","queue_size":10,"queue_timeout":2000000000,"retries":0}`
+	if string(got) != want {
+		t.Fatalf("adapted handler:\n got %s\nwant %s", got, want)
 	}
 }
 
@@ -194,6 +252,9 @@ func TestProvisionRefusesBadConfig(t *testing.T) {
 		{`{"handler":"worker_pool","command":["/bin/sh"],"count":-1}`, "count: -1 is negative"},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"health_uri":"healthz"}`, "health_uri"},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"dir":"/no/such/dir"}`, "dir"},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"balance":"hash","hash_on":"header"}`, "give the header name"},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"max_inflight":"lots"}`, `neither a number nor "auto"`},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"retries":9}`, "retries 9: at most 5"},
 	}
 	for _, c := range cases {
 		err := caddy.Load(handler(c.handler), true)
