@@ -198,14 +198,18 @@ func (b *Balancer) Add(e *Endpoint) {
 // reports whether e was in rotation.
 func (b *Balancer) Remove(e *Endpoint) bool {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	cur := *b.live.Load()
 	i := slices.Index(cur, e)
 	if i < 0 {
+		b.mu.Unlock()
 		return false
 	}
 	next := slices.Delete(slices.Clone(cur), i, i+1)
 	b.live.Store(&next)
+	b.mu.Unlock()
+	if len(next) == 0 {
+		b.drain()
+	}
 	return true
 }
 
@@ -349,7 +353,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter, r *http.Request, st *reqState) error {
 	aw := &st.aw
 	aw.ResponseWriter, aw.status, aw.err = w, 0, nil
-	inflight := e.inflight.Load()
+	inflight := e.inflight.Load() // this request included: acquire counted it
 	start := time.Now()
 	completed := false
 	defer func() {
@@ -374,7 +378,7 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 			rtt := now.Sub(start)
 			e.observe(rtt, now)
 			if e.adaptive != nil && verdict == nil {
-				e.adaptive.sample(rtt, inflight+1)
+				e.adaptive.sample(rtt, inflight)
 			}
 		case !errors.Is(verdict, errClientGone):
 			// A failure costs the endpoint in p2c_ewma as if it took long.

@@ -20,6 +20,17 @@ import (
 // it holds (n in flight ⇒ n× the latency), so its limit settles near
 // 1–2; an I/O-bound worker's latency does not, so its limit grows until
 // demand, not the limit, bounds it.
+//
+// Window averages say little when request costs vary widely (1 ms and
+// 50 ms requests mixed): a window without a slow request looks "fast"
+// and lets the limit grow to 2, and a fast request then waits inside the
+// worker behind a slow one. So each window also compares requests that
+// found the worker idle with those that found it busy. A worker that
+// serves one request at a time makes the latter wait for the former's
+// remaining work; when they take serialTolerance× as long, the limit
+// drops to 1 and stays there for a hold that doubles each time the
+// finding repeats (up to maxHold windows), so probing a second slot
+// costs a vanishing share of requests.
 const (
 	adaptiveInitial   = 1
 	adaptiveMax       = 1000
@@ -28,6 +39,10 @@ const (
 	// minRTT creeps up by this factor each window so it follows a worker
 	// whose unloaded latency grows (heavier traffic, a slower release).
 	adaptiveMinRTTDrift = 1.02
+	serialTolerance     = 1.3
+	serialMinSamples    = 5
+	minHold             = 32
+	maxHold             = 4096
 )
 
 type adaptiveLimit struct {
@@ -38,6 +53,13 @@ type adaptiveLimit struct {
 	n        int
 	peak     int64 // most requests in flight seen in this window
 	setLimit func(int64)
+
+	// Latency sums of this window's requests that found the worker idle
+	// (0) and busy (1).
+	sum0, sum1 float64
+	n0, n1     int
+	hold       int // windows left at limit 1
+	nextHold   int
 }
 
 func newAdaptiveLimit(set func(int64)) *adaptiveLimit {
@@ -54,15 +76,41 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 	a.sum += rtt.Seconds()
 	a.n++
 	a.peak = max(a.peak, inflight)
+	if inflight <= 1 {
+		a.sum0 += rtt.Seconds()
+		a.n0++
+	} else {
+		a.sum1 += rtt.Seconds()
+		a.n1++
+	}
 	window := max(adaptiveMinWindow, int(2*a.limit))
-	if a.n < window {
+	// A probe of a second slot ends as soon as it has enough evidence.
+	early := a.limit < 3 && a.n0 >= serialMinSamples && a.n1 >= serialMinSamples
+	if a.n < window && !early {
 		return
 	}
 	avg := a.sum / float64(a.n)
 	saturated := float64(a.peak) >= math.Floor(a.limit)
+	serial := a.n0 >= serialMinSamples && a.n1 >= serialMinSamples &&
+		a.sum1/float64(a.n1) > serialTolerance*a.sum0/float64(a.n0)
 	a.sum, a.n, a.peak = 0, 0, 0
+	a.sum0, a.sum1, a.n0, a.n1 = 0, 0, 0, 0
 	if a.minRTT == 0 || avg < a.minRTT {
 		a.minRTT = avg
+	}
+	switch {
+	case serial:
+		a.nextHold = min(max(2*a.nextHold, minHold), maxHold)
+		a.hold = a.nextHold
+		a.limit = 1
+		a.setLimit(1)
+		return
+	case a.hold > 0:
+		a.hold--
+		return
+	case a.n0 >= serialMinSamples && a.n1 >= serialMinSamples:
+		// Busy and idle requests looked alike: probing may come sooner.
+		a.nextHold /= 2
 	}
 	gradient := min(max(adaptiveTolerance*a.minRTT/avg, 0.5), adaptiveTolerance)
 	// Growing a limit that demand never reached would only let a later

@@ -124,18 +124,42 @@ func (b *Balancer) wait(ctx context.Context, pick *Pick) (*Endpoint, time.Durati
 	defer timer.Stop()
 	select {
 	case e := <-w.ch:
-		return e, time.Since(start), nil
+		return handed(e, start)
 	case <-timer.C:
 		if b.dequeue(w) {
 			return nil, time.Since(start), errQueueTimeout
 		}
 		// Handed an endpoint just as the time ran out: use it.
-		return <-w.ch, time.Since(start), nil
+		return handed(<-w.ch, start)
 	case <-ctx.Done():
 		if !b.dequeue(w) {
-			b.release(<-w.ch)
+			if e := <-w.ch; e != nil {
+				b.release(e)
+			}
 		}
 		return nil, time.Since(start), ctx.Err()
+	}
+}
+
+// handed is the outcome of a wait that dispatch or drain ended: an
+// endpoint, or nil when the last endpoint left rotation.
+func handed(e *Endpoint, start time.Time) (*Endpoint, time.Duration, error) {
+	if e == nil {
+		return nil, time.Since(start), errNoEndpoint
+	}
+	return e, time.Since(start), nil
+}
+
+// drain answers every waiting request with "no endpoint": when the last
+// endpoint leaves rotation nothing would ever wake them, and a pool with
+// no worker must answer 503 promptly rather than at queue_timeout.
+func (b *Balancer) drain() {
+	b.qmu.Lock()
+	defer b.qmu.Unlock()
+	for w := b.queue.head; w != nil; w = b.queue.head {
+		b.queue.remove(w)
+		b.waiting.Add(-1)
+		w.ch <- nil
 	}
 }
 

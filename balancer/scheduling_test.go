@@ -469,3 +469,28 @@ func TestAdaptiveLimitConverges(t *testing.T) {
 		}
 	})
 }
+
+func TestQueueDrainsWhenLastWorkerLeaves(t *testing.T) {
+	p := testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{MaxInflight: 1})
+	eps := join(t, bal, p)
+	srv := front(t, bal)
+	c := srv.Client()
+	held := send(c, "GET", srv.URL+"/block", nil)
+	await(t, "worker busy", func() bool { return p.Blocked() == 1 })
+	waiting := send(c, "GET", srv.URL+"/", nil)
+	await(t, "request queued", func() bool { return bal.QueueLen() == 1 })
+	// The only worker leaves rotation (it died, say): the waiting request
+	// must get its 503 now, not after queue_timeout (10 s).
+	bal.Remove(eps[0])
+	select {
+	case o := <-waiting:
+		if o.status != http.StatusServiceUnavailable {
+			t.Fatalf("waiting request got %d, want 503", o.status)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waiting request still queued after the last worker left")
+	}
+	_, _ = p.Do(http.MethodPost, "/release")
+	recv(t, held)
+}

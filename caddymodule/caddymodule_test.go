@@ -144,9 +144,9 @@ func TestCaddyfileServesThroughWorkersAndReloads(t *testing.T) {
 	}
 }
 
-func TestUnixSockets(t *testing.T) {
+func TestUnixSocketsWithLimitAndP2C(t *testing.T) {
 	port := freePort(t)
-	load(t, site(port, "count 2\n\t\tlisten unix"))
+	load(t, site(port, "count 2\n\t\tlisten unix\n\t\tmax_inflight 1\n\t\tbalance p2c_ewma"))
 	defer stop(t)
 	waitServing(t, fmt.Sprintf("http://127.0.0.1:%d/", port), 2)
 }

@@ -13,15 +13,28 @@ import (
 const maxLine = 16 << 10
 
 // lineLogger turns a worker's output stream into one log entry per line.
-// os/exec writes to it from a single goroutine per stream. The logger is
-// swapped once the pid is known, which may race with the first line.
+// os/exec writes to it from a single goroutine per stream. Lines carry
+// the worker's pid, which is known only once the process has started:
+// Write waits for setLogger, which comes a moment after the start.
 type lineLogger struct {
 	log   atomic.Pointer[zap.Logger]
+	ready chan struct{}
 	level zapcore.Level
 	buf   []byte
 }
 
+func newLineLogger(level zapcore.Level) *lineLogger {
+	return &lineLogger{level: level, ready: make(chan struct{})}
+}
+
+// setLogger sets the logger (once) and lets Write proceed.
+func (l *lineLogger) setLogger(log *zap.Logger) {
+	l.log.Store(log)
+	close(l.ready)
+}
+
 func (l *lineLogger) Write(p []byte) (int, error) {
+	<-l.ready
 	n := len(p)
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')

@@ -119,14 +119,18 @@ func (s *Supervisor) spawn(id int) (*Instance, error) {
 	// A grandchild that keeps our output pipes open must not keep Wait
 	// from returning after the worker itself has exited.
 	cmd.WaitDelay = time.Second
-	stdout := &lineLogger{level: zapcore.InfoLevel}
-	stderr := &lineLogger{level: zapcore.WarnLevel}
+	stdout := newLineLogger(zapcore.InfoLevel)
+	stderr := newLineLogger(zapcore.WarnLevel)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	base := s.log.With(zap.Int("worker", id))
-	stdout.log.Store(base)
-	stderr.log.Store(base)
 	pid, err := start(cmd)
 	if err != nil {
+		// Let whatever the failed start printed through, without a pid.
+		stdout.setLogger(base.With(zap.String("stream", "stdout")))
+		stderr.setLogger(base.With(zap.String("stream", "stderr")))
+		if cmd.Process != nil {
+			_ = cmd.Wait()
+		}
 		return nil, fmt.Errorf("worker %d: start %q: %w", id, s.path, err)
 	}
 	inst.cmd = cmd
@@ -134,8 +138,8 @@ func (s *Supervisor) spawn(id int) (*Instance, error) {
 	inst.PGID = cmd.Process.Pid
 	inst.Started = time.Now()
 	withPID := base.With(zap.Int("pid", inst.PID))
-	stdout.log.Store(withPID.With(zap.String("stream", "stdout")))
-	stderr.log.Store(withPID.With(zap.String("stream", "stderr")))
+	stdout.setLogger(withPID.With(zap.String("stream", "stdout")))
+	stderr.setLogger(withPID.With(zap.String("stream", "stderr")))
 
 	go func() {
 		inst.err = cmd.Wait()

@@ -16,6 +16,8 @@ import (
 // with SIGKILL as its own parent-death signal. It returns the worker's
 // pid; cmd.Process is the reaper, whose pid is the group id. If our own
 // executable cannot be found, the worker runs directly, without a reaper.
+// If it fails after the process started, cmd.Process is set and the
+// caller must Wait for it.
 func start(cmd *exec.Cmd) (int, error) {
 	self, err := os.Executable()
 	if err != nil {
@@ -44,9 +46,9 @@ func start(cmd *exec.Cmd) (int, error) {
 	line, _ := bufio.NewReader(r).ReadString('\n')
 	pid, err := strconv.Atoi(strings.TrimSpace(line))
 	if err != nil {
-		// The reaper could not run the program and said why on stderr.
+		// The reaper could not run the program and said why on stderr;
+		// the caller reaps it.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
 		return 0, errors.New("the program did not start (its error is logged on stderr)")
 	}
 	return pid, nil

@@ -281,3 +281,28 @@ func TestOutputIsLoggedPerLine(t *testing.T) {
 		}
 	}
 }
+
+func TestProgramThatCannotRunIsReportedAndBacksOff(t *testing.T) {
+	// Executable, but not a program the kernel can run.
+	bad := t.TempDir() + "/not-a-program"
+	if err := os.WriteFile(bad, []byte("\x00\x01garbage"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	s, err := worker.New(worker.Spec{Command: bad, Count: 1}, worker.Hooks{}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Stop()
+	testworker.Eventually(t, 5*time.Second, "two failed starts logged", func() bool {
+		return logs.FilterMessage("worker did not start").Len() >= 2
+	})
+	entry := logs.FilterMessage("worker did not start").All()[0]
+	if msg := entry.ContextMap()["error"].(string); !strings.Contains(msg, bad) {
+		t.Fatalf("error %q does not name the program", msg)
+	}
+	if st := s.Status()[0]; st.ConsecutiveFailures < 2 || st.PID != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}

@@ -1,0 +1,66 @@
+package balancer
+
+import (
+	"errors"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRetryBudget(t *testing.T) {
+	var b retryBudget
+	now := time.Unix(1000, 0)
+	// Without traffic the floor still allows a few retries.
+	for i := range retryBudgetFloor {
+		if !b.allow(now) {
+			t.Fatalf("retry %d refused below the floor", i)
+		}
+	}
+	if b.allow(now) {
+		t.Fatal("retry allowed past the floor with no requests")
+	}
+	// 100 requests allow 20% retries in all: 10 more.
+	for range 100 {
+		b.request(now)
+	}
+	allowed := 0
+	for b.allow(now) {
+		allowed++
+	}
+	if allowed != 10 {
+		t.Fatalf("%d more retries allowed after 100 requests, want 10", allowed)
+	}
+	// The window slides: ten seconds later the old counts are gone.
+	later := now.Add(retryBudgetWindow * time.Second)
+	if !b.allow(later) {
+		t.Fatal("retry refused after the window moved on")
+	}
+}
+
+func TestShouldRetry(t *testing.T) {
+	dial := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	for _, c := range []struct {
+		method     string
+		err        error
+		replayable bool
+		header     string
+		want       bool
+	}{
+		{"POST", dial, true, "", true},
+		{"POST", errAborted, true, "", false},
+		{"POST", errAborted, true, "Idempotency-Key", true},
+		{"GET", errAborted, true, "", true},
+		{"PUT", errAborted, true, "", true},
+		{"GET", dial, false, "", false},
+	} {
+		r := httptest.NewRequest(c.method, "/", strings.NewReader(""))
+		if c.header != "" {
+			r.Header.Set(c.header, "k1")
+		}
+		if got := shouldRetry(r, c.err, c.replayable); got != c.want {
+			t.Errorf("shouldRetry(%s, %v, replayable=%v, %q) = %v", c.method, c.err, c.replayable, c.header, got)
+		}
+	}
+}

@@ -1,0 +1,43 @@
+// Command bench runs caddy-workerpool against the tools its users would
+// otherwise pick, on this machine, and writes the figures to results/.
+//
+//	cd bench && go run . scheduling [-duration 20s] [-loads 0.5,0.8]
+//
+// It installs nothing: it needs Node.js (on every machine of this
+// project) and builds our Caddy from ../cmd/caddy. Every process it
+// starts listens on loopback and is stopped before it exits.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	switch os.Args[1] {
+	case "scheduling":
+		fs := flag.NewFlagSet("scheduling", flag.ExitOnError)
+		opts := schedulingOptions{}
+		fs.DurationVar(&opts.duration, "duration", defaultDuration, "length of each measured run")
+		fs.StringVar(&opts.loads, "loads", "0.5,0.8", "offered loads as fractions of the pool's measured capacity")
+		fs.StringVar(&opts.only, "only", "", "comma-separated contender names to run (default: all)")
+		fs.StringVar(&opts.caddy, "caddy", "", "our Caddy binary (default: build ../cmd/caddy)")
+		fs.StringVar(&opts.out, "out", "results", "directory for the JSON and Markdown results")
+		_ = fs.Parse(os.Args[2:])
+		if err := runScheduling(opts); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	default:
+		usage()
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: go run . scheduling [flags]   (go run . scheduling -h for the flags)")
+	os.Exit(2)
+}

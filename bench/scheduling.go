@@ -1,0 +1,278 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+)
+
+const (
+	defaultDuration = 20 * time.Second
+	benchWorkers    = 2
+	fastPath        = "/work?ms=1"
+	slowPath        = "/work?ms=50"
+	// slowEvery: one request in 20 (5%) is slow.
+	slowEvery = 20
+)
+
+type schedulingOptions struct {
+	duration time.Duration
+	loads    string
+	only     string
+	caddy    string
+	out      string
+}
+
+// runStats are the figures of one contender at one load.
+type runStats struct {
+	Contender  string  `json:"contender"`
+	Load       float64 `json:"load"`
+	Rate       float64 `json:"rate_per_s"`
+	Requests   int     `json:"requests"`
+	Errors     int     `json:"errors"`
+	Throughput float64 `json:"throughput_per_s"`
+	FastP50    float64 `json:"fast_p50_ms"`
+	FastP99    float64 `json:"fast_p99_ms"`
+	FastP999   float64 `json:"fast_p999_ms"`
+	AllP50     float64 `json:"all_p50_ms"`
+	AllP99     float64 `json:"all_p99_ms"`
+	AllP999    float64 `json:"all_p999_ms"`
+}
+
+type schedulingReport struct {
+	Date       string     `json:"date"`
+	Host       string     `json:"host"`
+	CPUs       int        `json:"cpus"`
+	Workers    int        `json:"workers"`
+	Mix        string     `json:"mix"`
+	Duration   string     `json:"duration"`
+	CapacityPS float64    `json:"capacity_per_s"`
+	Runs       []runStats `json:"runs"`
+}
+
+func runScheduling(o schedulingOptions) error {
+	tmp, err := os.MkdirTemp("", "workerpool-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	caddy := o.caddy
+	if caddy == "" {
+		if caddy, err = buildCaddy(tmp); err != nil {
+			return err
+		}
+	}
+	var loads []float64
+	for _, s := range strings.Split(o.loads, ",") {
+		f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || f <= 0 {
+			return fmt.Errorf("-loads: %q is not a fraction", s)
+		}
+		loads = append(loads, f)
+	}
+	contenders := []contender{
+		nodeCluster(benchWorkers, tmp),
+		workerPool("pool-unlimited", caddy, benchWorkers, "", tmp),
+		workerPool("pool-max1", caddy, benchWorkers, "max_inflight 1", tmp),
+		workerPool("pool-max2", caddy, benchWorkers, "max_inflight 2", tmp),
+		workerPool("pool-auto", caddy, benchWorkers, "max_inflight auto", tmp),
+		workerPool("pool-p2c-max1", caddy, benchWorkers, "max_inflight 1\n\t\tbalance p2c_ewma", tmp),
+		workerPool("pool-rr-unlimited", caddy, benchWorkers, "balance round_robin", tmp),
+	}
+	if o.only != "" {
+		keep := strings.Split(o.only, ",")
+		contenders = slices.DeleteFunc(contenders, func(c contender) bool { return !slices.Contains(keep, c.name) })
+	}
+
+	host, _ := os.Hostname()
+	rep := schedulingReport{
+		Date: time.Now().UTC().Format("2006-01-02"), Host: host, CPUs: cpuCount(), Workers: benchWorkers,
+		Mix: "95% GET /work?ms=1, 5% GET /work?ms=50", Duration: o.duration.String(),
+	}
+
+	// Capacity: the pool at max_inflight 1, closed loop, as fast as it goes.
+	capC := workerPool("capacity", caddy, benchWorkers, "max_inflight 1", tmp)
+	rep.CapacityPS, err = measureCapacity(capC, 8, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "capacity: %.0f requests/s with %d workers\n", rep.CapacityPS, benchWorkers)
+
+	for _, load := range loads {
+		rate := load * rep.CapacityPS
+		for _, c := range contenders {
+			st, err := openLoop(c, rate, o.duration)
+			if err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			st.Load = load
+			fmt.Fprintf(os.Stderr, "%-18s load %.0f%% (%.0f/s): fast p50 %.1f p99 %.1f p99.9 %.1f ms, all p99 %.1f ms, %.0f/s, %d errors\n",
+				c.name, load*100, rate, st.FastP50, st.FastP99, st.FastP999, st.AllP99, st.Throughput, st.Errors)
+			rep.Runs = append(rep.Runs, st)
+		}
+	}
+	return writeScheduling(o.out, rep)
+}
+
+// mix is the request sequence: the same for every contender.
+type mix struct {
+	base string
+	n    atomic.Uint64
+}
+
+func (m *mix) next() string {
+	i := m.n.Add(1)
+	// A fixed scramble of the sequence number spreads the slow requests
+	// without clustering them.
+	if (i*2654435761)%slowEvery == 0 {
+		return m.base + slowPath
+	}
+	return m.base + fastPath
+}
+
+func (m *mix) targeter() vegeta.Targeter {
+	return func(t *vegeta.Target) error {
+		t.Method, t.URL = http.MethodGet, m.next()
+		return nil
+	}
+}
+
+func launch(c contender) (string, func(), error) {
+	port, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	stop, err := c.start(port)
+	if err != nil {
+		return "", nil, err
+	}
+	url := "http://127.0.0.1:" + strconv.Itoa(port)
+	if err := waitReady(url, benchWorkers); err != nil {
+		stop()
+		return "", nil, err
+	}
+	return url, stop, nil
+}
+
+// measureCapacity drives c with concurrency clients back to back and
+// returns the completed requests per second.
+func measureCapacity(c contender, concurrency int, d time.Duration) (float64, error) {
+	url, stop, err := launch(c)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	m := &mix{base: url}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
+	var done atomic.Int64
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for range concurrency {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				resp, err := client.Get(m.next())
+				if err != nil {
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					done.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return float64(done.Load()) / d.Seconds(), nil
+}
+
+// openLoop offers rate requests per second to c for d (after a warm-up)
+// and measures what came back.
+func openLoop(c contender, rate float64, d time.Duration) (runStats, error) {
+	url, stop, err := launch(c)
+	if err != nil {
+		return runStats{}, err
+	}
+	defer stop()
+	m := &mix{base: url}
+	pacer := vegeta.ConstantPacer{Freq: int(rate), Per: time.Second}
+	newAttacker := func() *vegeta.Attacker {
+		return vegeta.NewAttacker(vegeta.Timeout(30*time.Second), vegeta.KeepAlive(true))
+	}
+	for range newAttacker().Attack(m.targeter(), pacer, 2*time.Second, "warmup") {
+	}
+	var fast, all []time.Duration
+	st := runStats{Contender: c.name, Rate: rate}
+	for res := range newAttacker().Attack(m.targeter(), pacer, d, c.name) {
+		st.Requests++
+		if res.Code != 200 {
+			st.Errors++
+			continue
+		}
+		all = append(all, res.Latency)
+		if strings.HasSuffix(res.URL, fastPath) {
+			fast = append(fast, res.Latency)
+		}
+	}
+	st.Throughput = float64(len(all)) / d.Seconds()
+	st.FastP50, st.FastP99, st.FastP999 = pct(fast, 50), pct(fast, 99), pct(fast, 99.9)
+	st.AllP50, st.AllP99, st.AllP999 = pct(all, 50), pct(all, 99), pct(all, 99.9)
+	return st, nil
+}
+
+// pct is the p-th percentile in milliseconds (nearest rank).
+func pct(xs []time.Duration, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	i := int(float64(len(xs))*p/100+0.5) - 1
+	i = min(max(i, 0), len(xs)-1)
+	return float64(xs[i].Microseconds()) / 1000
+}
+
+func cpuCount() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "processor\t:")
+}
+
+func writeScheduling(dir string, rep schedulingReport) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	base := filepath.Join(dir, rep.Date+"-"+rep.Host+"-scheduling")
+	js, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(base+".json", append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Scheduling: heterogeneous load, open loop\n\n")
+	fmt.Fprintf(&b, "%s on %s (%d CPUs), %d workers of examples/node, %s; capacity %.0f requests/s (our pool, max_inflight 1, closed loop); %s per run.\n\n",
+		rep.Date, rep.Host, rep.CPUs, rep.Workers, rep.Mix, rep.CapacityPS, rep.Duration)
+	fmt.Fprintf(&b, "| contender | load | rate/s | throughput/s | errors | fast p50 ms | fast p99 ms | fast p99.9 ms | all p50 ms | all p99 ms | all p99.9 ms |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rep.Runs {
+		fmt.Fprintf(&b, "| %s | %.0f%% | %.0f | %.0f | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n",
+			r.Contender, r.Load*100, r.Rate, r.Throughput, r.Errors, r.FastP50, r.FastP99, r.FastP999, r.AllP50, r.AllP99, r.AllP999)
+	}
+	if err := os.WriteFile(base+".md", []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(b.String())
+	fmt.Fprintf(os.Stderr, "wrote %s.json and %s.md\n", base, base)
+	return nil
+}
