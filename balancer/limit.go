@@ -16,6 +16,9 @@ import (
 //
 //	limit' = limit × clamp(tolerance × minRTT / windowRTT, 0.5, tolerance)
 //
+// or twice the limit, from 4 up, when the window's latency is within 10%
+// of minRTT.
+//
 // A CPU-bound single-threaded worker's latency grows with every request
 // it holds (n in flight ⇒ n× the latency), so its limit settles near
 // 1–2; an I/O-bound worker's latency does not, so its limit grows until
@@ -40,9 +43,12 @@ const (
 	// whose unloaded latency grows (heavier traffic, a slower release).
 	adaptiveMinRTTDrift = 1.02
 	serialTolerance     = 1.3
-	serialMinSamples    = 5
-	minHold             = 32
-	maxHold             = 4096
+	// adaptiveFlat: a window within this factor of minRTT doubles the
+	// limit instead of growing it by adaptiveTolerance.
+	adaptiveFlat     = 1.1
+	serialMinSamples = 5
+	minHold          = 32
+	maxHold          = 4096
 )
 
 type adaptiveLimit struct {
@@ -91,7 +97,11 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 	}
 	avg := a.sum / float64(a.n)
 	saturated := float64(a.peak) >= math.Floor(a.limit)
-	serial := a.n0 >= serialMinSamples && a.n1 >= serialMinSamples &&
+	// The comparison answers "one request at a time, or more?": it is
+	// made only near a limit of 1–2. At high limits idle dispatches are
+	// rare and busy ones slow for other reasons (a saturated host); the
+	// gradient handles those.
+	serial := a.limit < 3 && a.n0 >= serialMinSamples && a.n1 >= serialMinSamples &&
 		a.sum1/float64(a.n1) > serialTolerance*a.sum0/float64(a.n0)
 	a.sum, a.n, a.peak = 0, 0, 0
 	a.sum0, a.sum1, a.n0, a.n1 = 0, 0, 0, 0
@@ -113,6 +123,11 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 		a.nextHold /= 2
 	}
 	gradient := min(max(adaptiveTolerance*a.minRTT/avg, 0.5), adaptiveTolerance)
+	if a.limit >= 4 && avg <= adaptiveFlat*a.minRTT {
+		// Latency did not move at all with several requests in flight:
+		// the worker is not the bottleneck, so find its limit quickly.
+		gradient = 2
+	}
 	// Growing a limit that demand never reached would only let a later
 	// burst overload the worker.
 	if gradient > 1 && !saturated {

@@ -2,6 +2,7 @@
 // otherwise pick, on this machine, and writes the figures to results/.
 //
 //	cd bench && go run . scheduling [-duration 20s] [-loads 0.5,0.8]
+//	cd bench && go run . scheduling -mix io [-io-rate 400]
 //
 // It installs nothing: it needs Node.js (on every machine of this
 // project) and builds our Caddy from ../cmd/caddy. Every process it
@@ -23,7 +24,9 @@ func main() {
 		fs := flag.NewFlagSet("scheduling", flag.ExitOnError)
 		opts := schedulingOptions{}
 		fs.DurationVar(&opts.duration, "duration", defaultDuration, "length of each measured run")
-		fs.StringVar(&opts.loads, "loads", "0.5,0.8", "offered loads as fractions of the pool's measured capacity")
+		fs.StringVar(&opts.mix, "mix", "cpu", "cpu: 95% 1 ms and 5% 50 ms of CPU; io: every request waits 20 ms without CPU")
+		fs.StringVar(&opts.loads, "loads", "0.5,0.8", "cpu mix: offered loads as fractions of the pool's measured capacity")
+		fs.Float64Var(&opts.ioRate, "io-rate", 400, "io mix: offered requests per second")
 		fs.StringVar(&opts.only, "only", "", "comma-separated contender names to run (default: all)")
 		fs.StringVar(&opts.caddy, "caddy", "", "our Caddy binary (default: build ../cmd/caddy)")
 		fs.StringVar(&opts.out, "out", "results", "directory for the JSON and Markdown results")

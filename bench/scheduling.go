@@ -22,11 +22,14 @@ const (
 	benchWorkers    = 2
 	fastPath        = "/work?ms=1"
 	slowPath        = "/work?ms=50"
+	ioPath          = "/sleep?ms=20"
 	// slowEvery: one request in 20 (5%) is slow.
 	slowEvery = 20
 )
 
 type schedulingOptions struct {
+	mix      string
+	ioRate   float64
 	duration time.Duration
 	loads    string
 	only     string
@@ -57,6 +60,7 @@ type schedulingReport struct {
 	Workers    int        `json:"workers"`
 	Mix        string     `json:"mix"`
 	Duration   string     `json:"duration"`
+	Scenario   string     `json:"scenario"`
 	CapacityPS float64    `json:"capacity_per_s"`
 	Runs       []runStats `json:"runs"`
 }
@@ -81,6 +85,9 @@ func runScheduling(o schedulingOptions) error {
 		}
 		loads = append(loads, f)
 	}
+	if o.mix != "cpu" && o.mix != "io" {
+		return fmt.Errorf("-mix %q: use cpu or io", o.mix)
+	}
 	contenders := []contender{
 		nodeCluster(benchWorkers, tmp),
 		workerPool("pool-unlimited", caddy, benchWorkers, "", tmp),
@@ -98,21 +105,29 @@ func runScheduling(o schedulingOptions) error {
 	host, _ := os.Hostname()
 	rep := schedulingReport{
 		Date: time.Now().UTC().Format("2006-01-02"), Host: host, CPUs: cpuCount(), Workers: benchWorkers,
-		Mix: "95% GET /work?ms=1, 5% GET /work?ms=50", Duration: o.duration.String(),
+		Mix: "95% GET /work?ms=1, 5% GET /work?ms=50", Duration: o.duration.String(), Scenario: o.mix,
 	}
-
-	// Capacity: the pool at max_inflight 1, closed loop, as fast as it goes.
-	capC := workerPool("capacity", caddy, benchWorkers, "max_inflight 1", tmp)
-	rep.CapacityPS, err = measureCapacity(capC, 8, 5*time.Second)
-	if err != nil {
-		return err
+	if o.mix == "io" {
+		rep.Mix = "100% GET /sleep?ms=20 (waits without CPU)"
+		// One load: a fixed rate, far beyond what one request per
+		// worker at a time can carry (2 workers / 20 ms = 100/s).
+		loads = []float64{1}
+		rep.CapacityPS = o.ioRate
+	} else {
+		// Capacity: the pool at max_inflight 1, closed loop, as fast as
+		// it goes.
+		capC := workerPool("capacity", caddy, benchWorkers, "max_inflight 1", tmp)
+		rep.CapacityPS, err = measureCapacity(capC, 8, 5*time.Second, o.mix)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "capacity: %.0f requests/s with %d workers\n", rep.CapacityPS, benchWorkers)
 	}
-	fmt.Fprintf(os.Stderr, "capacity: %.0f requests/s with %d workers\n", rep.CapacityPS, benchWorkers)
 
 	for _, load := range loads {
 		rate := load * rep.CapacityPS
 		for _, c := range contenders {
-			st, err := openLoop(c, rate, o.duration)
+			st, err := openLoop(c, rate, o.duration, o.mix)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
@@ -128,10 +143,14 @@ func runScheduling(o schedulingOptions) error {
 // mix is the request sequence: the same for every contender.
 type mix struct {
 	base string
+	io   bool
 	n    atomic.Uint64
 }
 
 func (m *mix) next() string {
+	if m.io {
+		return m.base + ioPath
+	}
 	i := m.n.Add(1)
 	// A fixed scramble of the sequence number spreads the slow requests
 	// without clustering them.
@@ -167,13 +186,13 @@ func launch(c contender) (string, func(), error) {
 
 // measureCapacity drives c with concurrency clients back to back and
 // returns the completed requests per second.
-func measureCapacity(c contender, concurrency int, d time.Duration) (float64, error) {
+func measureCapacity(c contender, concurrency int, d time.Duration, scenario string) (float64, error) {
 	url, stop, err := launch(c)
 	if err != nil {
 		return 0, err
 	}
 	defer stop()
-	m := &mix{base: url}
+	m := &mix{base: url, io: scenario == "io"}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
 	var done atomic.Int64
 	deadline := time.Now().Add(d)
@@ -199,13 +218,13 @@ func measureCapacity(c contender, concurrency int, d time.Duration) (float64, er
 
 // openLoop offers rate requests per second to c for d (after a warm-up)
 // and measures what came back.
-func openLoop(c contender, rate float64, d time.Duration) (runStats, error) {
+func openLoop(c contender, rate float64, d time.Duration, scenario string) (runStats, error) {
 	url, stop, err := launch(c)
 	if err != nil {
 		return runStats{}, err
 	}
 	defer stop()
-	m := &mix{base: url}
+	m := &mix{base: url, io: scenario == "io"}
 	pacer := vegeta.ConstantPacer{Freq: int(rate), Per: time.Second}
 	newAttacker := func() *vegeta.Attacker {
 		return vegeta.NewAttacker(vegeta.Timeout(30*time.Second), vegeta.KeepAlive(true))
@@ -221,7 +240,7 @@ func openLoop(c contender, rate float64, d time.Duration) (runStats, error) {
 			continue
 		}
 		all = append(all, res.Latency)
-		if strings.HasSuffix(res.URL, fastPath) {
+		if !strings.HasSuffix(res.URL, slowPath) {
 			fast = append(fast, res.Latency)
 		}
 	}
@@ -254,15 +273,20 @@ func writeScheduling(dir string, rep schedulingReport) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	base := filepath.Join(dir, rep.Date+"-"+rep.Host+"-scheduling")
+	base := filepath.Join(dir, rep.Date+"-"+rep.Host+"-scheduling-"+rep.Scenario)
 	js, _ := json.MarshalIndent(rep, "", "  ")
 	if err := os.WriteFile(base+".json", append(js, '\n'), 0o644); err != nil {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Scheduling: heterogeneous load, open loop\n\n")
-	fmt.Fprintf(&b, "%s on %s (%d CPUs), %d workers of examples/node, %s; capacity %.0f requests/s (our pool, max_inflight 1, closed loop); %s per run.\n\n",
-		rep.Date, rep.Host, rep.CPUs, rep.Workers, rep.Mix, rep.CapacityPS, rep.Duration)
+	fmt.Fprintf(&b, "# Scheduling (%s mix), open loop\n\n", rep.Scenario)
+	fmt.Fprintf(&b, "%s on %s (%d CPUs), %d workers of examples/node, %s; ", rep.Date, rep.Host, rep.CPUs, rep.Workers, rep.Mix)
+	if rep.Scenario == "io" {
+		fmt.Fprintf(&b, "offered %.0f requests/s; ", rep.CapacityPS)
+	} else {
+		fmt.Fprintf(&b, "capacity %.0f requests/s (our pool, max_inflight 1, closed loop), loads are fractions of it; ", rep.CapacityPS)
+	}
+	fmt.Fprintf(&b, "%s per run. \"fast\" are the 1 ms requests (all requests in the io mix).\n\n", rep.Duration)
 	fmt.Fprintf(&b, "| contender | load | rate/s | throughput/s | errors | fast p50 ms | fast p99 ms | fast p99.9 ms | all p50 ms | all p99 ms | all p99.9 ms |\n")
 	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rep.Runs {

@@ -5,6 +5,7 @@
 //
 //   GET  /          {"pid", "worker"}: which process answered
 //   GET  /work?ms=N busy-loops the CPU for N ms (at most 10 s), then answers
+//   GET  /sleep?ms=N waits N ms without using the CPU (like a database call)
 //   GET  /healthz   200 "ok" (the pool's health check)
 //   GET  /stats     {"pid", "worker", "requests"}: requests this process served
 //   POST /echo      answers with the request body and its Content-Type
@@ -47,6 +48,11 @@ const server = http.createServer((req, res) => {
       const ms = Math.min(Math.max(Number(url.searchParams.get('ms')) || 0, 0), 10000);
       busy(ms);
       return json(res, 200, { pid, worker, ms });
+    }
+    case '/sleep': {
+      const ms = Math.min(Math.max(Number(url.searchParams.get('ms')) || 0, 0), 10000);
+      setTimeout(() => json(res, 200, { pid, worker, ms }), ms);
+      return;
     }
     case '/healthz':
       res.writeHead(200, { 'Content-Type': 'text/plain' });
