@@ -64,7 +64,11 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 		e.decay = DefaultDecay.Seconds()
 	}
 	if cfg.AdaptiveLimit {
-		e.adaptive = newAdaptiveLimit(e.limit.Store)
+		var cpu func() (time.Duration, bool)
+		if pid > 0 {
+			cpu = processCPUTime(pid)
+		}
+		e.adaptive = newAdaptiveLimit(e.limit.Store, cpu)
 	} else {
 		e.limit.Store(int64(cfg.MaxInflight))
 	}

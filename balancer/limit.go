@@ -34,6 +34,14 @@ import (
 // drops to 1 and stays there for a hold that doubles each time the
 // finding repeats (up to maxHold windows), so probing a second slot
 // costs a vanishing share of requests.
+//
+// Where the worker's pid is known (workers we spawn, on Linux) no probe
+// is needed at all: at a limit of 1 the requests do not overlap, so the
+// CPU time the process used over their total latency says whether it
+// computes (≥ cpuBoundShare: stay at 1) or waits (grow). The share is
+// low enough that a worker stretched by a busy host (its requests take
+// longer than its CPU time because it is descheduled) still counts as
+// computing.
 const (
 	adaptiveInitial   = 1
 	adaptiveMax       = 1000
@@ -49,6 +57,11 @@ const (
 	serialMinSamples = 5
 	minHold          = 32
 	maxHold          = 4096
+	// cpuBoundShare of a request's latency spent on the worker's CPU
+	// makes it CPU-bound; cpuSpan is the busy time judged at once, long
+	// against the kernel's 10 ms accounting tick.
+	cpuBoundShare = 0.3
+	cpuSpan       = 250 * time.Millisecond
 )
 
 type adaptiveLimit struct {
@@ -66,12 +79,54 @@ type adaptiveLimit struct {
 	n0, n1     int
 	hold       int // windows left at limit 1
 	nextHold   int
+
+	// CPU accounting at a limit of 1, when cpuTime is known.
+	cpuTime   func() (time.Duration, bool)
+	cpuBusy   float64 // seconds of latency since cpuStart
+	cpuStart  time.Duration
+	cpuKnown  bool // cpuStart is valid
+	cpuJudged bool // cpuBound holds a verdict
+	cpuBound  bool
 }
 
-func newAdaptiveLimit(set func(int64)) *adaptiveLimit {
-	a := &adaptiveLimit{limit: adaptiveInitial, setLimit: set}
+// newAdaptiveLimit starts at a limit of 1. cpuTime, if not nil, reads the
+// CPU time the worker process has used.
+func newAdaptiveLimit(set func(int64), cpuTime func() (time.Duration, bool)) *adaptiveLimit {
+	a := &adaptiveLimit{limit: adaptiveInitial, setLimit: set, cpuTime: cpuTime}
 	set(adaptiveInitial)
 	return a
+}
+
+// accountCPU updates cpuBound from the CPU the worker used over the
+// latency of requests served one at a time.
+func (a *adaptiveLimit) accountCPU(rtt float64) {
+	if a.cpuTime == nil || a.limit >= 2 {
+		a.cpuKnown = false
+		return
+	}
+	if !a.cpuKnown {
+		a.cpuStart, a.cpuKnown = a.cpuTimeOrZero()
+		a.cpuBusy = 0
+		return
+	}
+	a.cpuBusy += rtt
+	if a.cpuBusy < cpuSpan.Seconds() {
+		return
+	}
+	now, ok := a.cpuTimeOrZero()
+	if ok {
+		a.cpuBound = (now - a.cpuStart).Seconds() >= cpuBoundShare*a.cpuBusy
+		a.cpuJudged = true
+	}
+	a.cpuStart, a.cpuKnown, a.cpuBusy = now, ok, 0
+}
+
+func (a *adaptiveLimit) cpuTimeOrZero() (time.Duration, bool) {
+	d, ok := a.cpuTime()
+	if !ok {
+		a.cpuTime = nil // not readable: fall back to probing
+	}
+	return d, ok
 }
 
 // sample records one successful request's latency and how many requests
@@ -79,6 +134,7 @@ func newAdaptiveLimit(set func(int64)) *adaptiveLimit {
 func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.accountCPU(rtt.Seconds())
 	a.sum += rtt.Seconds()
 	a.n++
 	a.peak = max(a.peak, inflight)
@@ -105,10 +161,17 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 		a.sum1/float64(a.n1) > serialTolerance*a.sum0/float64(a.n0)
 	a.sum, a.n, a.peak = 0, 0, 0
 	a.sum0, a.sum1, a.n0, a.n1 = 0, 0, 0, 0
-	if a.minRTT == 0 || avg < a.minRTT {
+	// At a limit of 1 nothing queues inside the worker, so the window's
+	// average is its unloaded latency for the traffic of the moment (a
+	// stale minimum from cheaper requests would pin the limit at 1).
+	if a.minRTT == 0 || avg < a.minRTT || a.limit < 2 {
 		a.minRTT = avg
 	}
 	switch {
+	case a.cpuTime != nil && a.limit < 2 && (a.cpuBound || !a.cpuJudged):
+		// The worker computes, or we cannot tell yet: a second request
+		// would only wait in it.
+		return
 	case serial:
 		a.nextHold = min(max(2*a.nextHold, minHold), maxHold)
 		a.hold = a.nextHold

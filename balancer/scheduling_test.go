@@ -434,10 +434,18 @@ func TestBrokenConnectionRetriesOnlyIdempotent(t *testing.T) {
 }
 
 func TestAdaptiveLimitConverges(t *testing.T) {
-	drive := func(t *testing.T, path string, clients, each int) *balancer.Endpoint {
+	// With the worker's pid the limit reads its CPU time; without it (an
+	// endpoint found by discovery) it has to probe a second slot.
+	drive := func(t *testing.T, path string, clients, each int, knownPID bool) *balancer.Endpoint {
 		p := testworker.Start(t, "serve")
 		bal := newBalancer(t, balancer.Config{AdaptiveLimit: true})
-		eps := join(t, bal, p)
+		pid := 0
+		if knownPID {
+			pid = p.PID
+		}
+		e := bal.NewEndpoint(1, pid, p.Network, p.Address)
+		t.Cleanup(e.Close)
+		bal.Add(e)
 		srv := front(t, bal)
 		var wg sync.WaitGroup
 		for range clients {
@@ -454,20 +462,24 @@ func TestAdaptiveLimitConverges(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		return eps[0]
+		return e
 	}
-	t.Run("one request at a time", func(t *testing.T) {
-		e := drive(t, "/cpu?ms=3", 8, 40)
-		if l := e.Limit(); l > 2 {
-			t.Fatalf("limit %d for a worker that serves one request at a time, want 1–2", l)
-		}
-	})
-	t.Run("waits without CPU", func(t *testing.T) {
-		e := drive(t, "/sleep?ms=10", 16, 40)
-		if l := e.Limit(); l < 6 {
-			t.Fatalf("limit %d for a worker whose latency does not grow with load, want well above 1", l)
-		}
-	})
+	for _, knownPID := range []bool{true, false} {
+		t.Run(fmt.Sprintf("pid known=%v", knownPID), func(t *testing.T) {
+			t.Run("one request at a time", func(t *testing.T) {
+				e := drive(t, "/cpu?ms=3", 8, 40, knownPID)
+				if l := e.Limit(); l > 2 {
+					t.Fatalf("limit %d for a worker that serves one request at a time, want 1–2", l)
+				}
+			})
+			t.Run("waits without CPU", func(t *testing.T) {
+				e := drive(t, "/sleep?ms=10", 16, 40, knownPID)
+				if l := e.Limit(); l < 6 {
+					t.Fatalf("limit %d for a worker whose latency does not grow with load, want well above 1", l)
+				}
+			})
+		})
+	}
 }
 
 func TestQueueDrainsWhenLastWorkerLeaves(t *testing.T) {

@@ -30,6 +30,7 @@ func main() {
 		fs.StringVar(&opts.only, "only", "", "comma-separated contender names to run (default: all)")
 		fs.StringVar(&opts.caddy, "caddy", "", "our Caddy binary (default: build ../cmd/caddy)")
 		fs.StringVar(&opts.out, "out", "results", "directory for the JSON and Markdown results")
+		fs.BoolVar(&opts.keep, "keep", false, "keep the contenders' configs and logs (the path is printed)")
 		_ = fs.Parse(os.Args[2:])
 		if err := runScheduling(opts); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)

@@ -35,6 +35,7 @@ type schedulingOptions struct {
 	only     string
 	caddy    string
 	out      string
+	keep     bool
 }
 
 // runStats are the figures of one contender at one load.
@@ -70,7 +71,11 @@ func runScheduling(o schedulingOptions) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	if o.keep {
+		fmt.Fprintln(os.Stderr, "configs and logs in", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
 	caddy := o.caddy
 	if caddy == "" {
 		if caddy, err = buildCaddy(tmp); err != nil {
@@ -90,12 +95,13 @@ func runScheduling(o schedulingOptions) error {
 	}
 	contenders := []contender{
 		nodeCluster(benchWorkers, tmp),
-		workerPool("pool-unlimited", caddy, benchWorkers, "", tmp),
+		workerPool("pool-unlimited", caddy, benchWorkers, "max_inflight 0", tmp),
 		workerPool("pool-max1", caddy, benchWorkers, "max_inflight 1", tmp),
 		workerPool("pool-max2", caddy, benchWorkers, "max_inflight 2", tmp),
-		workerPool("pool-auto", caddy, benchWorkers, "max_inflight auto", tmp),
+		// The defaults: least_inflight, max_inflight auto.
+		workerPool("pool-default-auto", caddy, benchWorkers, "", tmp),
 		workerPool("pool-p2c-max1", caddy, benchWorkers, "max_inflight 1\n\t\tbalance p2c_ewma", tmp),
-		workerPool("pool-rr-unlimited", caddy, benchWorkers, "balance round_robin", tmp),
+		workerPool("pool-rr-unlimited", caddy, benchWorkers, "balance round_robin\n\t\tmax_inflight 0", tmp),
 	}
 	if o.only != "" {
 		keep := strings.Split(o.only, ",")

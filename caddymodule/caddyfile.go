@@ -149,14 +149,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			if d.Val() == "auto" {
-				h.MaxInflight = Limit{Auto: true}
+				h.MaxInflight = &Limit{Auto: true}
 				break
 			}
 			n, err := strconv.Atoi(d.Val())
 			if err != nil || n < 0 {
 				return d.Errf("max_inflight: %q is not a limit; give a number of requests per worker (0 for none) or auto", d.Val())
 			}
-			h.MaxInflight = Limit{N: n}
+			h.MaxInflight = &Limit{N: n}
 		case "queue_size", "retries":
 			if !d.NextArg() {
 				return d.ArgErr()

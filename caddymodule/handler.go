@@ -105,11 +105,12 @@ type Handler struct {
 	EWMADecay caddy.Duration `json:"ewma_decay,omitempty"`
 
 	// MaxInflight limits the requests each worker holds at once; a
-	// request that finds every worker at its limit waits in the queue. A
-	// number (0, the default, means no limit) or "auto": a limit per
-	// worker that adapts to its latency — near 1–2 for a CPU-bound
-	// single-threaded worker, high for one that mostly waits on I/O.
-	MaxInflight Limit `json:"max_inflight,omitempty"`
+	// request that finds every worker at its limit waits in the queue, in
+	// Go, until one frees up. "auto" (the default) adapts each worker's
+	// limit: 1 for a worker that computes (judged from its CPU time, or
+	// by probing where the pid is unknown), growing for one that waits on
+	// I/O. A number fixes it; 0 means no limit.
+	MaxInflight *Limit `json:"max_inflight,omitempty"`
 
 	// QueueSize bounds the requests waiting for a free worker; more get
 	// 503. Default: 1024.
@@ -149,6 +150,14 @@ type Breaker struct {
 	Statuses []int `json:"statuses,omitempty"`
 }
 
+// maxInflight is the configured limit, auto unless set.
+func (h *Handler) maxInflight() Limit {
+	if h.MaxInflight == nil {
+		return Limit{Auto: true}
+	}
+	return *h.MaxInflight
+}
+
 // Limit is a number of requests, or "auto" for an adaptive limit. In
 // JSON it is a number or the string "auto".
 type Limit struct {
@@ -177,9 +186,6 @@ func (l *Limit) UnmarshalJSON(b []byte) error {
 	*l = Limit{N: n}
 	return nil
 }
-
-// IsZero makes omitempty leave out the default.
-func (l Limit) IsZero() bool { return l == Limit{} }
 
 // CaddyModule returns the Caddy module information.
 func (Handler) CaddyModule() caddy.ModuleInfo {
@@ -252,8 +258,8 @@ func (h *Handler) balancerConfig() balancer.Config {
 		Policy: balancer.PolicyConfig{
 			Name: h.Balance, HashOn: h.HashOn, HashKey: h.HashKey, Decay: time.Duration(h.EWMADecay),
 		},
-		MaxInflight:    h.MaxInflight.N,
-		AdaptiveLimit:  h.MaxInflight.Auto,
+		MaxInflight:    h.maxInflight().N,
+		AdaptiveLimit:  h.maxInflight().Auto,
 		QueueSize:      h.QueueSize,
 		QueueTimeout:   time.Duration(h.QueueTimeout),
 		TrustForwarded: trustedProxy,
