@@ -283,7 +283,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body := r.Body
 	defer func() {
 		r.Body = body
-		st.pick.Request, st.aw.ResponseWriter = nil, nil
+		st.pick.Request, st.aw.ResponseWriter, st.aw.ep = nil, nil, nil
 		clear(st.pick.triedBuf[:])
 		states.Put(st)
 	}()
@@ -322,6 +322,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if r.Context().Err() != nil {
+			w.WriteHeader(499) // nothing was written; for the access log
 			b.report(r, st, 499)
 			return
 		}
@@ -353,6 +354,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter, r *http.Request, st *reqState) error {
 	aw := &st.aw
 	aw.ResponseWriter, aw.status, aw.err = w, 0, nil
+	aw.bal, aw.ep, aw.released = b, e, false
 	inflight := e.inflight.Load() // this request included: acquire counted it
 	start := time.Now()
 	completed := false
@@ -371,10 +373,16 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 		}
 		done(verdict)
 		e.served.Add(1)
-		b.release(e)
+		stream := aw.released
+		if !stream {
+			b.release(e)
+		}
 		switch {
 		case verdict == nil || errors.Is(verdict, errFailureStatus):
 			e.passiveFails.Store(0)
+			if stream {
+				break // its length says nothing about the worker's speed
+			}
 			rtt := now.Sub(start)
 			e.observe(rtt, now)
 			if e.adaptive != nil && verdict == nil {

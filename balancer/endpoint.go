@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -193,15 +195,27 @@ func (e *Endpoint) observe(rtt time.Duration, now time.Time) {
 // the status the worker answered with, and takes a transport error from
 // ReverseProxy instead of an error response, so the balancer can decide
 // between a retry and a 502.
+//
+// A long-lived response — a WebSocket (or other) upgrade, a stream of
+// server-sent events — gives its in-flight slot back as soon as it
+// starts: it would otherwise hold the worker's only slot for as long as
+// the client stays, though the worker serves other requests meanwhile.
 type attemptWriter struct {
 	http.ResponseWriter
 	status int
 	err    error
+
+	bal      *Balancer
+	ep       *Endpoint
+	released bool // the slot went back early
 }
 
 func (w *attemptWriter) WriteHeader(code int) {
 	if code >= 200 {
 		w.status = code
+		if strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream") {
+			w.releaseEarly()
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -213,8 +227,26 @@ func (w *attemptWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// Hijack is how ReverseProxy takes over the connection of a switched
+// protocol (101); the slot goes back then.
+func (w *attemptWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.status = http.StatusSwitchingProtocols
+		w.releaseEarly()
+	}
+	return conn, brw, err
+}
+
+func (w *attemptWriter) releaseEarly() {
+	if !w.released {
+		w.released = true
+		w.bal.release(w.ep)
+	}
+}
+
 // Unwrap lets http.ResponseController reach the real writer, for
-// flushing streamed responses and hijacking upgraded connections.
+// flushing streamed responses.
 func (w *attemptWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // recordError is every endpoint's ReverseProxy.ErrorHandler. ReverseProxy

@@ -1,6 +1,7 @@
 package balancer_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/caddy-workerpool/caddy-workerpool/balancer"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
@@ -505,4 +508,39 @@ func TestQueueDrainsWhenLastWorkerLeaves(t *testing.T) {
 	}
 	_, _ = p.Do(http.MethodPost, "/release")
 	recv(t, held)
+}
+
+func TestLongLivedResponsesGiveTheirSlotBack(t *testing.T) {
+	p := testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{MaxInflight: 1, QueueTimeout: 5 * time.Second})
+	eps := join(t, bal, p)
+	srv := front(t, bal)
+	c := srv.Client()
+
+	// A server-sent event stream stays open...
+	resp, err := c.Get(srv.URL + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "data: first\n" {
+		t.Fatalf("stream: %q %v", line, err)
+	}
+	// ...and so does a WebSocket.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	// With max_inflight 1, a plain request still gets the worker at once.
+	if o := recv(t, send(c, "GET", srv.URL+"/", nil)); o.status != 200 {
+		t.Fatalf("request next to open streams: %d", o.status)
+	}
+	if n := eps[0].Inflight(); n != 0 {
+		t.Fatalf("%d slots held by open streams", n)
+	}
+	_, _ = p.Do(http.MethodPost, "/release")
 }
