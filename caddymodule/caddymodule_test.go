@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"io"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,19 +130,72 @@ func TestCaddyfileServesThroughWorkersAndReloads(t *testing.T) {
 	load(t, cfg)
 	first := waitServing(t, url, 3)
 
-	// Loading the same config again is what a reload does: the new config
-	// starts, then the old one is cleaned up. The pool must keep working.
+	// A reload with the pool's config unchanged keeps its workers.
 	load(t, cfg)
-	waitServing(t, url, 3)
+	same := waitServing(t, url, 3)
+	for pid := range first {
+		if same[pid] == 0 {
+			t.Fatalf("reload with an unchanged pool replaced its workers: %v, then %v", first, same)
+		}
+	}
+
+	// A changed pool config starts new workers, switches only once they
+	// are healthy, then stops the old ones: no request fails meanwhile.
+	stopTraffic := make(chan struct{})
+	failures := make(chan string, 100)
+	var served atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stopTraffic:
+					return
+				default:
+				}
+				resp, err := client.Get(url)
+				if err != nil {
+					failures <- err.Error()
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failures <- resp.Status
+					continue
+				}
+				served.Add(1)
+			}
+		})
+	}
+	load(t, site(port, "count 3\n\t\tenv DEPLOY 2"))
 	for pid := range first {
 		testworker.Eventually(t, 15*time.Second, "workers of the old config gone", func() bool { return !testworker.Alive(pid) })
 	}
-
 	now := waitServing(t, url, 3)
-	stop(t)
+	close(stopTraffic)
+	wg.Wait()
+	close(failures)
+	for f := range failures {
+		t.Errorf("request failed during the reload: %s", f)
+	}
+	if served.Load() == 0 {
+		t.Fatal("no traffic during the reload")
+	}
 	for pid := range now {
-		if testworker.Alive(pid) || len(testworker.GroupMembers(pid)) > 0 {
-			t.Fatalf("worker %d survived caddy.Stop", pid)
+		if first[pid] != 0 {
+			t.Fatalf("changed config still served by old worker %d", pid)
+		}
+	}
+
+	groups := map[int]int{}
+	for pid := range now {
+		groups[pid] = testworker.PGID(pid)
+	}
+	stop(t)
+	for pid, g := range groups {
+		if testworker.Alive(pid) || len(testworker.GroupMembers(g)) > 0 {
+			t.Fatalf("worker %d (group %d) survived caddy.Stop", pid, g)
 		}
 	}
 }

@@ -5,6 +5,10 @@
 package caddymodule
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -131,6 +135,7 @@ type Handler struct {
 	Breaker *Breaker `json:"breaker,omitempty"`
 
 	pool   *pool.Pool
+	key    string
 	logger *zap.Logger
 }
 
@@ -195,7 +200,25 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision checks the config, sets defaults and starts the workers.
+// pools holds the running pools across config reloads, keyed by their
+// whole configuration: a reload that leaves a pool's config unchanged
+// keeps its workers (same processes); a changed one starts a new pool.
+var pools = caddy.NewUsagePool()
+
+// runningPool is a pool as the usage pool holds it.
+type runningPool struct{ *pool.Pool }
+
+// Destruct stops the workers once no loaded config uses the pool.
+func (p runningPool) Destruct() error {
+	p.Stop()
+	return nil
+}
+
+// Provision checks the config, sets defaults and starts the workers, or
+// takes over the running ones if an earlier config had the same pool. A
+// new pool is given until its startup_timeout to become healthy before
+// Provision returns, so a reload switches traffic only to workers that
+// answer (blue/green); the old config keeps serving meanwhile.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Name == "" {
@@ -204,21 +227,58 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	cfg, err := h.poolConfig()
+	key, err := h.poolKey()
 	if err != nil {
 		return err
 	}
-	p, err := pool.New(cfg, h.logger.With(zap.String("pool", h.Name)))
+	val, loaded, err := pools.LoadOrNew(key, func() (caddy.Destructor, error) {
+		// The pool outlives this config, so it logs through Caddy's
+		// process-wide logger rather than this config's.
+		log := caddy.Log().Named("http.handlers.worker_pool").With(zap.String("pool", h.Name))
+		cfg, err := h.poolConfig(log)
+		if err != nil {
+			return nil, err
+		}
+		p, err := pool.New(cfg, log)
+		if err != nil {
+			return nil, fmt.Errorf("worker_pool %q: %w", h.Name, err)
+		}
+		p.Start()
+		return runningPool{p}, nil
+	})
 	if err != nil {
-		return fmt.Errorf("worker_pool %q: %w", h.Name, err)
+		return err
 	}
-	h.pool = p
-	p.Start()
+	h.key = key
+	h.pool = val.(runningPool).Pool
+	if loaded {
+		h.logger.Info("keeping the running workers: pool config unchanged", zap.String("pool", h.Name))
+		return nil
+	}
+	wait := time.Duration(h.StartupTimeout)
+	if wait <= 0 {
+		wait = pool.DefaultStartupTimeout
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := h.pool.WaitHealthy(wctx, h.pool.Count()); err != nil {
+		h.logger.Warn("serving before every worker is healthy", zap.String("pool", h.Name), zap.Error(err))
+	}
 	return nil
 }
 
+// poolKey identifies the pool's whole configuration.
+func (h *Handler) poolKey() (string, error) {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return "", fmt.Errorf("worker_pool: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return "worker_pool:" + hex.EncodeToString(sum[:]), nil
+}
+
 // poolConfig translates the JSON config into the library's.
-func (h *Handler) poolConfig() (pool.Config, error) {
+func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 	repl := caddy.NewReplacer()
 	expand := func(s string) string { return repl.ReplaceKnown(s, "") }
 	args := make([]string, len(h.Command))
@@ -249,11 +309,11 @@ func (h *Handler) poolConfig() (pool.Config, error) {
 			Fails:    h.HealthFails,
 		},
 		StartupTimeout: time.Duration(h.StartupTimeout),
-		Balancer:       h.balancerConfig(),
+		Balancer:       h.balancerConfig(log),
 	}, nil
 }
 
-func (h *Handler) balancerConfig() balancer.Config {
+func (h *Handler) balancerConfig(log *zap.Logger) balancer.Config {
 	cfg := balancer.Config{
 		Policy: balancer.PolicyConfig{
 			Name: h.Balance, HashOn: h.HashOn, HashKey: h.HashKey, Decay: time.Duration(h.EWMADecay),
@@ -264,7 +324,12 @@ func (h *Handler) balancerConfig() balancer.Config {
 		QueueTimeout:   time.Duration(h.QueueTimeout),
 		TrustForwarded: trustedProxy,
 		ClientIP:       clientIP,
-		OnError:        h.logProxyError,
+		OnError: func(e *balancer.Endpoint, r *http.Request, err error) {
+			// Without the query string, which may carry secrets.
+			log.Error("worker did not answer",
+				zap.Int("worker", e.Worker), zap.Int("pid", e.PID), zap.String("address", e.Address),
+				zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
+		},
 	}
 	if h.Retries != nil {
 		cfg.Retries = *h.Retries
@@ -300,7 +365,7 @@ func (h *Handler) Validate() error {
 	default:
 		bad("listen", "%q is not a mode: use tcp or unix", h.Listen)
 	}
-	if err := h.balancerConfig().Validate(); err != nil {
+	if err := h.balancerConfig(nil).Validate(); err != nil {
 		bad("balancing", "%v", err)
 	}
 	if h.Retries != nil && *h.Retries < 0 {
@@ -333,10 +398,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	return nil
 }
 
-// Cleanup stops the workers (gracefully, bounded by stop_timeout).
+// Cleanup lets go of the pool; its workers stop (gracefully, bounded by
+// stop_timeout) unless the config that replaces this one kept them.
 func (h *Handler) Cleanup() error {
 	if h.pool != nil {
-		h.pool.Stop()
+		_, err := pools.Delete(h.key)
+		return err
 	}
 	return nil
 }
@@ -359,14 +426,6 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-// logProxyError logs a failed attempt without the query string, which may
-// carry secrets.
-func (h *Handler) logProxyError(e *balancer.Endpoint, r *http.Request, err error) {
-	h.logger.Error("worker did not answer",
-		zap.Int("worker", e.Worker), zap.Int("pid", e.PID), zap.String("address", e.Address),
-		zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
 }
 
 // Interface guards.

@@ -105,6 +105,9 @@ func (p *Pool) Stop() { p.sup.Stop() }
 // ServeHTTP proxies r to a healthy worker.
 func (p *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.bal.ServeHTTP(w, r) }
 
+// Count is the number of worker slots.
+func (p *Pool) Count() int { return p.sup.Count() }
+
 // Healthy is the number of workers in rotation.
 func (p *Pool) Healthy() int { return len(p.bal.Endpoints()) }
 

@@ -8,8 +8,12 @@ import (
 )
 
 // GroupMembers lists the pids of live (non-zombie) processes whose
-// process group is pgid, read from /proc.
+// process group is pgid, read from /proc. Group 0 (kernel threads) has
+// no members here.
 func GroupMembers(pgid int) []int {
+	if pgid <= 0 {
+		return nil
+	}
 	var pids []int
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, f := range stats {
