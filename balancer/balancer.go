@@ -11,6 +11,7 @@ package balancer
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -51,6 +52,9 @@ type Config struct {
 	Retries int
 	// RetryBodyLimit is the largest request body kept for a retry.
 	RetryBodyLimit int64
+	// RequestTimeout bounds one attempt; 0 means none. A request that
+	// exceeds it gets 504 and is not retried, and OnHung is told.
+	RequestTimeout time.Duration
 	// Breaker sets up each endpoint's circuit breaker.
 	Breaker BreakerConfig
 	// PassiveFails is how many transport failures in a row make
@@ -76,6 +80,9 @@ type Config struct {
 	// OnPassiveDown is told when an endpoint failed PassiveFails times in
 	// a row; the caller takes it out of rotation until it is healthy.
 	OnPassiveDown func(e *Endpoint)
+	// OnHung is told when a request to e exceeded RequestTimeout: a
+	// single-threaded worker that does not answer in time is stuck.
+	OnHung func(e *Endpoint)
 	// OnResult is told how each request went, after its last attempt.
 	// The Result is only valid during the call.
 	OnResult func(r *http.Request, res *Result)
@@ -124,6 +131,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("queue_timeout %v: must not be negative", c.QueueTimeout)
 	case c.Retries > MaxRetries:
 		return fmt.Errorf("retries %d: at most %d", c.Retries, MaxRetries)
+	case c.RequestTimeout < 0:
+		return fmt.Errorf("request_timeout %v: must not be negative", c.RequestTimeout)
 	case c.RetryBodyLimit < 0:
 		return fmt.Errorf("retry_body_limit %d: must not be negative", c.RetryBodyLimit)
 	case c.Breaker.OpenFor < 0:
@@ -330,6 +339,19 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if b.cfg.OnError != nil {
 			b.cfg.OnError(e, r, err)
 		}
+		if b.cfg.RequestTimeout > 0 && errors.Is(err, context.DeadlineExceeded) {
+			// The worker took the request and did not answer in time;
+			// sending it elsewhere could run it twice.
+			if b.cfg.OnHung != nil {
+				b.cfg.OnHung(e)
+			}
+			problem.Write(w, problem.Details{
+				Status: http.StatusGatewayTimeout,
+				Detail: e.workerName() + " did not answer within the request timeout",
+			})
+			b.report(r, st, http.StatusGatewayTimeout)
+			return
+		}
 		st.pick.tried = append(st.pick.tried, e)
 		if st.result.Attempts > b.cfg.Retries || !shouldRetry(r, err, replayable) || !b.budget.allow(time.Now()) {
 			problem.Write(w, problem.Details{
@@ -358,11 +380,12 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 	inflight := e.inflight.Load() // this request included: acquire counted it
 	start := time.Now()
 	completed := false
+	client := r.Context() // not the attempt's, which a request timeout ends
 	defer func() {
 		now := time.Now()
 		var verdict error
 		switch {
-		case r.Context().Err() != nil:
+		case client.Err() != nil:
 			verdict = errClientGone
 		case !completed:
 			verdict = errAborted
@@ -396,6 +419,11 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 			}
 		}
 	}()
+	if b.cfg.RequestTimeout > 0 {
+		ctx, cancel := context.WithTimeout(r.Context(), b.cfg.RequestTimeout)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
 	e.proxy.ServeHTTP(aw, r)
 	completed = true
 	return aw.err

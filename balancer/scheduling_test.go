@@ -544,3 +544,35 @@ func TestLongLivedResponsesGiveTheirSlotBack(t *testing.T) {
 	}
 	_, _ = p.Do(http.MethodPost, "/release")
 }
+
+func TestRequestTimeoutAnswers504AndReportsHung(t *testing.T) {
+	a, b := testworker.Start(t, "serve"), testworker.Start(t, "serve")
+	hung := make(chan int, 1)
+	bal := newBalancer(t, balancer.Config{
+		Policy:         balancer.PolicyConfig{Name: balancer.First},
+		RequestTimeout: 300 * time.Millisecond,
+		OnHung:         func(e *balancer.Endpoint) { hung <- e.Worker },
+	})
+	eps := join(t, bal, a, b)
+	srv := front(t, bal)
+	// /block never answers on its own: the worker looks stuck.
+	o := recv(t, send(srv.Client(), "GET", srv.URL+"/block", nil))
+	if o.status != http.StatusGatewayTimeout {
+		t.Fatalf("status %d, want 504", o.status)
+	}
+	select {
+	case w := <-hung:
+		if w != 1 {
+			t.Fatalf("OnHung for worker %d, want 1", w)
+		}
+	default:
+		t.Fatal("OnHung not called")
+	}
+	if eps[1].Served() != 0 {
+		t.Fatal("a timed-out request was retried on another worker")
+	}
+	if c := eps[0].BreakerState(); c != "closed" {
+		t.Fatalf("breaker %s after one timeout", c)
+	}
+	_, _ = a.Do(http.MethodPost, "/release")
+}

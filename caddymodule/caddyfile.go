@@ -32,6 +32,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    listen          tcp|unix
 //	    startup_timeout <duration>
 //	    stop_timeout    <duration>
+//	    unhealthy_kill_after <duration>
+//	    max_consecutive_failures <n>
+//	    request_timeout <duration>
 //	    health_uri      <path>
 //	    health_interval <duration>
 //	    health_timeout  <duration>
@@ -104,7 +107,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("listen: %q is not a mode; use tcp or unix", v)
 			}
 			h.Listen = d.Val()
-		case "startup_timeout", "stop_timeout", "health_interval", "health_timeout":
+		case "startup_timeout", "stop_timeout", "health_interval", "health_timeout", "unhealthy_kill_after", "request_timeout":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -121,6 +124,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.HealthInterval = caddy.Duration(dur)
 			case "health_timeout":
 				h.HealthTimeout = caddy.Duration(dur)
+			case "unhealthy_kill_after":
+				h.UnhealthyKillAfter = caddy.Duration(dur)
+			case "request_timeout":
+				h.RequestTimeout = caddy.Duration(dur)
 			}
 		case "health_uri":
 			if !d.NextArg() {
@@ -157,6 +164,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_inflight: %q is not a limit; give a number of requests per worker (0 for none) or auto", d.Val())
 			}
 			h.MaxInflight = &Limit{N: n}
+		case "max_consecutive_failures":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 {
+				return d.Errf("max_consecutive_failures: %q is not a count; give a positive integer", d.Val())
+			}
+			h.MaxConsecutiveFailures = n
 		case "queue_size", "retries":
 			if !d.NextArg() {
 				return d.ArgErr()

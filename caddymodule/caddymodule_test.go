@@ -226,6 +226,9 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"max_inflight -1", `max_inflight: "-1" is not a limit`, 0},
 		{"queue_size many", `queue_size: "many" is not a count`, 0},
 		{"retries -1", `retries: "-1" is not a count`, 0},
+		{"request_timeout never", `request_timeout: "never" is not a positive duration`, 0},
+		{"unhealthy_kill_after 0s", `unhealthy_kill_after: "0s"`, 0},
+		{"max_consecutive_failures 0", `max_consecutive_failures: "0"`, 0},
 		// The bad value sits on the line after "breaker {".
 		{"breaker {\n\t\t\tfailures 0\n\t\t}", `breaker failures: "0"`, 15},
 	}

@@ -69,6 +69,22 @@ type Handler struct {
 	// before its process group is killed. Default: 10s.
 	StopTimeout caddy.Duration `json:"stop_timeout,omitempty"`
 
+	// UnhealthyKillAfter is how long a worker that was healthy may fail
+	// its health check while its process lives (a hung event loop)
+	// before it is killed and restarted. Default: 10s.
+	UnhealthyKillAfter caddy.Duration `json:"unhealthy_kill_after,omitempty"`
+
+	// MaxConsecutiveFailures is how many exits in a row mark a worker
+	// failed (logged at error level, shown in status); it is then
+	// restarted only every 10s. Default: 5.
+	MaxConsecutiveFailures int `json:"max_consecutive_failures,omitempty"`
+
+	// RequestTimeout bounds the time a worker may take to answer one
+	// request; past it the client gets 504, the request is not retried,
+	// and the worker is treated as hung (out of rotation, killed after
+	// UnhealthyKillAfter unless its health check passes). Default: none.
+	RequestTimeout caddy.Duration `json:"request_timeout,omitempty"`
+
 	// HealthURI is the path of an HTTP GET that a worker must answer with
 	// 2xx to be in rotation. Without it, accepting a connection is enough.
 	HealthURI string `json:"health_uri,omitempty"`
@@ -290,13 +306,14 @@ func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 		env[k] = expand(v)
 	}
 	spec := worker.Spec{
-		Command:     args[0],
-		Args:        args[1:],
-		Dir:         expand(h.Dir),
-		Env:         env,
-		Count:       h.Count,
-		Listen:      h.Listen,
-		StopTimeout: time.Duration(h.StopTimeout),
+		Command:                args[0],
+		Args:                   args[1:],
+		Dir:                    expand(h.Dir),
+		Env:                    env,
+		Count:                  h.Count,
+		Listen:                 h.Listen,
+		StopTimeout:            time.Duration(h.StopTimeout),
+		MaxConsecutiveFailures: h.MaxConsecutiveFailures,
 	}
 	return pool.Config{
 		Name:    h.Name,
@@ -308,8 +325,9 @@ func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 			Passes:   h.HealthPasses,
 			Fails:    h.HealthFails,
 		},
-		StartupTimeout: time.Duration(h.StartupTimeout),
-		Balancer:       h.balancerConfig(log),
+		StartupTimeout:     time.Duration(h.StartupTimeout),
+		UnhealthyKillAfter: time.Duration(h.UnhealthyKillAfter),
+		Balancer:           h.balancerConfig(log),
 	}, nil
 }
 
@@ -322,6 +340,7 @@ func (h *Handler) balancerConfig(log *zap.Logger) balancer.Config {
 		AdaptiveLimit:  h.maxInflight().Auto,
 		QueueSize:      h.QueueSize,
 		QueueTimeout:   time.Duration(h.QueueTimeout),
+		RequestTimeout: time.Duration(h.RequestTimeout),
 		TrustForwarded: trustedProxy,
 		ClientIP:       clientIP,
 		OnError: func(e *balancer.Endpoint, r *http.Request, err error) {
@@ -379,11 +398,15 @@ func (h *Handler) Validate() error {
 	}
 	for field, d := range map[string]caddy.Duration{
 		"startup_timeout": h.StartupTimeout, "stop_timeout": h.StopTimeout,
+		"unhealthy_kill_after": h.UnhealthyKillAfter, "request_timeout": h.RequestTimeout,
 		"health_interval": h.HealthInterval, "health_timeout": h.HealthTimeout,
 	} {
 		if d < 0 {
 			bad(field, "%v is negative: give a positive duration such as 5s", time.Duration(d))
 		}
+	}
+	if h.MaxConsecutiveFailures < 0 {
+		bad("max_consecutive_failures", "%d is negative: give a count such as 5", h.MaxConsecutiveFailures)
 	}
 	if h.HealthPasses < 0 || h.HealthFails < 0 {
 		bad("health_passes/health_fails", "must be positive counts")

@@ -20,9 +20,14 @@ import (
 	"github.com/caddy-workerpool/caddy-workerpool/worker"
 )
 
-// DefaultStartupTimeout is how long a new worker may take to pass its
-// first health check before it is killed and restarted.
-const DefaultStartupTimeout = 30 * time.Second
+// Defaults.
+const (
+	// DefaultStartupTimeout is how long a new worker may take to pass
+	// its first health check before it is killed and restarted.
+	DefaultStartupTimeout = 30 * time.Second
+	// DefaultUnhealthyKillAfter is how long a worker may stay unhealthy.
+	DefaultUnhealthyKillAfter = 10 * time.Second
+)
 
 // Config describes a pool.
 type Config struct {
@@ -34,8 +39,13 @@ type Config struct {
 	Health health.Config
 	// StartupTimeout bounds the time from start to first healthy probe.
 	StartupTimeout time.Duration
+	// UnhealthyKillAfter is how long a worker that was healthy may fail
+	// its health check (a hung event loop, say) before it is killed and
+	// restarted. Default 10s.
+	UnhealthyKillAfter time.Duration
 	// Balancer sets up balancing, limits, the queue, breakers and
-	// retries. The pool sets its OnPassiveDown and OnBreakerChange.
+	// retries. The pool sets its OnPassiveDown, OnHung and
+	// OnBreakerChange.
 	Balancer balancer.Config
 }
 
@@ -57,6 +67,7 @@ type member struct {
 	ep      *balancer.Endpoint
 	checker *health.Checker
 	startup *time.Timer
+	hung    *time.Timer // runs while a ready worker is unhealthy
 	healthy bool
 	ready   bool // has passed a health check at least once
 }
@@ -73,6 +84,9 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 	if cfg.StartupTimeout <= 0 {
 		cfg.StartupTimeout = DefaultStartupTimeout
 	}
+	if cfg.UnhealthyKillAfter <= 0 {
+		cfg.UnhealthyKillAfter = DefaultUnhealthyKillAfter
+	}
 	p := &Pool{
 		cfg:     cfg,
 		log:     log,
@@ -81,6 +95,9 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 	}
 	bcfg := cfg.Balancer
 	bcfg.OnPassiveDown = p.passiveDown
+	// A worker that did not answer within request_timeout is treated as
+	// hung: out of rotation, killed unless its health check passes.
+	bcfg.OnHung = p.passiveDown
 	bcfg.OnBreakerChange = func(e *balancer.Endpoint, from, to string) {
 		log.Warn("worker breaker "+to, zap.Int("worker", e.Worker), zap.Int("pid", e.PID), zap.String("from", from))
 	}
@@ -160,6 +177,9 @@ func (p *Pool) exited(inst *worker.Instance, _ error) {
 	m.checker.Stop()
 	m.startup.Stop()
 	p.mu.Lock()
+	if m.hung != nil {
+		m.hung.Stop()
+	}
 	if p.bal.Remove(m.ep) {
 		p.notifyLocked()
 	}
@@ -180,12 +200,34 @@ func (p *Pool) healthChanged(m *member, ok bool, err error) {
 		} else {
 			log.Info("worker healthy again")
 		}
+		if m.hung != nil {
+			m.hung.Stop()
+			m.hung = nil
+		}
 		p.bal.Add(m.ep)
 	} else {
-		log.Warn("worker unhealthy; out of rotation", zap.Error(err))
+		log.Warn("worker unhealthy; out of rotation", zap.Error(err),
+			zap.Duration("killed_after", p.cfg.UnhealthyKillAfter))
 		p.bal.Remove(m.ep)
+		p.watchHung(m, err)
 	}
 	p.notifyLocked()
+}
+
+// watchHung kills a worker that stays unhealthy for UnhealthyKillAfter
+// while its process lives: a hung event loop does not heal. p.mu is held.
+func (p *Pool) watchHung(m *member, err error) {
+	if m.hung != nil || !m.ready {
+		return
+	}
+	m.hung = time.AfterFunc(p.cfg.UnhealthyKillAfter, func() {
+		p.mu.Lock()
+		still := !m.healthy
+		p.mu.Unlock()
+		if still {
+			p.sup.Restart(m.inst, fmt.Sprintf("unhealthy for %v: %v", p.cfg.UnhealthyKillAfter, err))
+		}
+	})
 }
 
 // passiveDown takes a worker whose requests keep failing out of rotation
@@ -199,6 +241,7 @@ func (p *Pool) passiveDown(e *balancer.Endpoint) {
 				zap.Int("worker", e.Worker), zap.Int("pid", e.PID))
 			m.healthy = false
 			m.checker.MarkDown(errors.New("requests failed"))
+			p.watchHung(m, errors.New("requests to it failed"))
 			if p.bal.Remove(e) {
 				p.notifyLocked()
 			}

@@ -178,3 +178,30 @@ func TestBadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestHungWorkerIsKilledAndReplaced(t *testing.T) {
+	p, srv := newPool(t, pool.Config{
+		Workers:            worker.Spec{Env: testworker.Env("serve"), Count: 2},
+		Health:             health.Config{URI: "/healthz", Fails: 1},
+		UnhealthyKillAfter: 200 * time.Millisecond,
+	}, nil)
+	waitHealthy(t, p, 2)
+	hung := p.Status().Workers[0]
+	// Its health check fails from now on while the process lives.
+	req, _ := http.NewRequest(http.MethodPost, "http://"+hung.Address+"/sick", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	testworker.Eventually(t, 10*time.Second, "the unhealthy worker replaced by a healthy one", func() bool {
+		st := p.Status()
+		return st.Workers[0].PID != hung.PID && st.Workers[0].Healthy && st.Healthy == 2
+	})
+	if testworker.Alive(hung.PID) {
+		t.Fatal("the unhealthy worker still runs")
+	}
+	if got := pidOf(t, srv.Client(), srv.URL+"/"); got == hung.PID {
+		t.Fatal("request served by the replaced worker")
+	}
+}

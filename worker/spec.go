@@ -30,7 +30,8 @@ const (
 
 // Defaults applied by Spec.withDefaults.
 const (
-	DefaultStopTimeout = 10 * time.Second
+	DefaultStopTimeout            = 10 * time.Second
+	DefaultMaxConsecutiveFailures = 5
 )
 
 // Spec says what to run and how many.
@@ -56,6 +57,10 @@ type Spec struct {
 	StopTimeout time.Duration
 	// Backoff paces restarts of a worker that keeps exiting.
 	Backoff Backoff
+	// MaxConsecutiveFailures is how many exits in a row (or failed
+	// starts) mark a worker failed: logged at error level, shown in
+	// Status, and retried only at Backoff.Max. Default 5.
+	MaxConsecutiveFailures int
 }
 
 // withDefaults returns a copy of s with zero fields set to defaults.
@@ -70,6 +75,9 @@ func (s Spec) withDefaults() Spec {
 		s.StopTimeout = DefaultStopTimeout
 	}
 	s.Backoff = s.Backoff.withDefaults()
+	if s.MaxConsecutiveFailures <= 0 {
+		s.MaxConsecutiveFailures = DefaultMaxConsecutiveFailures
+	}
 	return s
 }
 

@@ -27,12 +27,9 @@ const (
 	StateStarting = "starting" // a process is being started
 	StateRunning  = "running"  // a process runs
 	StateBackoff  = "backoff"  // waiting to restart after an exit
+	StateFailed   = "failed"   // waiting to restart after MaxConsecutiveFailures exits in a row
 	StateStopped  = "stopped"  // the supervisor has stopped
 )
-
-// crashLoopAfter consecutive failures make the restarts log at error
-// level and show as a crash loop in Status.
-const crashLoopAfter = 5
 
 // Status describes one worker slot.
 type Status struct {
@@ -43,8 +40,10 @@ type Status struct {
 	Since               time.Time `json:"since"`
 	Restarts            int       `json:"restarts"`
 	ConsecutiveFailures int       `json:"consecutive_failures"`
-	CrashLoop           bool      `json:"crash_loop"`
-	LastExit            string    `json:"last_exit,omitempty"`
+	// Failed: the worker exited MaxConsecutiveFailures times in a row; it
+	// is still restarted, at the longest backoff.
+	Failed   bool   `json:"failed"`
+	LastExit string `json:"last_exit,omitempty"`
 }
 
 // Supervisor runs Count workers of one Spec. Each slot is a goroutine,
@@ -201,15 +200,26 @@ func (s *Supervisor) run(id int) {
 			s.hooks.Started(inst)
 		}
 
+		// A process that runs for StableAfter clears the failure count.
+		stable := time.NewTimer(s.spec.Backoff.StableAfter)
 		stopping := false
-		select {
-		case <-inst.exited:
-			// Kill what the worker left behind in its group.
-			inst.signalGroup(syscall.SIGKILL)
-		case <-s.stop:
-			stopping = true
-			inst.terminate(s.spec.StopTimeout)
+	wait:
+		for {
+			select {
+			case <-inst.exited:
+				// Kill what the worker left behind in its group.
+				inst.signalGroup(syscall.SIGKILL)
+				break wait
+			case <-s.stop:
+				stopping = true
+				inst.terminate(s.spec.StopTimeout)
+				break wait
+			case <-stable.C:
+				failures = 0
+				s.update(id, func(st *Status) { st.ConsecutiveFailures, st.Failed = 0, false })
+			}
 		}
+		stable.Stop()
 		if s.hooks.Exited != nil {
 			s.hooks.Exited(inst, inst.err)
 		}
@@ -219,9 +229,6 @@ func (s *Supervisor) run(id int) {
 		}
 
 		ran := time.Since(inst.Started)
-		if ran >= s.spec.Backoff.StableAfter {
-			failures = 0
-		}
 		failures++
 		exit := exitString(inst.err)
 		log.Warn("worker exited", zap.Int("pid", inst.PID), zap.String("exit", exit),
@@ -240,13 +247,19 @@ func (s *Supervisor) run(id int) {
 // returns false if Stop was called meanwhile.
 func (s *Supervisor) wait(log *zap.Logger, id, failures int) bool {
 	d := s.spec.Backoff.Delay(failures)
-	crash := failures >= crashLoopAfter
+	failed := failures >= s.spec.MaxConsecutiveFailures
+	state := StateBackoff
+	if failed {
+		state = StateFailed
+		d = s.spec.Backoff.Max
+	}
 	s.update(id, func(st *Status) {
-		st.State, st.Since, st.PID = StateBackoff, time.Now(), 0
-		st.ConsecutiveFailures, st.CrashLoop = failures, crash
+		st.State, st.Since, st.PID = state, time.Now(), 0
+		st.ConsecutiveFailures, st.Failed = failures, failed
 	})
-	if crash {
-		log.Error("worker is crash looping", zap.Int("consecutive_failures", failures), zap.Duration("next_restart_in", d))
+	if failed {
+		log.Error("worker failed: it keeps exiting; retrying at the longest backoff",
+			zap.Int("consecutive_failures", failures), zap.Duration("next_restart_in", d))
 	} else {
 		log.Info("restarting worker", zap.Duration("in", d))
 	}

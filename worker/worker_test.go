@@ -306,3 +306,24 @@ func TestProgramThatCannotRunIsReportedAndBacksOff(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+func TestWorkerThatKeepsExitingIsMarkedFailed(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	s, err := worker.New(worker.Spec{
+		Command: testworker.Command(), Env: testworker.Env("exit"), Count: 1,
+		Backoff:                worker.Backoff{Initial: time.Millisecond, Max: 20 * time.Millisecond},
+		MaxConsecutiveFailures: 3,
+	}, worker.Hooks{}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Stop()
+	testworker.Eventually(t, 10*time.Second, "worker marked failed", func() bool {
+		st := s.Status()[0]
+		return st.Failed && st.State == worker.StateFailed
+	})
+	if logs.FilterMessage("worker failed: it keeps exiting; retrying at the longest backoff").Len() == 0 {
+		t.Fatal("no error log says the worker failed")
+	}
+}
