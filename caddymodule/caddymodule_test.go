@@ -21,6 +21,7 @@ import (
 
 	_ "github.com/caddy-workerpool/caddy-workerpool/caddymodule"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
+	"github.com/caddy-workerpool/caddy-workerpool/pool"
 )
 
 func TestMain(m *testing.M) {
@@ -345,6 +346,70 @@ func TestJSONConfig(t *testing.T) {
 		// round_robin over two workers alternates exactly.
 		if n != 20 {
 			t.Fatalf("round_robin: pid %d served %d of 40", pid, n)
+		}
+	}
+}
+
+func TestAdminAPIStatusAndRollingRestart(t *testing.T) {
+	port, adminPort := freePort(t), freePort(t)
+	cfg := strings.Replace(site(port, "count 2\n\t\tname api"), "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
+	load(t, cfg)
+	defer func() {
+		// The admin endpoint outlives caddy.Stop; a config without it
+		// shuts it down.
+		if err := caddy.Load([]byte(`{"admin":{"disabled":true}}`), true); err != nil {
+			t.Error(err)
+		}
+		stop(t)
+		client.CloseIdleConnections()
+	}()
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	admin := fmt.Sprintf("http://127.0.0.1:%d/worker_pool/", adminPort)
+	served := waitServing(t, url, 2)
+
+	status := func() []pool.Status {
+		t.Helper()
+		resp, err := client.Get(admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var st []pool.Status
+		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&st) != nil {
+			t.Fatalf("GET %s: %s", admin, resp.Status)
+		}
+		return st
+	}
+	st := status()
+	if len(st) != 1 || st[0].Name != "api" || st[0].Healthy != 2 || len(st[0].Workers) != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	for _, w := range st[0].Workers {
+		if served[w.PID] == 0 {
+			t.Fatalf("status lists pid %d, which served nothing; served %v", w.PID, served)
+		}
+	}
+
+	resp, err := client.Post(admin+"nope/restart", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("restart of an unknown pool: %s", resp.Status)
+	}
+	resp, err = client.Post(admin+"api/restart", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"restarted":2`) {
+		t.Fatalf("restart: %s %s", resp.Status, body)
+	}
+	for _, w := range status()[0].Workers {
+		if served[w.PID] != 0 || !w.Healthy {
+			t.Fatalf("after the restart: %+v", w)
 		}
 	}
 }

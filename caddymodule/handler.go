@@ -226,6 +226,7 @@ type runningPool struct{ *pool.Pool }
 
 // Destruct stops the workers once no loaded config uses the pool.
 func (p runningPool) Destruct() error {
+	unregister(p.Pool)
 	p.Stop()
 	return nil
 }
@@ -260,6 +261,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return nil, fmt.Errorf("worker_pool %q: %w", h.Name, err)
 		}
 		p.Start()
+		register(p)
 		return runningPool{p}, nil
 	})
 	if err != nil {

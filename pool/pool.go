@@ -59,6 +59,8 @@ type Pool struct {
 	mu      sync.Mutex
 	members map[*worker.Instance]*member
 	changed chan struct{} // closed and replaced when rotation changes
+
+	restartMu sync.Mutex // one rolling restart at a time
 }
 
 // member is the pool's view of one running process.
@@ -67,8 +69,9 @@ type member struct {
 	ep      *balancer.Endpoint
 	checker *health.Checker
 	startup *time.Timer
-	hung    *time.Timer // runs while a ready worker is unhealthy
-	healthy bool
+	hung     *time.Timer // runs while a ready worker is unhealthy
+	healthy  bool
+	draining bool // leaving for good: never back in rotation
 	ready   bool // has passed a health check at least once
 }
 
@@ -204,7 +207,9 @@ func (p *Pool) healthChanged(m *member, ok bool, err error) {
 			m.hung.Stop()
 			m.hung = nil
 		}
-		p.bal.Add(m.ep)
+		if !m.draining {
+			p.bal.Add(m.ep)
+		}
 	} else {
 		log.Warn("worker unhealthy; out of rotation", zap.Error(err),
 			zap.Duration("killed_after", p.cfg.UnhealthyKillAfter))
@@ -249,6 +254,86 @@ func (p *Pool) passiveDown(e *balancer.Endpoint) {
 		}
 	}
 }
+
+// RollingRestart replaces every worker, one at a time: it waits until
+// all are healthy, takes one out of rotation, lets its requests finish
+// (bounded by the stop timeout), stops it gracefully, and waits for its
+// replacement to be healthy before the next. Capacity never drops below
+// Count()-1 healthy workers. It returns how many workers it replaced.
+func (p *Pool) RollingRestart(ctx context.Context) (int, error) {
+	p.restartMu.Lock()
+	defer p.restartMu.Unlock()
+	n := p.Count()
+	replaced := 0
+	for id := 1; id <= n; id++ {
+		if err := p.WaitHealthy(ctx, n); err != nil {
+			return replaced, fmt.Errorf("before restarting worker %d: %w", id, err)
+		}
+		m := p.member(id)
+		if m == nil {
+			continue
+		}
+		p.drain(ctx, m)
+		p.sup.Recycle(m.inst, "rolling restart")
+		select {
+		case <-m.inst.Exited():
+		case <-ctx.Done():
+			return replaced, ctx.Err()
+		}
+		replaced++
+	}
+	if err := p.WaitHealthy(ctx, n); err != nil {
+		return replaced, err
+	}
+	return replaced, nil
+}
+
+// member returns the running process of worker slot id.
+func (p *Pool) member(id int) *member {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for inst, m := range p.members {
+		if inst.Worker == id {
+			return m
+		}
+	}
+	return nil
+}
+
+// drain takes m out of rotation for good and waits until it holds no
+// request, at most the stop timeout.
+func (p *Pool) drain(ctx context.Context, m *member) {
+	p.mu.Lock()
+	m.draining = true
+	if p.bal.Remove(m.ep) {
+		p.notifyLocked()
+	}
+	p.mu.Unlock()
+	deadline := time.NewTimer(p.stopTimeout())
+	defer deadline.Stop()
+	// Nothing announces the last response of an endpoint; poll its count.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for m.ep.Inflight() > 0 {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (p *Pool) stopTimeout() time.Duration {
+	if p.cfg.Workers.StopTimeout > 0 {
+		return p.cfg.Workers.StopTimeout
+	}
+	return worker.DefaultStopTimeout
+}
+
+// Name is the pool's name.
+func (p *Pool) Name() string { return p.cfg.Name }
 
 // QueueLen is the number of requests waiting for a free worker.
 func (p *Pool) QueueLen() int { return p.bal.QueueLen() }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -203,5 +204,58 @@ func TestHungWorkerIsKilledAndReplaced(t *testing.T) {
 	}
 	if got := pidOf(t, srv.Client(), srv.URL+"/"); got == hung.PID {
 		t.Fatal("request served by the replaced worker")
+	}
+}
+
+func TestRollingRestartReplacesEveryWorkerWithoutFailures(t *testing.T) {
+	p, srv := newPool(t, pool.Config{
+		Workers: worker.Spec{Env: testworker.Env("serve"), Count: 3},
+		Health:  health.Config{URI: "/healthz"},
+	}, nil)
+	waitHealthy(t, p, 3)
+	before := map[int]bool{}
+	for _, w := range p.Status().Workers {
+		before[w.PID] = true
+	}
+	stop := make(chan struct{})
+	failed := make(chan string, 100)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := srv.Client().Get(srv.URL + "/")
+				if err != nil {
+					failed <- err.Error()
+					continue
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed <- resp.Status
+				}
+			}
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := p.RollingRestart(ctx)
+	close(stop)
+	wg.Wait()
+	close(failed)
+	if err != nil || n != 3 {
+		t.Fatalf("RollingRestart = %d, %v", n, err)
+	}
+	for f := range failed {
+		t.Errorf("request failed during the rolling restart: %s", f)
+	}
+	st := p.Status()
+	for _, w := range st.Workers {
+		if before[w.PID] || !w.Healthy || w.Recycles != 1 || w.Restarts != 0 {
+			t.Fatalf("after the rolling restart: %+v", w)
+		}
 	}
 }

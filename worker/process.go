@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -33,9 +34,11 @@ type Instance struct {
 	// Started is when the process was started.
 	Started time.Time
 
-	cmd    *exec.Cmd
-	exited chan struct{}
-	err    error // set before exited is closed
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	err     error // set before exited is closed
+	recycle chan struct{}
+	once    sync.Once
 }
 
 // Exited is closed when the process has exited and been reaped.
@@ -94,7 +97,7 @@ func (i *Instance) terminate(timeout time.Duration) {
 
 // spawn starts one process for slot id.
 func (s *Supervisor) spawn(id int) (*Instance, error) {
-	inst := &Instance{Worker: id, Network: s.spec.Listen, exited: make(chan struct{})}
+	inst := &Instance{Worker: id, Network: s.spec.Listen, exited: make(chan struct{}), recycle: make(chan struct{})}
 	env := append(os.Environ(), s.env...)
 	env = append(env, "WORKER_ID="+strconv.Itoa(id), "WORKER_COUNT="+strconv.Itoa(s.spec.Count))
 	switch s.spec.Listen {

@@ -39,6 +39,7 @@ type Status struct {
 	State               string    `json:"state"`
 	Since               time.Time `json:"since"`
 	Restarts            int       `json:"restarts"`
+	Recycles            int       `json:"recycles"`
 	ConsecutiveFailures int       `json:"consecutive_failures"`
 	// Failed: the worker exited MaxConsecutiveFailures times in a row; it
 	// is still restarted, at the longest backoff.
@@ -154,6 +155,17 @@ func (s *Supervisor) Restart(inst *Instance, reason string) {
 	inst.signalGroup(syscall.SIGKILL)
 }
 
+// Recycle stops inst gracefully (SIGTERM to its group, SIGKILL after
+// StopTimeout) as a planned restart: its slot starts a new process at
+// once, and the exit counts as no failure. Take the worker out of
+// rotation and let its requests finish first. It returns at once.
+func (s *Supervisor) Recycle(inst *Instance, reason string) {
+	inst.once.Do(func() {
+		s.log.Info("recycling worker", zap.Int("worker", inst.Worker), zap.Int("pid", inst.PID), zap.String("reason", reason))
+		close(inst.recycle)
+	})
+}
+
 // Status reports every slot, in id order.
 func (s *Supervisor) Status() []Status {
 	s.mu.Lock()
@@ -202,10 +214,14 @@ func (s *Supervisor) run(id int) {
 
 		// A process that runs for StableAfter clears the failure count.
 		stable := time.NewTimer(s.spec.Backoff.StableAfter)
-		stopping := false
+		stopping, planned := false, false
 	wait:
 		for {
 			select {
+			case <-inst.recycle:
+				planned = true
+				inst.terminate(s.spec.StopTimeout)
+				break wait
 			case <-inst.exited:
 				// Kill what the worker left behind in its group.
 				inst.signalGroup(syscall.SIGKILL)
@@ -228,6 +244,11 @@ func (s *Supervisor) run(id int) {
 			return
 		}
 
+		if planned {
+			log.Info("worker recycled", zap.Int("pid", inst.PID))
+			s.update(id, func(st *Status) { st.Recycles++ })
+			continue
+		}
 		ran := time.Since(inst.Started)
 		failures++
 		exit := exitString(inst.err)
