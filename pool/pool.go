@@ -65,14 +65,14 @@ type Pool struct {
 
 // member is the pool's view of one running process.
 type member struct {
-	inst    *worker.Instance
-	ep      *balancer.Endpoint
-	checker *health.Checker
-	startup *time.Timer
+	inst     *worker.Instance
+	ep       *balancer.Endpoint
+	checker  *health.Checker
+	startup  *time.Timer
 	hung     *time.Timer // runs while a ready worker is unhealthy
 	healthy  bool
 	draining bool // leaving for good: never back in rotation
-	ready   bool // has passed a health check at least once
+	ready    bool // has passed a health check at least once
 }
 
 // New checks cfg and prepares a pool; nothing runs before Start.
