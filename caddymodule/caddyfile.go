@@ -35,6 +35,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    unhealthy_kill_after <duration>
 //	    max_consecutive_failures <n>
 //	    request_timeout <duration>
+//	    watch           <glob...>
 //	    health_uri      <path>
 //	    health_interval <duration>
 //	    health_timeout  <duration>
@@ -164,6 +165,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_inflight: %q is not a limit; give a number of requests per worker (0 for none) or auto", d.Val())
 			}
 			h.MaxInflight = &Limit{N: n}
+		case "watch":
+			globs := d.RemainingArgs()
+			if len(globs) == 0 {
+				return d.Errf("watch: give one or more file globs, e.g. 'watch src/*.js'")
+			}
+			h.Watch = append(h.Watch, globs...)
 		case "max_consecutive_failures":
 			if !d.NextArg() {
 				return d.ArgErr()

@@ -230,6 +230,7 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"request_timeout never", `request_timeout: "never" is not a positive duration`, 0},
 		{"unhealthy_kill_after 0s", `unhealthy_kill_after: "0s"`, 0},
 		{"max_consecutive_failures 0", `max_consecutive_failures: "0"`, 0},
+		{"watch", "watch: give one or more file globs", 0},
 		// The bad value sits on the line after "breaker {".
 		{"breaker {\n\t\t\tfailures 0\n\t\t}", `breaker failures: "0"`, 15},
 	}
@@ -315,6 +316,7 @@ func TestProvisionRefusesBadConfig(t *testing.T) {
 		{`{"handler":"worker_pool","command":["/bin/sh"],"balance":"hash","hash_on":"header"}`, "give the header name"},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"max_inflight":"lots"}`, `neither a number nor "auto"`},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"retries":9}`, "retries 9: at most 5"},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"watch":["/no/such/dir/*.js"]}`, "watch"},
 	}
 	for _, c := range cases {
 		err := caddy.Load(handler(c.handler), true)

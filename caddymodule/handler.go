@@ -85,6 +85,11 @@ type Handler struct {
 	// UnhealthyKillAfter unless its health check passes). Default: none.
 	RequestTimeout caddy.Duration `json:"request_timeout,omitempty"`
 
+	// Watch lists file globs (relative to Dir) whose change restarts the
+	// workers one at a time, after half a second without further change
+	// (a deploy writes many files).
+	Watch []string `json:"watch,omitempty"`
+
 	// HealthURI is the path of an HTTP GET that a worker must answer with
 	// 2xx to be in rotation. Without it, accepting a connection is enough.
 	HealthURI string `json:"health_uri,omitempty"`
@@ -329,6 +334,7 @@ func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 		},
 		StartupTimeout:     time.Duration(h.StartupTimeout),
 		UnhealthyKillAfter: time.Duration(h.UnhealthyKillAfter),
+		Watch:              h.Watch,
 		Balancer:           h.balancerConfig(log),
 	}, nil
 }

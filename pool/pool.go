@@ -43,6 +43,10 @@ type Config struct {
 	// its health check (a hung event loop, say) before it is killed and
 	// restarted. Default 10s.
 	UnhealthyKillAfter time.Duration
+	// Watch lists file globs (relative to Workers.Dir) whose change
+	// triggers a rolling restart, after WatchDebounce of quiet.
+	Watch         []string
+	WatchDebounce time.Duration
 	// Balancer sets up balancing, limits, the queue, breakers and
 	// retries. The pool sets its OnPassiveDown, OnHung and
 	// OnBreakerChange.
@@ -61,6 +65,7 @@ type Pool struct {
 	changed chan struct{} // closed and replaced when rotation changes
 
 	restartMu sync.Mutex // one rolling restart at a time
+	watch     *watcher   // nil without Config.Watch
 }
 
 // member is the pool's view of one running process.
@@ -112,15 +117,32 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(cfg.Watch) > 0 {
+		if p.watch, err = newWatcher(cfg.Watch, cfg.Workers.Dir, cfg.WatchDebounce); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
-// Start starts the workers. Requests get 503 until one is healthy.
-func (p *Pool) Start() { p.sup.Start() }
+// Start starts the workers (and the file watch). Requests get 503 until
+// one is healthy.
+func (p *Pool) Start() {
+	p.sup.Start()
+	if p.watch != nil {
+		p.watch.start(p)
+	}
+}
 
 // Stop stops every worker (gracefully, bounded by the spec's
-// StopTimeout) and every health checker, and returns when all are gone.
-func (p *Pool) Stop() { p.sup.Stop() }
+// StopTimeout), every health checker and the file watch, and returns
+// when all are gone.
+func (p *Pool) Stop() {
+	if p.watch != nil {
+		p.watch.stop()
+	}
+	p.sup.Stop()
+}
 
 // ServeHTTP proxies r to a healthy worker.
 func (p *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.bal.ServeHTTP(w, r) }

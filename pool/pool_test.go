@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -257,5 +258,41 @@ func TestRollingRestartReplacesEveryWorkerWithoutFailures(t *testing.T) {
 		if before[w.PID] || !w.Healthy || w.Recycles != 1 || w.Restarts != 0 {
 			t.Fatalf("after the rolling restart: %+v", w)
 		}
+	}
+}
+
+func TestWatchRestartsWorkersWhenFilesChange(t *testing.T) {
+	dir := t.TempDir()
+	app := dir + "/app.js"
+	if err := os.WriteFile(app, []byte("v1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := newPool(t, pool.Config{
+		Workers:       worker.Spec{Env: testworker.Env("serve"), Count: 2},
+		Health:        health.Config{URI: "/healthz"},
+		Watch:         []string{dir + "/*.js"},
+		WatchDebounce: 50 * time.Millisecond,
+	}, nil)
+	waitHealthy(t, p, 2)
+	// A file the globs do not match changes nothing.
+	if err := os.WriteFile(dir+"/notes.txt", []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(app, []byte("v2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testworker.Eventually(t, 15*time.Second, "both workers recycled once and healthy", func() bool {
+		st := p.Status()
+		return st.Healthy == 2 && st.Workers[0].Recycles == 1 && st.Workers[1].Recycles == 1
+	})
+}
+
+func TestWatchRefusesBadGlob(t *testing.T) {
+	_, err := pool.New(pool.Config{
+		Workers: worker.Spec{Command: "/bin/sh"},
+		Watch:   []string{"/no/such/dir/*.js"},
+	}, nil)
+	if err == nil || !strings.Contains(err.Error(), "watch") {
+		t.Fatalf("New with a glob in a missing directory: %v", err)
 	}
 }
