@@ -43,6 +43,9 @@ type Config struct {
 	// its health check (a hung event loop, say) before it is killed and
 	// restarted. Default 10s.
 	UnhealthyKillAfter time.Duration
+	// Recycle replaces workers after a number of requests, an amount of
+	// memory or a lifetime.
+	Recycle Recycle
 	// Watch lists file globs (relative to Workers.Dir) whose change
 	// triggers a rolling restart, after WatchDebounce of quiet.
 	Watch         []string
@@ -64,8 +67,11 @@ type Pool struct {
 	members map[*worker.Instance]*member
 	changed chan struct{} // closed and replaced when rotation changes
 
-	restartMu sync.Mutex // one rolling restart at a time
+	restartMu sync.Mutex // one rolling restart or recycling at a time
 	watch     *watcher   // nil without Config.Watch
+
+	stopRecycler context.CancelFunc // nil without Config.Recycle
+	recyclerDone chan struct{}
 }
 
 // member is the pool's view of one running process.
@@ -75,6 +81,7 @@ type member struct {
 	checker  *health.Checker
 	startup  *time.Timer
 	hung     *time.Timer // runs while a ready worker is unhealthy
+	plan     recyclePlan
 	healthy  bool
 	draining bool // leaving for good: never back in rotation
 	ready    bool // has passed a health check at least once
@@ -132,6 +139,11 @@ func (p *Pool) Start() {
 	if p.watch != nil {
 		p.watch.start(p)
 	}
+	if p.cfg.Recycle.enabled() {
+		ctx, cancel := context.WithCancel(context.Background())
+		p.stopRecycler, p.recyclerDone = cancel, make(chan struct{})
+		go p.recycler(ctx, p.recyclerDone)
+	}
 }
 
 // Stop stops every worker (gracefully, bounded by the spec's
@@ -140,6 +152,10 @@ func (p *Pool) Start() {
 func (p *Pool) Stop() {
 	if p.watch != nil {
 		p.watch.stop()
+	}
+	if p.stopRecycler != nil {
+		p.stopRecycler()
+		<-p.recyclerDone
 	}
 	p.sup.Stop()
 }
@@ -181,6 +197,7 @@ func (p *Pool) started(inst *worker.Instance) {
 	m.checker = health.NewChecker(p.cfg.Health, health.Target{Network: inst.Network, Address: inst.Address},
 		func(ok bool, err error) { p.healthChanged(m, ok, err) })
 	m.startup = time.AfterFunc(p.cfg.StartupTimeout, func() { p.startupExpired(m) })
+	m.plan = p.planRecycle(inst.Started)
 	p.mu.Lock()
 	p.members[inst] = m
 	p.mu.Unlock()

@@ -296,3 +296,55 @@ func TestWatchRefusesBadGlob(t *testing.T) {
 		t.Fatalf("New with a glob in a missing directory: %v", err)
 	}
 }
+
+func TestRecycling(t *testing.T) {
+	cases := []struct {
+		name   string
+		cfg    pool.Recycle
+		reason string
+	}{
+		{"max_requests", pool.Recycle{MaxRequests: 10, Jitter: 5}, "max_requests"},
+		{"max_lifetime", pool.Recycle{MaxLifetime: 300 * time.Millisecond}, "max_lifetime"},
+		// Any real process is larger than 4 KiB.
+		{"max_memory", pool.Recycle{MaxMemory: 4 << 10}, "max_memory"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			core, logs := observer.New(zap.InfoLevel)
+			p, srv := newPool(t, pool.Config{
+				Workers: worker.Spec{Env: testworker.Env("serve"), Count: 2},
+				Health:  health.Config{URI: "/healthz"},
+				Recycle: c.cfg,
+			}, zap.New(core))
+			waitHealthy(t, p, 2)
+			first := p.Status()
+			failed := 0
+			var last pool.Status
+			testworker.Eventually(t, 15*time.Second, "both workers recycled", func() bool {
+				// Steady traffic meanwhile: none of it may fail.
+				resp, err := srv.Client().Get(srv.URL + "/")
+				if err != nil || resp.StatusCode != 200 {
+					failed++
+				}
+				if err == nil {
+					resp.Body.Close()
+				}
+				last = p.Status()
+				return last.Healthy == 2 && last.Workers[0].Recycles >= 1 && last.Workers[1].Recycles >= 1
+			})
+			if failed > 0 {
+				t.Fatalf("%d requests failed while workers were recycled", failed)
+			}
+			for i, w := range last.Workers {
+				if w.PID == first.Workers[i].PID || w.Restarts != 0 || w.PID == 0 {
+					t.Fatalf("worker %d after recycling: %+v (before: %+v)", i+1, w, first.Workers[i])
+				}
+			}
+			if logs.FilterMessage("recycling worker").Filter(func(e observer.LoggedEntry) bool {
+				return strings.Contains(e.ContextMap()["reason"].(string), c.reason)
+			}).Len() == 0 {
+				t.Fatalf("no recycling logged with reason %q", c.reason)
+			}
+		})
+	}
+}

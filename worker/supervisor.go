@@ -246,7 +246,7 @@ func (s *Supervisor) run(id int) {
 
 		if planned {
 			log.Info("worker recycled", zap.Int("pid", inst.PID))
-			s.update(id, func(st *Status) { st.Recycles++ })
+			s.update(id, func(st *Status) { st.Recycles, st.PID, st.State = st.Recycles+1, 0, StateStarting })
 			continue
 		}
 		ran := time.Since(inst.Started)

@@ -1,0 +1,157 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Recycle says when a worker is replaced though nothing is wrong with it:
+// a leak it has (memory, handles) cannot grow without bound. Zero fields
+// are off.
+type Recycle struct {
+	// MaxRequests: after this many requests, plus a random share of
+	// Jitter so that workers started together do not recycle together.
+	MaxRequests uint64
+	Jitter      uint64
+	// MaxMemory in bytes: the resident memory of the worker's process
+	// group (it and its children), read from /proc.
+	MaxMemory int64
+	// MaxLifetime, plus up to a tenth of it at random.
+	MaxLifetime time.Duration
+}
+
+func (r Recycle) enabled() bool { return r.MaxRequests > 0 || r.MaxMemory > 0 || r.MaxLifetime > 0 }
+
+// recycleEvery is how often the recycler looks at the workers.
+const recycleEvery = 250 * time.Millisecond
+
+// recyclePlan is one process's own thresholds, jittered once at start.
+type recyclePlan struct {
+	requests uint64
+	deadline time.Time
+}
+
+func (p *Pool) planRecycle(started time.Time) recyclePlan {
+	r := p.cfg.Recycle
+	var plan recyclePlan
+	if r.MaxRequests > 0 {
+		plan.requests = r.MaxRequests
+		if r.Jitter > 0 {
+			plan.requests += rand.Uint64N(r.Jitter + 1)
+		}
+	}
+	if r.MaxLifetime > 0 {
+		plan.deadline = started.Add(r.MaxLifetime + rand.N(r.MaxLifetime/10+1))
+	}
+	return plan
+}
+
+// reason says why m is due for recycling, or "" if it is not.
+func (p *Pool) reason(m *member, now time.Time) string {
+	r := p.cfg.Recycle
+	switch {
+	case m.plan.requests > 0 && m.ep.Served() >= m.plan.requests:
+		return fmt.Sprintf("served %d requests (max_requests)", m.ep.Served())
+	case !m.plan.deadline.IsZero() && now.After(m.plan.deadline):
+		return fmt.Sprintf("ran %v (max_lifetime)", now.Sub(m.inst.Started).Round(time.Second))
+	case r.MaxMemory > 0:
+		if rss := groupRSS(m.inst.PGID); rss > r.MaxMemory {
+			return fmt.Sprintf("resident memory %d MiB (max_memory %d MiB)", rss>>20, r.MaxMemory>>20)
+		}
+	}
+	return ""
+}
+
+// recycler replaces workers that are due, one at a time, each only once
+// the others are healthy. Started by Start when Recycle is enabled,
+// ended by Stop.
+func (p *Pool) recycler(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(recycleEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		for id := 1; id <= p.Count(); id++ {
+			m := p.member(id)
+			if m == nil {
+				continue
+			}
+			p.mu.Lock()
+			due := m.ready && m.healthy && !m.draining
+			p.mu.Unlock()
+			if !due {
+				continue
+			}
+			if why := p.reason(m, now); why != "" {
+				if err := p.replace(ctx, m, why); err != nil && ctx.Err() == nil {
+					p.log.Warn("recycling postponed", zap.Int("worker", id), zap.Error(err))
+				}
+			}
+		}
+	}
+}
+
+// replace drains m, stops it gracefully and waits for its replacement to
+// be healthy. It waits first until every worker is healthy, so capacity
+// never drops below Count()-1, and never overlaps a rolling restart.
+func (p *Pool) replace(ctx context.Context, m *member, why string) error {
+	p.restartMu.Lock()
+	defer p.restartMu.Unlock()
+	n := p.Count()
+	wctx, cancel := context.WithTimeout(ctx, p.cfg.StartupTimeout)
+	defer cancel()
+	if err := p.WaitHealthy(wctx, n); err != nil {
+		return err
+	}
+	p.drain(ctx, m)
+	p.sup.Recycle(m.inst, why)
+	select {
+	case <-m.inst.Exited():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return p.WaitHealthy(wctx, n)
+}
+
+// groupRSS is the resident memory in bytes of the processes in group
+// pgid, from /proc; 0 if it cannot be read.
+func groupRSS(pgid int) int64 {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	page := int64(os.Getpagesize())
+	var total int64
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		// After the command: state(3) ppid pgrp ... rss(24).
+		fields := strings.Fields(s[i+1:])
+		if len(fields) < 22 {
+			continue
+		}
+		if g, _ := strconv.Atoi(fields[2]); g != pgid {
+			continue
+		}
+		rss, _ := strconv.ParseInt(fields[21], 10, 64)
+		total += rss * page
+	}
+	return total
+}
