@@ -216,9 +216,7 @@ func (b *Balancer) Remove(e *Endpoint) bool {
 	next := slices.Delete(slices.Clone(cur), i, i+1)
 	b.live.Store(&next)
 	b.mu.Unlock()
-	if len(next) == 0 {
-		b.drain()
-	}
+	b.failHopeless()
 	return true
 }
 

@@ -105,12 +105,22 @@ func (b *Balancer) wait(ctx context.Context, pick *Pick) (*Endpoint, time.Durati
 	b.qmu.Lock()
 	// Announce the waiter before looking again: a release that happens
 	// after this sees waiting > 0 and dispatches under qmu, after we have
-	// queued; one that happened before left a slot this look finds.
+	// queued; one that happened before left a slot this look finds. The
+	// look is only for an empty queue: others waiting go first.
 	b.waiting.Add(1)
-	if e := b.selectAcquire(pick); e != nil {
+	if b.queue.n == 0 {
+		if e := b.selectAcquire(pick); e != nil {
+			b.waiting.Add(-1)
+			b.qmu.Unlock()
+			return e, 0, nil
+		}
+	}
+	// The last candidate may have left since acquire looked; Remove
+	// answers queued waiters, not this one yet.
+	if !pick.anyCandidate(b.Endpoints()) {
 		b.waiting.Add(-1)
 		b.qmu.Unlock()
-		return e, 0, nil
+		return nil, 0, errNoEndpoint
 	}
 	if b.queue.n >= b.cfg.QueueSize {
 		b.waiting.Add(-1)
@@ -118,6 +128,8 @@ func (b *Balancer) wait(ctx context.Context, pick *Pick) (*Endpoint, time.Durati
 		return nil, 0, errQueueFull
 	}
 	b.queue.push(w)
+	// A slot may be free for an older waiter, or for this one.
+	b.dispatchLocked()
 	b.qmu.Unlock()
 
 	timer := time.NewTimer(b.cfg.QueueTimeout)
@@ -141,8 +153,8 @@ func (b *Balancer) wait(ctx context.Context, pick *Pick) (*Endpoint, time.Durati
 	}
 }
 
-// handed is the outcome of a wait that dispatch or drain ended: an
-// endpoint, or nil when the last endpoint left rotation.
+// handed is the outcome of a wait that dispatch or failHopeless ended:
+// an endpoint, or nil when no endpoint is left for the request.
 func handed(e *Endpoint, start time.Time) (*Endpoint, time.Duration, error) {
 	if e == nil {
 		return nil, time.Since(start), errNoEndpoint
@@ -150,21 +162,73 @@ func handed(e *Endpoint, start time.Time) (*Endpoint, time.Duration, error) {
 	return e, time.Since(start), nil
 }
 
-// drain answers every waiting request with "no endpoint": when the last
-// endpoint leaves rotation nothing would ever wake them, and a pool with
-// no worker must answer 503 promptly rather than at queue_timeout.
-func (b *Balancer) drain() {
+// failHopeless answers "no endpoint" to every waiting request that no
+// endpoint in rotation could ever take (all left, or all it has not yet
+// tried did): nothing would wake them, and a pool without a worker must
+// answer 503 promptly rather than at queue_timeout.
+func (b *Balancer) failHopeless() {
+	eps := b.Endpoints()
 	b.qmu.Lock()
 	defer b.qmu.Unlock()
-	for w := b.queue.head; w != nil; w = b.queue.head {
-		b.queue.remove(w)
-		b.waiting.Add(-1)
-		w.ch <- nil
+	for w := b.queue.head; w != nil; {
+		next := w.next
+		if !w.pick.anyCandidate(eps) {
+			b.queue.remove(w)
+			b.waiting.Add(-1)
+			w.ch <- nil
+		}
+		w = next
 	}
 }
 
+// dispatch hands free endpoints to waiting requests, oldest first. It is
+// called whenever capacity may have appeared: a request finished, an
+// endpoint joined, a limit grew, a breaker may probe.
+func (b *Balancer) dispatch() {
+	if b.waiting.Load() == 0 {
+		return
+	}
+	b.qmu.Lock()
+	b.dispatchLocked()
+	b.qmu.Unlock()
+}
+
+// dispatchLocked is dispatch with qmu held. A waiter that cannot use the
+// free endpoint (it tried it already, or its policy wants another) is
+// passed over, not allowed to hold up those behind it.
+func (b *Balancer) dispatchLocked() {
+	for w := b.queue.head; w != nil; {
+		next := w.next
+		if e := b.selectAcquire(w.pick); e != nil {
+			b.queue.remove(w)
+			b.waiting.Add(-1)
+			w.ch <- e
+		} else if !b.anyAvailable() {
+			return
+		}
+		w = next
+	}
+}
+
+// anyAvailable reports whether some endpoint could take a request now.
+func (b *Balancer) anyAvailable() bool {
+	for _, e := range b.Endpoints() {
+		if e.available() {
+			return true
+		}
+	}
+	return false
+}
+
+// release gives back the slot a request held on e and lets the queue's
+// head have it.
+func (b *Balancer) release(e *Endpoint) {
+	e.inflight.Add(-1)
+	b.dispatch()
+}
+
 // dequeue takes w out of the queue; false means dispatch already handed
-// it an endpoint.
+// it an endpoint (or nil), which is waiting in w.ch.
 func (b *Balancer) dequeue(w *waiter) bool {
 	b.qmu.Lock()
 	defer b.qmu.Unlock()
@@ -174,31 +238,4 @@ func (b *Balancer) dequeue(w *waiter) bool {
 	b.queue.remove(w)
 	b.waiting.Add(-1)
 	return true
-}
-
-// dispatch hands free endpoints to waiting requests, oldest first. It is
-// called whenever capacity may have appeared: a request finished, an
-// endpoint joined, a breaker may probe.
-func (b *Balancer) dispatch() {
-	if b.waiting.Load() == 0 {
-		return
-	}
-	b.qmu.Lock()
-	defer b.qmu.Unlock()
-	for w := b.queue.head; w != nil; w = b.queue.head {
-		e := b.selectAcquire(w.pick)
-		if e == nil {
-			return
-		}
-		b.queue.remove(w)
-		b.waiting.Add(-1)
-		w.ch <- e
-	}
-}
-
-// release gives back the slot a request held on e and lets the queue's
-// head have it.
-func (b *Balancer) release(e *Endpoint) {
-	e.inflight.Add(-1)
-	b.dispatch()
 }
