@@ -267,7 +267,6 @@ func (p *Pick) anyCandidate(eps []*Endpoint) bool {
 type reqState struct {
 	pick   Pick
 	aw     attemptWriter
-	body   replayBody
 	result Result
 }
 
@@ -289,17 +288,28 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.result = Result{}
 	body := r.Body
 	defer func() {
+		p := recover()
+		if p != nil {
+			// The response broke while it streamed (http.ErrAbortHandler):
+			// the client's connection is cut. Account for it, then go on
+			// panicking so the server aborts the connection.
+			b.report(r, st, 502)
+		}
 		r.Body = body
-		st.pick.Request, st.aw.ResponseWriter, st.aw.ep = nil, nil, nil
+		st.pick.Request = nil
+		st.aw = attemptWriter{}
 		clear(st.pick.triedBuf[:])
 		states.Put(st)
+		if p != nil {
+			panic(p)
+		}
 	}()
 
 	b.budget.request(time.Now())
 	replayable := false
 	if b.cfg.Retries > 0 {
 		var err error
-		if replayable, err = prepareBody(r, &st.body, b.cfg.RetryBodyLimit); err != nil {
+		if replayable, err = prepareBody(r, b.cfg.RetryBodyLimit); err != nil {
 			problem.Write(w, problem.Details{Status: http.StatusBadRequest, Detail: err.Error()})
 			b.report(r, st, http.StatusBadRequest)
 			return
@@ -323,8 +333,11 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		st.result.Attempts++
 		st.result.Endpoint = e
-		err = b.attempt(e, done, w, r, st)
-		if err == nil {
+		var timedOut bool
+		timedOut, err = b.attempt(e, done, w, r, st)
+		if err == nil || st.aw.released {
+			// Answered; or a protocol switch or stream that started and
+			// then failed, which nobody can retry or answer any more.
 			b.report(r, st, st.aw.status)
 			return
 		}
@@ -337,7 +350,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if b.cfg.OnError != nil {
 			b.cfg.OnError(e, r, err)
 		}
-		if b.cfg.RequestTimeout > 0 && errors.Is(err, context.DeadlineExceeded) {
+		if timedOut {
 			// The worker took the request and did not answer in time;
 			// sending it elsewhere could run it twice.
 			if b.cfg.OnHung != nil {
@@ -366,19 +379,19 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // attempt proxies r to e once. It returns the transport error if the
-// worker could not be reached or broke before answering; nothing has been
-// written to w then. A connection that breaks while the response streams
+// worker could not be reached or broke before answering (nothing has
+// been written to w then), and whether that was the request timeout. A connection that breaks while the response streams
 // makes ReverseProxy panic with http.ErrAbortHandler, which aborts the
 // client's connection too, so a cut body is never taken as complete;
 // attempt accounts for it and lets the panic go on.
-func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter, r *http.Request, st *reqState) error {
+func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter, r *http.Request, st *reqState) (timedOut bool, err error) {
 	aw := &st.aw
-	aw.ResponseWriter, aw.status, aw.err = w, 0, nil
-	aw.bal, aw.ep, aw.released = b, e, false
+	aw.start(w, b, e, done)
 	inflight := e.inflight.Load() // this request included: acquire counted it
 	start := time.Now()
 	completed := false
 	client := r.Context() // not the attempt's, which a request timeout ends
+	var expired atomic.Bool
 	defer func() {
 		now := time.Now()
 		var verdict error
@@ -389,10 +402,11 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 			verdict = errAborted
 		case aw.err != nil:
 			verdict = aw.err
-		case b.failureStatus(aw.status):
-			verdict = errFailureStatus
+		default:
+			verdict = b.statusVerdict(aw.status)
 		}
-		done(verdict)
+		aw.answered() // stops the request timeout
+		aw.finish(verdict)
 		e.served.Add(1)
 		stream := aw.released
 		if !stream {
@@ -408,6 +422,7 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 			e.observe(rtt, now)
 			if e.adaptive != nil && verdict == nil {
 				e.adaptive.sample(rtt, inflight)
+				b.dispatch() // the limit may have grown
 			}
 		case !errors.Is(verdict, errClientGone):
 			// A failure costs the endpoint in p2c_ewma as if it took long.
@@ -418,13 +433,19 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 		}
 	}()
 	if b.cfg.RequestTimeout > 0 {
-		ctx, cancel := context.WithTimeout(r.Context(), b.cfg.RequestTimeout)
+		// Bounds the wait for the response to start, not a stream or a
+		// switched protocol that follows: answered stops the timer.
+		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
+		aw.timeout = time.AfterFunc(b.cfg.RequestTimeout, func() {
+			expired.Store(true)
+			cancel()
+		})
 		r = r.WithContext(ctx)
 	}
 	e.proxy.ServeHTTP(aw, r)
 	completed = true
-	return aw.err
+	return expired.Load() && aw.err != nil, aw.err
 }
 
 // refuse answers a request that got no endpoint.

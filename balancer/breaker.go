@@ -77,6 +77,14 @@ func (b *Balancer) newBreaker(e *Endpoint) *gobreaker.TwoStepCircuitBreaker[stru
 	})
 }
 
+// statusVerdict is the breaker's verdict on a response code.
+func (b *Balancer) statusVerdict(code int) error {
+	if b.failureStatus(code) {
+		return errFailureStatus
+	}
+	return nil
+}
+
 // failureStatus reports whether a response code counts against a breaker.
 func (b *Balancer) failureStatus(code int) bool {
 	if len(b.cfg.Breaker.Statuses) == 0 {

@@ -207,10 +207,27 @@ type attemptWriter struct {
 
 	bal      *Balancer
 	ep       *Endpoint
-	released bool // the slot went back early
+	done     func(error) // the breaker's, called once
+	released bool        // the slot went back early
+	timeout  *time.Timer // request_timeout, until the response starts
+}
+
+// start resets w for an attempt on e.
+func (w *attemptWriter) start(rw http.ResponseWriter, b *Balancer, e *Endpoint, done func(error)) {
+	*w = attemptWriter{ResponseWriter: rw, bal: b, ep: e, done: done}
+}
+
+// answered is called when the worker's response starts: the request
+// timeout bounds only the wait for it.
+func (w *attemptWriter) answered() {
+	if w.timeout != nil {
+		w.timeout.Stop()
+		w.timeout = nil
+	}
 }
 
 func (w *attemptWriter) WriteHeader(code int) {
+	w.answered()
 	if code >= 200 {
 		w.status = code
 		if strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream") {
@@ -222,6 +239,7 @@ func (w *attemptWriter) WriteHeader(code int) {
 
 func (w *attemptWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
+		w.answered()
 		w.status = http.StatusOK
 	}
 	return w.ResponseWriter.Write(b)
@@ -230,6 +248,7 @@ func (w *attemptWriter) Write(b []byte) (int, error) {
 // Hijack is how ReverseProxy takes over the connection of a switched
 // protocol (101); the slot goes back then.
 func (w *attemptWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.answered()
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err == nil {
 		w.status = http.StatusSwitchingProtocols
@@ -238,10 +257,23 @@ func (w *attemptWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return conn, brw, err
 }
 
+// releaseEarly gives the slot back, and tells the breaker how the
+// request went as far as the worker is concerned (it answered), so a
+// long stream taken as a half-open probe does not hold the breaker.
 func (w *attemptWriter) releaseEarly() {
-	if !w.released {
-		w.released = true
-		w.bal.release(w.ep)
+	if w.released {
+		return
+	}
+	w.released = true
+	w.finish(w.bal.statusVerdict(w.status))
+	w.bal.release(w.ep)
+}
+
+// finish reports the attempt's verdict to the breaker, once.
+func (w *attemptWriter) finish(verdict error) {
+	if w.done != nil {
+		w.done(verdict)
+		w.done = nil
 	}
 }
 
@@ -253,7 +285,11 @@ func (w *attemptWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // calls it only before anything was written to the client.
 func recordError(w http.ResponseWriter, _ *http.Request, err error) {
 	if aw, ok := w.(*attemptWriter); ok {
-		aw.err = err
+		// After a protocol switch the connection is the client's and the
+		// worker's; a failure to write the 101 is not the worker's fault.
+		if !aw.released {
+			aw.err = err
+		}
 		return
 	}
 	problem.Write(w, problem.Details{Status: http.StatusBadGateway, Detail: "the worker did not answer"})

@@ -102,21 +102,18 @@ func (*replayBody) Close() error { return nil }
 var errBodyRead = errors.New("could not read the request body")
 
 // prepareBody makes r's body replayable if it is small enough, by
-// reading it into rb. It reports whether the body can be sent again; a
-// body that is too large, or of unknown length, is streamed as it comes
-// and is not replayable.
-func prepareBody(r *http.Request, rb *replayBody, limit int64) (bool, error) {
+// reading it into memory. It reports whether the body can be sent again;
+// a body that is too large, or of unknown length, is streamed as it comes
+// and is not replayable. The buffer is the request's own, not pooled: a
+// transport may still read or close a body after its round trip ends.
+func prepareBody(r *http.Request, limit int64) (bool, error) {
 	if r.Body == nil || r.Body == http.NoBody || (r.ContentLength == 0 && len(r.TransferEncoding) == 0) {
 		return true, nil
 	}
 	if r.ContentLength < 0 || r.ContentLength > limit {
 		return false, nil
 	}
-	n := int(r.ContentLength)
-	if cap(rb.buf) < n {
-		rb.buf = make([]byte, n)
-	}
-	rb.buf = rb.buf[:n]
+	rb := &replayBody{buf: make([]byte, r.ContentLength)}
 	if _, err := io.ReadFull(r.Body, rb.buf); err != nil {
 		return false, errBodyRead
 	}

@@ -576,3 +576,78 @@ func TestRequestTimeoutAnswers504AndReportsHung(t *testing.T) {
 	}
 	_, _ = a.Do(http.MethodPost, "/release")
 }
+
+func TestRequestTimeoutBoundsOnlyTheWaitForAnAnswer(t *testing.T) {
+	p := testworker.Start(t, "serve")
+	hung := make(chan int, 1)
+	bal := newBalancer(t, balancer.Config{
+		RequestTimeout: 200 * time.Millisecond,
+		Breaker:        balancer.BreakerConfig{Failures: 1},
+		OnHung:         func(e *balancer.Endpoint) { hung <- e.Worker },
+	})
+	eps := join(t, bal, p)
+	srv := front(t, bal)
+	resp, err := srv.Client().Get(srv.URL + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	rd := bufio.NewReader(resp.Body)
+	if line, err := rd.ReadString('\n'); err != nil || line != "data: first\n" {
+		t.Fatalf("first event %q, %v", line, err)
+	}
+	// The stream outlives the timeout: it answered in time.
+	time.Sleep(400 * time.Millisecond)
+	if _, err := p.Do(http.MethodPost, "/release"); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(rd)
+	if err != nil || string(rest) != "\ndata: last\n\n" {
+		t.Fatalf("rest of the stream %q, %v", rest, err)
+	}
+	select {
+	case w := <-hung:
+		t.Fatalf("worker %d reported hung for a stream that answered in time", w)
+	default:
+	}
+	if s := eps[0].BreakerState(); s != "closed" {
+		t.Fatalf("breaker %s after a stream that answered in time", s)
+	}
+}
+
+func TestStreamingProbeDoesNotHoldTheBreaker(t *testing.T) {
+	p := testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{
+		Breaker: balancer.BreakerConfig{Failures: 1, OpenFor: 100 * time.Millisecond},
+	})
+	eps := join(t, bal, p)
+	srv := front(t, bal)
+	c := srv.Client()
+	if _, err := p.Do(http.MethodPost, "/fail"); err != nil {
+		t.Fatal(err)
+	}
+	if o := recv(t, send(c, "GET", srv.URL+"/", nil)); o.status != 500 {
+		t.Fatalf("status %d, want the worker's 500", o.status)
+	}
+	if _, err := p.Do(http.MethodPost, "/heal"); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "breaker half-open", func() bool { return eps[0].BreakerState() == "half-open" })
+	// The probe is a stream that stays open...
+	resp, err := c.Get(srv.URL + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || line != "data: first\n" {
+		t.Fatalf("first event %q, %v", line, err)
+	}
+	// ...but it answered 200, which closes the breaker now.
+	if s := eps[0].BreakerState(); s != "closed" {
+		t.Fatalf("breaker %s while a successful streaming probe is open", s)
+	}
+	if o := recv(t, send(c, "GET", srv.URL+"/", nil)); o.status != 200 {
+		t.Fatalf("request beside the stream: %d", o.status)
+	}
+	_, _ = p.Do(http.MethodPost, "/release")
+}

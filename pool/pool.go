@@ -146,10 +146,13 @@ func (p *Pool) Start() {
 	}
 }
 
-// Stop stops every worker (gracefully, bounded by the spec's
-// StopTimeout), every health checker and the file watch, and returns
-// when all are gone.
+// Stop lets the requests in flight and in the queue finish (bounded by
+// the stop timeout), then stops every worker (gracefully, bounded by the
+// stop timeout again), every health checker and the file watch, and
+// returns when all are gone. Caddy cleans up an old config while its
+// server still finishes requests, so the workers must outlive those.
 func (p *Pool) Stop() {
+	p.settle(p.stopTimeout())
 	if p.watch != nil {
 		p.watch.stop()
 	}
@@ -369,6 +372,23 @@ func (p *Pool) stopTimeout() time.Duration {
 		return p.cfg.Workers.StopTimeout
 	}
 	return worker.DefaultStopTimeout
+}
+
+// settle waits until no request is in flight or queued, at most d.
+func (p *Pool) settle(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		busy := p.bal.QueueLen() > 0
+		for _, e := range p.bal.Endpoints() {
+			busy = busy || e.Inflight() > 0
+		}
+		if !busy {
+			return
+		}
+		// Nothing announces the last response; poll.
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.log.Warn("stopping workers with requests still in flight", zap.Duration("waited", d))
 }
 
 // Name is the pool's name.

@@ -30,6 +30,8 @@ func init() {
 }
 
 func runReaper(parent string) int {
+	// The pid pipe is for the reaper alone; the worker must not inherit it.
+	syscall.CloseOnExec(pidFD)
 	ppid, _ := strconv.Atoi(parent)
 	_ = os.Unsetenv(reaperEnv)
 	sigs := make(chan os.Signal, 1)
