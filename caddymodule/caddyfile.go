@@ -3,6 +3,8 @@ package caddymodule
 import (
 	"strconv"
 
+	"github.com/dustin/go-humanize"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -36,6 +38,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    max_consecutive_failures <n>
 //	    request_timeout <duration>
 //	    watch           <glob...>
+//	    max_requests    <n> [jitter <n>]
+//	    max_memory      <size>
+//	    max_lifetime    <duration>
 //	    health_uri      <path>
 //	    health_interval <duration>
 //	    health_timeout  <duration>
@@ -165,6 +170,43 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_inflight: %q is not a limit; give a number of requests per worker (0 for none) or auto", d.Val())
 			}
 			h.MaxInflight = &Limit{N: n}
+		case "max_requests":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.ParseUint(d.Val(), 10, 64)
+			if err != nil || n == 0 {
+				return d.Errf("max_requests: %q is not a count; give a positive integer, optionally followed by 'jitter <n>'", d.Val())
+			}
+			h.MaxRequests = n
+			if d.NextArg() {
+				if d.Val() != "jitter" || !d.NextArg() {
+					return d.Errf("max_requests: after the count only 'jitter <n>' may follow")
+				}
+				j, err := strconv.ParseUint(d.Val(), 10, 64)
+				if err != nil {
+					return d.Errf("max_requests jitter: %q is not a count", d.Val())
+				}
+				h.MaxRequestsJitter = j
+			}
+		case "max_memory":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(d.Val())
+			if err != nil || size == 0 {
+				return d.Errf("max_memory: %q is not a size; write e.g. 512MiB or 1GB", d.Val())
+			}
+			h.MaxMemory = int64(size)
+		case "max_lifetime":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("max_lifetime: %q is not a positive duration; write e.g. 1h or 30m", d.Val())
+			}
+			h.MaxLifetime = caddy.Duration(dur)
 		case "watch":
 			globs := d.RemainingArgs()
 			if len(globs) == 0 {

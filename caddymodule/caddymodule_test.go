@@ -231,6 +231,10 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"unhealthy_kill_after 0s", `unhealthy_kill_after: "0s"`, 0},
 		{"max_consecutive_failures 0", `max_consecutive_failures: "0"`, 0},
 		{"watch", "watch: give one or more file globs", 0},
+		{"max_requests 0", `max_requests: "0" is not a count`, 0},
+		{"max_requests 100 spread 5", "only 'jitter <n>' may follow", 0},
+		{"max_memory lots", `max_memory: "lots" is not a size`, 0},
+		{"max_lifetime forever", `max_lifetime: "forever"`, 0},
 		// The bad value sits on the line after "breaker {".
 		{"breaker {\n\t\t\tfailures 0\n\t\t}", `breaker failures: "0"`, 15},
 	}
@@ -255,6 +259,9 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 
 func TestCaddyfileSchedulingOptions(t *testing.T) {
 	cfg, err := adapt(site(8080, `balance hash cookie session
+		max_requests 1000 jitter 100
+		max_memory 512MiB
+		max_lifetime 1h
 		max_inflight auto
 		queue_size 10
 		queue_timeout 2s
@@ -291,9 +298,12 @@ func TestCaddyfileSchedulingOptions(t *testing.T) {
 		"balance": h["balance"], "hash_on": h["hash_on"], "hash_key": h["hash_key"],
 		"max_inflight": h["max_inflight"], "queue_size": h["queue_size"], "queue_timeout": h["queue_timeout"],
 		"retries": h["retries"], "breaker": h["breaker"],
+		"max_requests": h["max_requests"], "max_requests_jitter": h["max_requests_jitter"],
+		"max_memory": h["max_memory"], "max_lifetime": h["max_lifetime"],
 	})
 	want := `{"balance":"hash","breaker":{"failures":3,"half_open_requests":2,"open_for":5000000000,"statuses":[502,503]},` +
-		`"hash_key":"session","hash_on":"cookie","max_inflight":"auto","queue_size":10,"queue_timeout":2000000000,"retries":0}`
+		`"hash_key":"session","hash_on":"cookie","max_inflight":"auto","max_lifetime":3600000000000,"max_memory":536870912,` +
+		`"max_requests":1000,"max_requests_jitter":100,"queue_size":10,"queue_timeout":2000000000,"retries":0}`
 	if string(got) != want {
 		t.Fatalf("adapted handler:\n got %s\nwant %s", got, want)
 	}

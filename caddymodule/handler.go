@@ -85,6 +85,22 @@ type Handler struct {
 	// UnhealthyKillAfter unless its health check passes). Default: none.
 	RequestTimeout caddy.Duration `json:"request_timeout,omitempty"`
 
+	// MaxRequests recycles a worker after this many requests, plus a
+	// random number up to MaxRequestsJitter so that workers do not
+	// recycle together. The worker leaves rotation, finishes its
+	// requests and is replaced; one worker at a time, and only while all
+	// others are healthy.
+	MaxRequests       uint64 `json:"max_requests,omitempty"`
+	MaxRequestsJitter uint64 `json:"max_requests_jitter,omitempty"`
+
+	// MaxMemory recycles a worker whose process group (the worker and
+	// its children) holds more resident memory than this many bytes.
+	MaxMemory int64 `json:"max_memory,omitempty"`
+
+	// MaxLifetime recycles a worker after it has run this long (plus up
+	// to a tenth at random).
+	MaxLifetime caddy.Duration `json:"max_lifetime,omitempty"`
+
 	// Watch lists file globs (relative to Dir) whose change restarts the
 	// workers one at a time, after half a second without further change
 	// (a deploy writes many files).
@@ -335,7 +351,13 @@ func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 		StartupTimeout:     time.Duration(h.StartupTimeout),
 		UnhealthyKillAfter: time.Duration(h.UnhealthyKillAfter),
 		Watch:              h.Watch,
-		Balancer:           h.balancerConfig(log),
+		Recycle: pool.Recycle{
+			MaxRequests: h.MaxRequests,
+			Jitter:      h.MaxRequestsJitter,
+			MaxMemory:   h.MaxMemory,
+			MaxLifetime: time.Duration(h.MaxLifetime),
+		},
+		Balancer: h.balancerConfig(log),
 	}, nil
 }
 
@@ -407,11 +429,15 @@ func (h *Handler) Validate() error {
 	for field, d := range map[string]caddy.Duration{
 		"startup_timeout": h.StartupTimeout, "stop_timeout": h.StopTimeout,
 		"unhealthy_kill_after": h.UnhealthyKillAfter, "request_timeout": h.RequestTimeout,
+		"max_lifetime":    h.MaxLifetime,
 		"health_interval": h.HealthInterval, "health_timeout": h.HealthTimeout,
 	} {
 		if d < 0 {
 			bad(field, "%v is negative: give a positive duration such as 5s", time.Duration(d))
 		}
+	}
+	if h.MaxMemory < 0 {
+		bad("max_memory", "%d is negative: give a size such as 512MiB", h.MaxMemory)
 	}
 	if h.MaxConsecutiveFailures < 0 {
 		bad("max_consecutive_failures", "%d is negative: give a count such as 5", h.MaxConsecutiveFailures)
