@@ -74,9 +74,6 @@ func startCaddy(t *testing.T, count int) *caddyProc {
 // startCaddyWith runs the command format (given the app's path).
 func startCaddyWith(t *testing.T, count int, command string) *caddyProc {
 	t.Helper()
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Fatal("node is required for the end-to-end tests (Node.js 20 is on every machine of this project)")
-	}
 	app, err := filepath.Abs("../../examples/node/server.js")
 	if err != nil {
 		t.Fatal(err)
@@ -103,9 +100,21 @@ http://127.0.0.1:%d {
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return runCaddy(t, dir, port, path, nil)
+}
+
+// runCaddy runs our Caddy (this test binary as main) with the Caddyfile
+// at path, serving on port; extra environment goes to it and its
+// workers. The test's end kills it.
+func runCaddy(t *testing.T, dir string, port int, path string, env []string) *caddyProc {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Fatal("node is required for the end-to-end tests (Node.js 20 is on every machine of this project)")
+	}
 	self, _ := os.Executable()
 	cmd := exec.Command(self, "run", "--config", path, "--adapter", "caddyfile")
 	cmd.Env = append(os.Environ(), caddyEnv+"=1", "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "GORACE=atexit_sleep_ms=0")
+	cmd.Env = append(cmd.Env, env...)
 	logs := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {

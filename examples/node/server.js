@@ -12,6 +12,11 @@
 //
 // It listens on SOCKET_PATH when set, else on HOST:PORT (HOST defaults to
 // 127.0.0.1, so a worker is never reachable from outside the machine).
+//
+// For the fault-injection tests, FAULT_WORKER=<id> with FAULT=garbage
+// (answer bytes that are not HTTP) or FAULT=truncate (promise a body,
+// send part of it, close) makes that one worker misbehave on every route
+// but /healthz.
 
 const http = require('node:http');
 
@@ -36,8 +41,22 @@ function busy(ms) {
   }
 }
 
+const faulty = process.env.FAULT_WORKER === String(worker) ? process.env.FAULT : '';
+
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://worker');
+  if (faulty && url.pathname !== '/healthz') {
+    if (faulty === 'garbage') {
+      req.socket.end('this is not HTTP\r\n\r\n');
+      return;
+    }
+    if (faulty === 'truncate') {
+      res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': 1000 });
+      res.write('only part of it');
+      setTimeout(() => req.socket.destroy(), 20);
+      return;
+    }
+  }
   if (url.pathname !== '/healthz' && url.pathname !== '/stats') {
     requests++;
   }
