@@ -67,7 +67,7 @@ type Pool struct {
 	members map[*worker.Instance]*member
 	changed chan struct{} // closed and replaced when rotation changes
 
-	restartMu sync.Mutex // one rolling restart or recycling at a time
+	restartMu sync.Mutex // one replacement at a time
 	watch     *watcher   // nil without Config.Watch
 
 	stopRecycler context.CancelFunc // nil without Config.Recycle
@@ -297,49 +297,37 @@ func (p *Pool) passiveDown(e *balancer.Endpoint) {
 	}
 }
 
-// RollingRestart replaces every worker, one at a time: it waits until
-// all are healthy, takes one out of rotation, lets its requests finish
-// (bounded by the stop timeout), stops it gracefully, and waits for its
-// replacement to be healthy before the next. Capacity never drops below
-// Count()-1 healthy workers. It returns how many workers it replaced.
+// RollingRestart replaces every worker, one at a time: a new process
+// starts beside the old one, and once it is healthy the old one leaves
+// rotation, finishes its requests and stops. Capacity never drops below
+// Count() healthy workers. It returns how many workers it replaced.
 func (p *Pool) RollingRestart(ctx context.Context) (int, error) {
-	p.restartMu.Lock()
-	defer p.restartMu.Unlock()
-	n := p.Count()
 	replaced := 0
-	for id := 1; id <= n; id++ {
-		if err := p.WaitHealthy(ctx, n); err != nil {
-			return replaced, fmt.Errorf("before restarting worker %d: %w", id, err)
-		}
+	for id := 1; id <= p.Count(); id++ {
 		m := p.member(id)
 		if m == nil {
 			continue
 		}
-		p.drain(ctx, m)
-		p.sup.Recycle(m.inst, "rolling restart")
-		select {
-		case <-m.inst.Exited():
-		case <-ctx.Done():
-			return replaced, ctx.Err()
+		if err := p.replace(ctx, m, "rolling restart"); err != nil {
+			return replaced, fmt.Errorf("worker %d: %w", id, err)
 		}
 		replaced++
-	}
-	if err := p.WaitHealthy(ctx, n); err != nil {
-		return replaced, err
 	}
 	return replaced, nil
 }
 
-// member returns the running process of worker slot id.
+// member returns the newest process of worker slot id (a replacement
+// runs beside the process it replaces for a moment).
 func (p *Pool) member(id int) *member {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var newest *member
 	for inst, m := range p.members {
-		if inst.Worker == id {
-			return m
+		if inst.Worker == id && (newest == nil || inst.Started.After(newest.inst.Started)) {
+			newest = m
 		}
 	}
-	return nil
+	return newest
 }
 
 // drain takes m out of rotation for good and waits until it holds no

@@ -241,11 +241,31 @@ func TestRollingRestartReplacesEveryWorkerWithoutFailures(t *testing.T) {
 			}
 		})
 	}
+	// Capacity never drops: each replacement is healthy before the
+	// worker it replaces leaves rotation. Sampled, so it can only catch
+	// a dip, not prove there is none.
+	lowest := make(chan int, 1)
+	go func() {
+		low := 3
+		for {
+			select {
+			case <-stop:
+				lowest <- low
+				return
+			default:
+			}
+			low = min(low, p.Healthy())
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	n, err := p.RollingRestart(ctx)
 	close(stop)
 	wg.Wait()
+	if low := <-lowest; low < 3 {
+		t.Errorf("only %d workers in rotation at some point of the rolling restart", low)
+	}
 	close(failed)
 	if err != nil || n != 3 {
 		t.Fatalf("RollingRestart = %d, %v", n, err)
@@ -340,7 +360,7 @@ func TestRecycling(t *testing.T) {
 					t.Fatalf("worker %d after recycling: %+v (before: %+v)", i+1, w, first.Workers[i])
 				}
 			}
-			if logs.FilterMessage("recycling worker").Filter(func(e observer.LoggedEntry) bool {
+			if logs.FilterMessage("replacing worker").Filter(func(e observer.LoggedEntry) bool {
 				return strings.Contains(e.ContextMap()["reason"].(string), c.reason)
 			}).Len() == 0 {
 				t.Fatalf("no recycling logged with reason %q", c.reason)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-workerpool/caddy-workerpool/worker"
 )
 
 // Recycle says when a worker is replaced though nothing is wrong with it:
@@ -104,26 +106,50 @@ func (p *Pool) recycler(ctx context.Context, done chan<- struct{}) {
 	}
 }
 
-// replace drains m, stops it gracefully and waits for its replacement to
-// be healthy. It waits first until every worker is healthy, so capacity
-// never drops below Count()-1, and never overlaps a rolling restart.
+// replace starts a new process for m's slot; once it is healthy, m
+// leaves rotation, finishes its requests and stops. Capacity never drops
+// below Count(). It waits first until every worker is healthy, and never
+// overlaps another replacement.
 func (p *Pool) replace(ctx context.Context, m *member, why string) error {
 	p.restartMu.Lock()
 	defer p.restartMu.Unlock()
-	n := p.Count()
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.StartupTimeout)
 	defer cancel()
-	if err := p.WaitHealthy(wctx, n); err != nil {
+	if err := p.WaitHealthy(wctx, p.Count()); err != nil {
 		return err
 	}
-	p.drain(ctx, m)
-	p.sup.Recycle(m.inst, why)
-	select {
-	case <-m.inst.Exited():
-	case <-ctx.Done():
-		return ctx.Err()
+	return p.sup.Replace(ctx, m.inst, why, func(ctx context.Context, next *worker.Instance) error {
+		if err := p.waitServing(ctx, next); err != nil {
+			return err
+		}
+		p.drain(ctx, m)
+		return nil
+	})
+}
+
+// waitServing waits until next is in rotation, at most StartupTimeout.
+func (p *Pool) waitServing(ctx context.Context, next *worker.Instance) error {
+	timer := time.NewTimer(p.cfg.StartupTimeout)
+	defer timer.Stop()
+	for {
+		p.mu.Lock()
+		nm := p.members[next]
+		ok := nm != nil && nm.healthy
+		ch := p.changed
+		p.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-next.Exited():
+			return fmt.Errorf("replacement pid %d exited", next.PID)
+		case <-timer.C:
+			return fmt.Errorf("replacement pid %d not healthy within startup_timeout %v", next.PID, p.cfg.StartupTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	return p.WaitHealthy(wctx, n)
 }
 
 // groupRSS is the resident memory in bytes of the processes in group

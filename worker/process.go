@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -37,8 +36,7 @@ type Instance struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	err     error // set before exited is closed
-	recycle chan struct{}
-	once    sync.Once
+	replace chan *replaceRequest
 }
 
 // Exited is closed when the process has exited and been reaped.
@@ -97,12 +95,14 @@ func (i *Instance) terminate(timeout time.Duration) {
 
 // spawn starts one process for slot id.
 func (s *Supervisor) spawn(id int) (*Instance, error) {
-	inst := &Instance{Worker: id, Network: s.spec.Listen, exited: make(chan struct{}), recycle: make(chan struct{})}
+	inst := &Instance{Worker: id, Network: s.spec.Listen, exited: make(chan struct{}), replace: make(chan *replaceRequest)}
 	env := append(os.Environ(), s.env...)
 	env = append(env, "WORKER_ID="+strconv.Itoa(id), "WORKER_COUNT="+strconv.Itoa(s.spec.Count))
 	switch s.spec.Listen {
 	case ListenUnix:
-		inst.Address = filepath.Join(s.sockDir, "worker-"+strconv.Itoa(id)+".sock")
+		// A replacement runs beside the process it replaces: each
+		// process gets a socket of its own.
+		inst.Address = filepath.Join(s.sockDir, "worker-"+strconv.Itoa(id)+"-"+strconv.FormatUint(s.spawned.Add(1), 10)+".sock")
 		if err := os.Remove(inst.Address); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}

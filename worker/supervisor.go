@@ -1,10 +1,13 @@
 package worker
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -60,8 +63,11 @@ type Supervisor struct {
 	ownSockDir bool
 
 	stop     chan struct{}
+	stopCtx  context.Context // cancelled by Stop
+	stopAll  context.CancelFunc
 	stopOnce sync.Once
 	wg       sync.WaitGroup
+	spawned  atomic.Uint64 // processes started, for unique socket names
 
 	mu    sync.Mutex
 	slots []Status
@@ -89,6 +95,7 @@ func New(spec Spec, hooks Hooks, log *zap.Logger) (*Supervisor, error) {
 		stop:  make(chan struct{}),
 		slots: make([]Status, spec.Count),
 	}
+	s.stopCtx, s.stopAll = context.WithCancel(context.Background())
 	keys := make([]string, 0, len(spec.Env))
 	for k := range spec.Env {
 		keys = append(keys, k)
@@ -135,7 +142,10 @@ func (s *Supervisor) Start() {
 // Stop stops every worker gracefully (SIGTERM to its process group, then
 // SIGKILL after StopTimeout) and returns once all of them are gone.
 func (s *Supervisor) Stop() {
-	s.stopOnce.Do(func() { close(s.stop) })
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.stopAll()
+	})
 	s.wg.Wait()
 	if s.ownSockDir {
 		_ = os.RemoveAll(s.sockDir)
@@ -155,15 +165,84 @@ func (s *Supervisor) Restart(inst *Instance, reason string) {
 	inst.signalGroup(syscall.SIGKILL)
 }
 
-// Recycle stops inst gracefully (SIGTERM to its group, SIGKILL after
-// StopTimeout) as a planned restart: its slot starts a new process at
-// once, and the exit counts as no failure. Take the worker out of
-// rotation and let its requests finish first. It returns at once.
-func (s *Supervisor) Recycle(inst *Instance, reason string) {
-	inst.once.Do(func() {
-		s.log.Info("recycling worker", zap.Int("worker", inst.Worker), zap.Int("pid", inst.PID), zap.String("reason", reason))
-		close(inst.recycle)
+// replaceRequest asks a slot to replace its process.
+type replaceRequest struct {
+	ctx      context.Context
+	reason   string
+	handover func(context.Context, *Instance) error
+	reply    chan error
+}
+
+// Replace starts a new process for inst's slot while inst keeps running
+// and calls handover with it; handover should return once the new
+// process serves and inst holds no more requests. Then inst is stopped
+// gracefully (SIGTERM to its group, SIGKILL after StopTimeout) and the
+// new process takes its place; the exit is no failure. If handover fails
+// or the new process exits first, the new one is killed and inst stays.
+// Replace returns when it is done, or at once if inst has exited.
+func (s *Supervisor) Replace(ctx context.Context, inst *Instance, reason string, handover func(context.Context, *Instance) error) error {
+	req := &replaceRequest{ctx: ctx, reason: reason, handover: handover, reply: make(chan error, 1)}
+	select {
+	case inst.replace <- req:
+	case <-inst.exited:
+		return fmt.Errorf("worker %d: pid %d exited", inst.Worker, inst.PID)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.stop:
+		return errors.New("stopping")
+	}
+	return <-req.reply
+}
+
+// surge runs a replaceRequest for inst in its slot's goroutine and
+// returns the process that now runs the slot.
+func (s *Supervisor) surge(id int, log *zap.Logger, inst *Instance, req *replaceRequest) (*Instance, error) {
+	log.Info("replacing worker", zap.Int("pid", inst.PID), zap.String("reason", req.reason))
+	next, err := s.spawn(id)
+	if err != nil {
+		return inst, err
+	}
+	log.Info("replacement started", zap.Int("pid", next.PID), zap.String("address", next.Address))
+	if s.hooks.Started != nil {
+		s.hooks.Started(next)
+	}
+	ctx, cancel := context.WithCancel(req.ctx)
+	defer cancel()
+	unhook := context.AfterFunc(s.stopCtx, cancel)
+	defer unhook()
+	err = req.handover(ctx, next)
+	select {
+	case <-next.exited:
+		if err == nil {
+			err = fmt.Errorf("replacement pid %d exited: %s", next.PID, exitString(next.err))
+		}
+	default:
+	}
+	if err != nil {
+		next.signalGroup(syscall.SIGKILL)
+		<-next.exited
+		s.exited(next)
+		log.Warn("replacement abandoned; the worker keeps running", zap.Int("pid", inst.PID), zap.Error(err))
+		return inst, err
+	}
+	inst.terminate(s.spec.StopTimeout)
+	s.exited(inst)
+	log.Info("worker replaced", zap.Int("old_pid", inst.PID), zap.Int("pid", next.PID))
+	s.update(id, func(st *Status) {
+		st.Recycles++
+		st.State, st.Since, st.PID, st.Address = StateRunning, next.Started, next.PID, next.Address
 	})
+	return next, nil
+}
+
+// exited runs the Exited hook and removes the process's socket.
+func (s *Supervisor) exited(inst *Instance) {
+	if s.hooks.Exited != nil {
+		s.hooks.Exited(inst, inst.err)
+	}
+	if inst.Network == ListenUnix {
+		_ = os.Remove(inst.Address)
+	}
 }
 
 // Status reports every slot, in id order.
@@ -214,14 +293,17 @@ func (s *Supervisor) run(id int) {
 
 		// A process that runs for StableAfter clears the failure count.
 		stable := time.NewTimer(s.spec.Backoff.StableAfter)
-		stopping, planned := false, false
+		stopping := false
 	wait:
 		for {
 			select {
-			case <-inst.recycle:
-				planned = true
-				inst.terminate(s.spec.StopTimeout)
-				break wait
+			case req := <-inst.replace:
+				next, err := s.surge(id, log, inst, req)
+				if err == nil {
+					inst = next
+					stable.Reset(s.spec.Backoff.StableAfter)
+				}
+				req.reply <- err
 			case <-inst.exited:
 				// Kill what the worker left behind in its group.
 				inst.signalGroup(syscall.SIGKILL)
@@ -236,19 +318,12 @@ func (s *Supervisor) run(id int) {
 			}
 		}
 		stable.Stop()
-		if s.hooks.Exited != nil {
-			s.hooks.Exited(inst, inst.err)
-		}
+		s.exited(inst)
 		if stopping {
 			log.Info("worker stopped", zap.Int("pid", inst.PID))
 			return
 		}
 
-		if planned {
-			log.Info("worker recycled", zap.Int("pid", inst.PID))
-			s.update(id, func(st *Status) { st.Recycles, st.PID, st.State = st.Recycles+1, 0, StateStarting })
-			continue
-		}
 		ran := time.Since(inst.Started)
 		failures++
 		exit := exitString(inst.err)

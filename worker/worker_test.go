@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -325,5 +326,46 @@ func TestWorkerThatKeepsExitingIsMarkedFailed(t *testing.T) {
 	})
 	if logs.FilterMessage("worker failed: it keeps exiting; retrying at the longest backoff").Len() == 0 {
 		t.Fatal("no error log says the worker failed")
+	}
+}
+
+func TestReplaceStartsTheNewProcessFirst(t *testing.T) {
+	s, rec := start(t, worker.Spec{Command: testworker.Command(), Env: testworker.Env("serve"), Count: 1})
+	testworker.Eventually(t, 10*time.Second, "worker serving", func() bool {
+		inst := rec.current()[1]
+		return inst != nil && servedPID(inst) == inst.PID
+	})
+	old := rec.current()[1]
+	ctx := context.Background()
+
+	// A handover that fails keeps the old process and kills the new one.
+	var tried *worker.Instance
+	err := s.Replace(ctx, old, "test", func(_ context.Context, next *worker.Instance) error {
+		tried = next
+		return errors.New("not healthy")
+	})
+	if err == nil || tried == nil {
+		t.Fatalf("Replace = %v", err)
+	}
+	<-tried.Exited()
+	if servedPID(old) != old.PID {
+		t.Fatal("the old process stopped serving after a failed replacement")
+	}
+
+	// A handover that succeeds: while it runs, both processes serve.
+	err = s.Replace(ctx, old, "test", func(_ context.Context, next *worker.Instance) error {
+		testworker.Eventually(t, 10*time.Second, "replacement serving", func() bool { return servedPID(next) == next.PID })
+		if servedPID(old) != old.PID {
+			return errors.New("the old process is gone before the handover")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-old.Exited()
+	st := s.Status()[0]
+	if st.PID == old.PID || st.Recycles != 1 || st.Restarts != 0 || st.State != worker.StateRunning {
+		t.Fatalf("status after the replacement: %+v", st)
 	}
 }
