@@ -381,38 +381,27 @@ func TestFaultInjection(t *testing.T) {
 		record(t, reliabilityRow{"rolling restart (admin API)", res.sent, res.failed, "0", kinds(res), rec})
 	})
 
-	t.Run("max_requests recycling", func(t *testing.T) {
-		f := startFaultPool(t, "max_requests 60 jitter 20")
-		res := steadyLoad(f.url, func() {})
-		recycles := 0
-		for _, w := range f.status(t).Workers {
-			recycles += w.Recycles
-		}
-		if recycles == 0 {
-			t.Error("no worker was recycled")
-		}
-		if res.failed > 0 {
-			t.Errorf("%d failed (%s) while workers were recycled", res.failed, kinds(res))
-		}
-		record(t, reliabilityRow{fmt.Sprintf("max_requests recycling (%d recycles)", recycles), res.sent, res.failed, "0", kinds(res), 0})
-	})
-
-	t.Run("max_memory recycling", func(t *testing.T) {
+	for _, c := range []struct{ name, option, row string }{
+		{"max_requests recycling", "max_requests 60 jitter 20", "max_requests recycling"},
 		// Every Node process holds more than 8 MiB: each is replaced.
-		f := startFaultPool(t, "max_memory 8MiB")
-		res := steadyLoad(f.url, func() {})
-		recycles := 0
-		for _, w := range f.status(t).Workers {
-			recycles += w.Recycles
-		}
-		if recycles == 0 {
-			t.Error("no worker was replaced for its memory")
-		}
-		if res.failed > 0 {
-			t.Errorf("%d failed (%s) while workers were replaced", res.failed, kinds(res))
-		}
-		record(t, reliabilityRow{fmt.Sprintf("max_memory above the worker's RSS (%d recycles)", recycles), res.sent, res.failed, "0", kinds(res), 0})
-	})
+		{"max_memory recycling", "max_memory 8MiB", "max_memory above the worker's RSS"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := startFaultPool(t, c.option)
+			res := steadyLoad(f.url, func() {})
+			recycles := 0
+			for _, w := range f.status(t).Workers {
+				recycles += w.Recycles
+			}
+			if recycles == 0 {
+				t.Error("no worker was replaced")
+			}
+			if res.failed > 0 {
+				t.Errorf("%d failed (%s) while workers were replaced", res.failed, kinds(res))
+			}
+			record(t, reliabilityRow{fmt.Sprintf("%s (%d replacements)", c.row, recycles), res.sent, res.failed, "0", kinds(res), 0})
+		})
+	}
 }
 
 // breakerOpens polls (the admin API has no events) whether worker i's
