@@ -156,6 +156,11 @@ type Result struct {
 	QueueWait time.Duration
 	// Status sent to the client (499: the client went away).
 	Status int
+	// Duration from the request's arrival in the balancer until the
+	// handler is done with it (for a stream: until it ends).
+	Duration time.Duration
+
+	start time.Time
 }
 
 // Balancer serves each request from one endpoint of its live set, chosen
@@ -305,7 +310,8 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	b.budget.request(time.Now())
+	st.result.start = time.Now()
+	b.budget.request(st.result.start)
 	replayable := false
 	if b.cfg.Retries > 0 {
 		var err error
@@ -473,6 +479,7 @@ func (b *Balancer) refuse(w http.ResponseWriter, r *http.Request, st *reqState, 
 func (b *Balancer) report(r *http.Request, st *reqState, status int) {
 	if b.cfg.OnResult != nil {
 		st.result.Status = status
+		st.result.Duration = time.Since(st.result.start)
 		b.cfg.OnResult(r, &st.result)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/caddy-workerpool/caddy-workerpool/balancer"
@@ -242,8 +243,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // keeps its workers (same processes); a changed one starts a new pool.
 var pools = caddy.NewUsagePool()
 
-// runningPool is a pool as the usage pool holds it.
-type runningPool struct{ *pool.Pool }
+// runningPool is a pool as the usage pool holds it, with its metrics.
+type runningPool struct {
+	*pool.Pool
+	metrics *poolMetrics
+}
 
 // Destruct stops the workers once no loaded config uses the pool.
 func (p runningPool) Destruct() error {
@@ -277,19 +281,31 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return nil, err
 		}
+		metrics := newPoolMetrics(h.Name)
+		cfg.Balancer.OnResult = metrics.observe
 		p, err := pool.New(cfg, log)
 		if err != nil {
 			return nil, fmt.Errorf("worker_pool %q: %w", h.Name, err)
 		}
+		metrics.pool = p
 		p.Start()
 		register(p)
-		return runningPool{p}, nil
+		return runningPool{p, metrics}, nil
 	})
 	if err != nil {
 		return err
 	}
 	h.key = key
-	h.pool = val.(runningPool).Pool
+	rp := val.(runningPool)
+	h.pool = rp.Pool
+	// Each config has a registry of its own; the pool's collector joins
+	// every one that uses it. Two handlers sharing a pool share it too.
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		var already prometheus.AlreadyRegisteredError
+		if err := reg.Register(rp.metrics); err != nil && !errors.As(err, &already) {
+			return fmt.Errorf("worker_pool %q: metrics: %w", h.Name, err)
+		}
+	}
 	if loaded {
 		h.logger.Info("keeping the running workers: pool config unchanged", zap.String("pool", h.Name))
 		return nil

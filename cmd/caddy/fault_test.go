@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -150,6 +151,9 @@ type loadResult struct {
 	// yet read without an error: a truncated body taken as whole. Must be 0.
 	shortButComplete int
 	kinds            map[string]int
+	// resent counts GETs sent again after the server closed their idle
+	// connection before reading them.
+	resent int
 }
 
 // steadyLoad sends faultRate requests per second for faultDuration and
@@ -171,6 +175,15 @@ func steadyLoad(url string, inject func()) loadResult {
 		wg.Go(func() {
 			kind := ""
 			resp, err := client.Get(url + "/work?ms=1")
+			if errors.Is(err, io.EOF) {
+				// An idle keep-alive connection closed by the server as the
+				// request went out (a reload shuts the old server down); the
+				// request reached no handler. Clients send a GET again.
+				mu.Lock()
+				res.resent++
+				mu.Unlock()
+				resp, err = client.Get(url + "/work?ms=1")
+			}
 			if err != nil {
 				kind = "transport error"
 			} else {
@@ -222,10 +235,13 @@ func record(t *testing.T, row reliabilityRow) {
 }
 
 func kinds(r loadResult) string {
-	if r.failed == 0 {
+	var parts []string
+	if r.resent > 0 {
+		parts = append(parts, fmt.Sprintf("(%d re-sent after the old server closed an idle connection)", r.resent))
+	}
+	if r.failed == 0 && len(parts) == 0 {
 		return "—"
 	}
-	var parts []string
 	for k, n := range r.kinds {
 		parts = append(parts, fmt.Sprintf("%d × %s", n, k))
 	}

@@ -1,0 +1,157 @@
+package caddymodule
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-workerpool/caddy-workerpool/balancer"
+	"github.com/caddy-workerpool/caddy-workerpool/pool"
+)
+
+// poolMetrics is the Prometheus view of one pool: counters and histograms
+// fed per request, and gauges read from the pool's status at scrape time.
+// It lives as long as the pool, across reloads, and is registered in the
+// registry of every config that uses the pool (Caddy gives each config a
+// registry of its own), so reloads cause no duplicate registrations.
+type poolMetrics struct {
+	pool *pool.Pool // set once the pool exists
+
+	requests  *prometheus.CounterVec
+	duration  prometheus.Observer
+	queueWait prometheus.Observer
+	retries   prometheus.Counter
+	vecs      []prometheus.Collector
+
+	workers, healthy, inflight, limit, queue, restarts, breaker *prometheus.Desc
+
+	mu      sync.Mutex
+	workerL []string // "1", "2", …: label values, made once
+}
+
+const metricsPrefix = "caddy_worker_pool_"
+
+func newPoolMetrics(name string) *poolMetrics {
+	constant := prometheus.Labels{"pool": name}
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: metricsPrefix + "requests_total", ConstLabels: constant,
+		Help: "Requests answered, by worker (0: none reached) and status class.",
+	}, []string{"worker", "code"})
+	duration := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: metricsPrefix + "request_duration_seconds", ConstLabels: constant,
+		Help:    "Time from a request's arrival in the pool to its answer, queueing and retries included.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	})
+	queueWait := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: metricsPrefix + "queue_wait_seconds", ConstLabels: constant,
+		Help:    "Time requests spent waiting for a free worker (0 for most).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+	})
+	retries := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: metricsPrefix + "retries_total", ConstLabels: constant,
+		Help: "Attempts sent to another worker after one failed.",
+	})
+	desc := func(n, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(metricsPrefix+n, help, labels, constant)
+	}
+	return &poolMetrics{
+		requests: requests, duration: duration, queueWait: queueWait, retries: retries,
+		vecs:     []prometheus.Collector{requests, duration, queueWait, retries},
+		workers:  desc("workers", "Worker slots by state.", "state"),
+		healthy:  desc("worker_healthy", "1 if the worker is in rotation.", "worker"),
+		inflight: desc("worker_inflight", "Requests the worker is serving.", "worker"),
+		limit:    desc("worker_max_inflight", "The worker's in-flight limit now (0: none).", "worker"),
+		queue:    desc("queue_depth", "Requests waiting for a free worker."),
+		restarts: desc("worker_restarts_total", "Processes replaced, by reason: crash (exited, killed as hung or never healthy) or recycle (rolling restart, max_requests, max_memory, max_lifetime, watch).", "worker", "reason"),
+		breaker:  desc("worker_breaker_state", "The worker's circuit breaker: 0 closed, 1 half-open, 2 open.", "worker"),
+	}
+}
+
+// worker returns the label value of worker id without allocating.
+func (m *poolMetrics) worker(id int) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for len(m.workerL) <= id {
+		m.workerL = append(m.workerL, strconv.Itoa(len(m.workerL)))
+	}
+	return m.workerL[id]
+}
+
+var codeClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// observe is the balancer's OnResult.
+func (m *poolMetrics) observe(_ *http.Request, res *balancer.Result) {
+	worker := 0
+	if res.Endpoint != nil {
+		worker = res.Endpoint.Worker
+	}
+	class := "5xx"
+	if c := res.Status / 100; c >= 1 && c <= 5 {
+		class = codeClasses[c-1]
+	} else if res.Status == 499 {
+		class = "4xx"
+	}
+	m.requests.WithLabelValues(m.worker(worker), class).Inc()
+	m.duration.Observe(res.Duration.Seconds())
+	m.queueWait.Observe(res.QueueWait.Seconds())
+	if res.Attempts > 1 {
+		m.retries.Add(float64(res.Attempts - 1))
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *poolMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.vecs {
+		c.Describe(ch)
+	}
+	for _, d := range []*prometheus.Desc{m.workers, m.healthy, m.inflight, m.limit, m.queue, m.restarts, m.breaker} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *poolMetrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.vecs {
+		c.Collect(ch)
+	}
+	if m.pool == nil {
+		return
+	}
+	st := m.pool.Status()
+	states := map[string]int{}
+	for _, w := range st.Workers {
+		states[w.State]++
+		id := m.worker(w.ID)
+		ch <- prometheus.MustNewConstMetric(m.healthy, prometheus.GaugeValue, b2f(w.Healthy), id)
+		ch <- prometheus.MustNewConstMetric(m.inflight, prometheus.GaugeValue, float64(w.Inflight), id)
+		ch <- prometheus.MustNewConstMetric(m.limit, prometheus.GaugeValue, float64(w.Limit), id)
+		ch <- prometheus.MustNewConstMetric(m.restarts, prometheus.CounterValue, float64(w.Restarts), id, "crash")
+		ch <- prometheus.MustNewConstMetric(m.restarts, prometheus.CounterValue, float64(w.Recycles), id, "recycle")
+		ch <- prometheus.MustNewConstMetric(m.breaker, prometheus.GaugeValue, breakerValue(w.Breaker), id)
+	}
+	for _, s := range []string{"starting", "running", "backoff", "failed", "stopped"} {
+		ch <- prometheus.MustNewConstMetric(m.workers, prometheus.GaugeValue, float64(states[s]), s)
+	}
+	ch <- prometheus.MustNewConstMetric(m.queue, prometheus.GaugeValue, float64(st.Queued))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func breakerValue(s string) float64 {
+	switch s {
+	case "half-open":
+		return 1
+	case "open":
+		return 2
+	}
+	return 0
+}
+
+var _ prometheus.Collector = (*poolMetrics)(nil)
