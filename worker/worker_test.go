@@ -369,3 +369,26 @@ func TestReplaceStartsTheNewProcessFirst(t *testing.T) {
 		t.Fatalf("status after the replacement: %+v", st)
 	}
 }
+
+func TestJSONOutputKeepsItsFields(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	rec := &recorder{}
+	s, err := worker.New(worker.Spec{
+		Command: "/bin/sh",
+		Args:    []string{"-c", `echo '{"level":50,"msg":"db down","pid":7,"attempt":3}'; echo '{not json'; exec sleep 60`},
+		Count:   1,
+	}, rec.hooks(), zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	testworker.Eventually(t, 5*time.Second, "both lines logged", func() bool {
+		return logs.FilterMessage("db down").Len() == 1 && logs.FilterMessage("{not json").Len() == 1
+	})
+	s.Stop()
+	e := logs.FilterMessage("db down").All()[0]
+	f := e.ContextMap()
+	if e.Level != zap.ErrorLevel || f["attempt"] != float64(3) || f["app_pid"] != float64(7) || f["pid"] != int64(rec.current()[1].PID) {
+		t.Fatalf("JSON line logged as %v %v", e.Level, f)
+	}
+}

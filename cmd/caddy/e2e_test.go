@@ -246,3 +246,48 @@ func TestWorkersAndTheirChildrenDieWithKilledCaddy(t *testing.T) {
 		})
 	}
 }
+
+func TestWorkerPoolCommand(t *testing.T) {
+	app, _ := filepath.Abs("../../examples/node/server.js")
+	port := freePort(t)
+	dir := t.TempDir()
+	self, _ := os.Executable()
+	cmd := exec.Command(self, "worker-pool", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--workers", "2",
+		"--health-uri", "/healthz", "--admin", "off", "--", "node", app)
+	cmd.Env = append(os.Environ(), caddyEnv+"=1", "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "GORACE=atexit_sleep_ms=0")
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &caddyProc{cmd: cmd, exited: make(chan struct{}), url: fmt.Sprintf("http://127.0.0.1:%d", port), log: out}
+	go func() { _ = cmd.Wait(); close(c.exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-c.exited
+		if t.Failed() {
+			t.Logf("output:\n%s", out.String())
+		}
+	})
+	pids := waitPIDs(t, c, 2)
+	if !strings.Contains(out.String(), fmt.Sprintf("worker pool serving on 127.0.0.1:%d: node %s", port, app)) {
+		t.Fatalf("it does not say where it listens:\n%s", out.String())
+	}
+	groups := map[int]int{}
+	for pid := range pids {
+		groups[pid] = testworker.PGID(pid)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("worker-pool did not exit on SIGINT")
+	}
+	for pid, g := range groups {
+		if testworker.Alive(pid) || len(testworker.GroupMembers(g)) > 0 {
+			t.Fatalf("worker %d (group %d) outlived the command", pid, g)
+		}
+	}
+}
