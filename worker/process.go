@@ -76,6 +76,7 @@ func (i *Instance) terminate(timeout time.Duration) {
 	case <-deadline.C:
 		i.signalGroup(syscall.SIGKILL)
 		<-i.exited
+		i.awaitGroupGone(time.Second)
 		return
 	}
 	// The leader is gone; children in its group may still be finishing.
@@ -88,8 +89,17 @@ func (i *Instance) terminate(timeout time.Duration) {
 		case <-tick.C:
 		case <-deadline.C:
 			i.signalGroup(syscall.SIGKILL)
+			i.awaitGroupGone(time.Second)
 			return
 		}
+	}
+}
+
+// awaitGroupGone waits, at most d, for the group's processes to die after
+// SIGKILL: the signal is delivered at once, the exit a moment later.
+func (i *Instance) awaitGroupGone(d time.Duration) {
+	for end := time.Now().Add(d); i.groupAlive() && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond) // nothing notifies us; poll
 	}
 }
 
