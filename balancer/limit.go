@@ -196,7 +196,15 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 	if gradient > 1 && !saturated {
 		gradient = 1
 	}
+	was := a.limit
 	a.limit = min(max(a.limit*gradient, 1), adaptiveMax)
+	if was >= 2 && a.limit < 2 {
+		// A second request made the worker slower: it serialises. Hold
+		// at 1 as the busy/idle comparison would.
+		a.nextHold = min(max(2*a.nextHold, minHold), maxHold)
+		a.hold = a.nextHold
+		a.limit = 1
+	}
 	a.minRTT *= adaptiveMinRTTDrift
 	a.setLimit(int64(a.limit))
 }
