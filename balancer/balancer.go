@@ -397,7 +397,7 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 	start := time.Now()
 	completed := false
 	client := r.Context() // not the attempt's, which a request timeout ends
-	var expired atomic.Bool
+	var expired *atomic.Bool // only with a request timeout: no allocation otherwise
 	defer func() {
 		now := time.Now()
 		var verdict error
@@ -443,15 +443,17 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 		// switched protocol that follows: answered stops the timer.
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
+		flag := new(atomic.Bool)
+		expired = flag
 		aw.timeout = time.AfterFunc(b.cfg.RequestTimeout, func() {
-			expired.Store(true)
+			flag.Store(true)
 			cancel()
 		})
 		r = r.WithContext(ctx)
 	}
 	e.proxy.ServeHTTP(aw, r)
 	completed = true
-	return expired.Load() && aw.err != nil, aw.err
+	return expired != nil && expired.Load() && aw.err != nil, aw.err
 }
 
 // refuse answers a request that got no endpoint.
