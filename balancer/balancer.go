@@ -396,7 +396,7 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 	inflight := e.inflight.Load() // this request included: acquire counted it
 	start := time.Now()
 	completed := false
-	client := r.Context() // not the attempt's, which a request timeout ends
+	client := r.Context()    // not the attempt's, which a request timeout ends
 	var expired *atomic.Bool // only with a request timeout: no allocation otherwise
 	defer func() {
 		now := time.Now()
