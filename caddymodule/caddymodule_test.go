@@ -372,19 +372,27 @@ func TestJSONConfig(t *testing.T) {
 	}
 }
 
-func TestAdminAPIStatusAndRollingRestart(t *testing.T) {
-	port, adminPort := freePort(t), freePort(t)
-	cfg := strings.Replace(site(port, "count 2\n\t\tname api"), "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
+// loadWithAdmin loads caddyfile with the admin endpoint on a free port
+// and returns the port and the Caddyfile loaded. The test's end stops
+// Caddy and its admin endpoint, which outlives caddy.Stop.
+func loadWithAdmin(t *testing.T, caddyfile string) (int, string) {
+	t.Helper()
+	adminPort := freePort(t)
+	cfg := strings.Replace(caddyfile, "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
 	load(t, cfg)
-	defer func() {
-		// The admin endpoint outlives caddy.Stop; a config without it
-		// shuts it down.
+	t.Cleanup(func() {
 		if err := caddy.Load([]byte(`{"admin":{"disabled":true}}`), true); err != nil {
 			t.Error(err)
 		}
 		stop(t)
 		client.CloseIdleConnections()
-	}()
+	})
+	return adminPort, cfg
+}
+
+func TestAdminAPIStatusAndRollingRestart(t *testing.T) {
+	port := freePort(t)
+	adminPort, _ := loadWithAdmin(t, site(port, "count 2\n\t\tname api"))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	admin := fmt.Sprintf("http://127.0.0.1:%d/worker_pool/", adminPort)
 	served := waitServing(t, url, 2)
@@ -464,16 +472,8 @@ func metric(text, name string, labels ...string) float64 {
 }
 
 func TestMetrics(t *testing.T) {
-	port, adminPort := freePort(t), freePort(t)
-	cfg := strings.Replace(site(port, "count 2\n\t\tname m"), "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
-	load(t, cfg)
-	defer func() {
-		if err := caddy.Load([]byte(`{"admin":{"disabled":true}}`), true); err != nil {
-			t.Error(err)
-		}
-		stop(t)
-		client.CloseIdleConnections()
-	}()
+	port := freePort(t)
+	adminPort, cfg := loadWithAdmin(t, site(port, "count 2\n\t\tname m"))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	scrape := func() string {
 		t.Helper()
