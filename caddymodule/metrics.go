@@ -2,8 +2,10 @@ package caddymodule
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,8 +29,8 @@ type poolMetrics struct {
 
 	workers, healthy, inflight, limit, queue, restarts, breaker *prometheus.Desc
 
-	mu      sync.Mutex
-	workerL []string // "1", "2", …: label values, made once
+	mu      sync.Mutex                // serialises growing workerL
+	workerL atomic.Pointer[[]string] // "0", "1", …: label values, made once
 }
 
 const metricsPrefix = "caddy_worker_pool_"
@@ -69,14 +71,23 @@ func newPoolMetrics(name string) *poolMetrics {
 	}
 }
 
-// worker returns the label value of worker id without allocating.
+// worker returns the label value of worker id; on the request path it
+// neither allocates nor locks once the id has been seen.
 func (m *poolMetrics) worker(id int) string {
+	if l := m.workerL.Load(); l != nil && id < len(*l) {
+		return (*l)[id]
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for len(m.workerL) <= id {
-		m.workerL = append(m.workerL, strconv.Itoa(len(m.workerL)))
+	var next []string
+	if l := m.workerL.Load(); l != nil {
+		next = slices.Clone(*l)
 	}
-	return m.workerL[id]
+	for len(next) <= id {
+		next = append(next, strconv.Itoa(len(next)))
+	}
+	m.workerL.Store(&next)
+	return next[id]
 }
 
 var codeClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
