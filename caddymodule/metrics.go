@@ -29,7 +29,7 @@ type poolMetrics struct {
 
 	workers, healthy, inflight, limit, queue, restarts, breaker *prometheus.Desc
 
-	mu      sync.Mutex                // serialises growing workerL
+	mu      sync.Mutex               // serialises growing workerL
 	workerL atomic.Pointer[[]string] // "0", "1", …: label values, made once
 }
 
