@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -33,15 +32,6 @@ func TestMain(m *testing.M) {
 		// Caddy's storage keeps a lock file fresh for a while after its
 		// cleaning job ran: Caddy's goroutine, not one of ours.
 		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"))
-}
-
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func adapt(caddyfile string) ([]byte, error) {
@@ -128,7 +118,7 @@ func waitServing(t *testing.T, url string, workers int) map[int]int {
 }
 
 func TestCaddyfileServesThroughWorkersAndReloads(t *testing.T) {
-	port := freePort(t)
+	port := testworker.FreePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	cfg := site(port, "count 3")
 	load(t, cfg)
@@ -212,7 +202,7 @@ func TestCaddyfileServesThroughWorkersAndReloads(t *testing.T) {
 }
 
 func TestUnixSocketsWithLimitAndP2C(t *testing.T) {
-	port := freePort(t)
+	port := testworker.FreePort(t)
 	load(t, site(port, "count 2\n\t\tlisten unix\n\t\tmax_inflight 1\n\t\tbalance p2c_ewma"))
 	defer stop(t)
 	waitServing(t, fmt.Sprintf("http://127.0.0.1:%d/", port), 2)
@@ -320,7 +310,7 @@ func TestCaddyfileSchedulingOptions(t *testing.T) {
 }
 
 func TestProvisionRefusesBadConfig(t *testing.T) {
-	port := freePort(t)
+	port := testworker.FreePort(t)
 	handler := func(h string) []byte {
 		return []byte(fmt.Sprintf(`{"admin":{"disabled":true},"apps":{"http":{"servers":{"s":{
 			"listen":["127.0.0.1:%d"],"automatic_https":{"disable":true},
@@ -351,7 +341,7 @@ func TestProvisionRefusesBadConfig(t *testing.T) {
 }
 
 func TestJSONConfig(t *testing.T) {
-	port := freePort(t)
+	port := testworker.FreePort(t)
 	cfg := fmt.Sprintf(`{"admin":{"disabled":true},"apps":{"http":{"servers":{"s":{
 		"listen":["127.0.0.1:%d"],"automatic_https":{"disable":true},
 		"routes":[{"handle":[{"handler":"worker_pool","command":[%q],
@@ -377,7 +367,7 @@ func TestJSONConfig(t *testing.T) {
 // Caddy and its admin endpoint, which outlives caddy.Stop.
 func loadWithAdmin(t *testing.T, caddyfile string) (int, string) {
 	t.Helper()
-	adminPort := freePort(t)
+	adminPort := testworker.FreePort(t)
 	cfg := strings.Replace(caddyfile, "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
 	load(t, cfg)
 	t.Cleanup(func() {
@@ -391,7 +381,7 @@ func loadWithAdmin(t *testing.T, caddyfile string) (int, string) {
 }
 
 func TestAdminAPIStatusAndRollingRestart(t *testing.T) {
-	port := freePort(t)
+	port := testworker.FreePort(t)
 	adminPort, _ := loadWithAdmin(t, site(port, "count 2\n\t\tname api"))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	admin := fmt.Sprintf("http://127.0.0.1:%d/worker_pool/", adminPort)
@@ -472,7 +462,7 @@ func metric(text, name string, labels ...string) float64 {
 }
 
 func TestMetrics(t *testing.T) {
-	port := freePort(t)
+	port := testworker.FreePort(t)
 	adminPort, cfg := loadWithAdmin(t, site(port, "count 2\n\t\tname m"))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	scrape := func() string {

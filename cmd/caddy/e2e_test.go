@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,15 +29,6 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
-}
-
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 type caddyProc struct {
@@ -79,7 +69,7 @@ func startCaddyWith(t *testing.T, count int, command string) *caddyProc {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testworker.FreePort(t)
 	caddyfile := fmt.Sprintf(`{
 	admin off
 	auto_https off
@@ -249,7 +239,7 @@ func TestWorkersAndTheirChildrenDieWithKilledCaddy(t *testing.T) {
 
 func TestWorkerPoolCommand(t *testing.T) {
 	app, _ := filepath.Abs("../../examples/node/server.js")
-	port := freePort(t)
+	port := testworker.FreePort(t)
 	dir := t.TempDir()
 	self, _ := os.Executable()
 	cmd := exec.Command(self, "worker-pool", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--workers", "2",

@@ -93,7 +93,7 @@ http://127.0.0.1:%d {
 
 func startFaultPool(t *testing.T, extra string, env ...string) *faultPool {
 	t.Helper()
-	port, adminPort := freePort(t), freePort(t)
+	port, adminPort := testworker.FreePort(t), testworker.FreePort(t)
 	dir := t.TempDir()
 	f := &faultPool{admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), caddyfile: poolCaddyfile(port, adminPort, extra)}
 	f.path = filepath.Join(dir, "Caddyfile")

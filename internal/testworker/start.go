@@ -12,6 +12,17 @@ import (
 	"time"
 )
 
+// FreePort returns a loopback port that nobody listens on now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
 // Proc is a worker process started by Start.
 type Proc struct {
 	PID     int
@@ -24,12 +35,7 @@ type Proc struct {
 // waits until it answers, and kills it when the test ends.
 func Start(t testing.TB, mode string) *Proc {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := FreePort(t)
 	cmd := exec.Command(Command())
 	cmd.Env = append(os.Environ(), ModeEnv+"="+mode, "GORACE=atexit_sleep_ms=0", "HOST=127.0.0.1", "PORT="+strconv.Itoa(port))
 	cmd.Stderr = os.Stderr
