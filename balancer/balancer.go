@@ -86,6 +86,24 @@ type Config struct {
 	// OnResult is told how each request went, after its last attempt.
 	// The Result is only valid during the call.
 	OnResult func(r *http.Request, res *Result)
+	// OnAttempt, when set, is told before each attempt is sent. It
+	// returns the request to send instead (a tracer's span in its
+	// context, its headers carrying the trace), and a function that the
+	// balancer calls with the attempt's outcome; both may be r and nil,
+	// which is what a request that is not traced must cost.
+	OnAttempt func(r *http.Request, a *Attempt) (*http.Request, func(status int, err error))
+}
+
+// Attempt describes one try of a request at an endpoint.
+type Attempt struct {
+	// Endpoint the attempt goes to.
+	Endpoint *Endpoint
+	// N counts attempts of the request, from 1.
+	N int
+	// QueueWait is how long the request waited for this endpoint.
+	QueueWait time.Duration
+	// Breaker is the endpoint's breaker state when it let the attempt in.
+	Breaker string
 }
 
 func (c Config) withDefaults() Config {
@@ -271,8 +289,9 @@ func (p *Pick) anyCandidate(eps []*Endpoint) bool {
 // request does not allocate.
 type reqState struct {
 	pick   Pick
-	aw     attemptWriter
-	result Result
+	aw      attemptWriter
+	result  Result
+	attempt Attempt
 }
 
 var states = sync.Pool{New: func() any {
@@ -303,6 +322,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = body
 		st.pick.Request = nil
 		st.aw = attemptWriter{}
+		st.attempt = Attempt{}
 		clear(st.pick.triedBuf[:])
 		states.Put(st)
 		if p != nil {
@@ -340,7 +360,11 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.result.Attempts++
 		st.result.Endpoint = e
 		var timedOut bool
-		timedOut, err = b.attempt(e, done, w, r, st)
+		if b.cfg.OnAttempt == nil {
+			timedOut, err = b.attempt(e, done, w, r, st)
+		} else {
+			timedOut, err = b.tracedAttempt(e, done, w, r, st, waited)
+		}
 		if err == nil || st.aw.released {
 			// Answered; or a protocol switch or stream that started and
 			// then failed, which nobody can retry or answer any more.
@@ -454,6 +478,30 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 	e.proxy.ServeHTTP(aw, r)
 	completed = true
 	return expired != nil && expired.Load() && aw.err != nil, aw.err
+}
+
+// tracedAttempt is attempt with OnAttempt told about it.
+func (b *Balancer) tracedAttempt(e *Endpoint, done func(error), w http.ResponseWriter, r *http.Request, st *reqState, waited time.Duration) (timedOut bool, err error) {
+	st.attempt = Attempt{Endpoint: e, N: st.result.Attempts, QueueWait: waited, Breaker: e.BreakerState()}
+	out, end := b.cfg.OnAttempt(r, &st.attempt)
+	if end == nil {
+		return b.attempt(e, done, w, out, st)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			end(502, errAborted)
+			panic(p)
+		}
+		switch {
+		case timedOut:
+			end(http.StatusGatewayTimeout, err)
+		case err != nil && st.aw.status == 0:
+			end(0, err)
+		default:
+			end(st.aw.status, err)
+		}
+	}()
+	return b.attempt(e, done, w, out, st)
 }
 
 // refuse answers a request that got no endpoint.

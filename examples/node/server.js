@@ -10,6 +10,11 @@
 //   GET  /stats     {"pid", "worker", "requests"}: requests this process served
 //   POST /echo      answers with the request body and its Content-Type
 //
+// Every response carries X-Seen-Traceparent with the W3C traceparent the
+// request came with, if any: the pool's tracing continues the client's
+// trace, and this shows (and lets tests check) what the worker got. A
+// worker with its own OpenTelemetry SDK would start its spans from it.
+//
 // It listens on SOCKET_PATH when set, else on HOST:PORT (HOST defaults to
 // 127.0.0.1, so a worker is never reachable from outside the machine).
 //
@@ -45,6 +50,7 @@ const faulty = process.env.FAULT_WORKER === String(worker) ? process.env.FAULT :
 
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://worker');
+  if (req.headers.traceparent) res.setHeader('X-Seen-Traceparent', req.headers.traceparent);
   if (faulty && url.pathname !== '/healthz') {
     if (faulty === 'garbage') {
       req.socket.end('this is not HTTP\r\n\r\n');
