@@ -288,7 +288,7 @@ func (p *Pick) anyCandidate(eps []*Endpoint) bool {
 // reqState is the per-request scratch space, pooled so that balancing a
 // request does not allocate.
 type reqState struct {
-	pick   Pick
+	pick    Pick
 	aw      attemptWriter
 	result  Result
 	attempt Attempt

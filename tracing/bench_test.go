@@ -74,7 +74,6 @@ func BenchmarkTracing(b *testing.B) {
 	}
 }
 
-
 // BenchmarkSpans is the tracing work of one request alone, without the
 // network: Start, one attempt, and both ends, as the handler and the
 // balancer do them.
