@@ -58,6 +58,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        half_open_requests <n>
 //	        statuses           <code...>
 //	    }
+//	    tracing [on|off] {
+//	        route <name>
+//	    }
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -244,6 +247,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("queue_timeout: %q is not a positive duration; write e.g. 500ms, 5s or 1m", d.Val())
 			}
 			h.QueueTimeout = caddy.Duration(dur)
+		case "tracing":
+			if err := h.parseTracing(d); err != nil {
+				return err
+			}
 		case "breaker":
 			if err := h.parseBreaker(d); err != nil {
 				return err

@@ -25,6 +25,7 @@ import (
 	"github.com/caddy-workerpool/caddy-workerpool/balancer"
 	"github.com/caddy-workerpool/caddy-workerpool/health"
 	"github.com/caddy-workerpool/caddy-workerpool/pool"
+	"github.com/caddy-workerpool/caddy-workerpool/tracing"
 	"github.com/caddy-workerpool/caddy-workerpool/worker"
 )
 
@@ -172,9 +173,16 @@ type Handler struct {
 	// Breaker configures each worker's circuit breaker.
 	Breaker *Breaker `json:"breaker,omitempty"`
 
+	// Tracing turns OpenTelemetry tracing on or off for this handler.
+	// Default: on when the environment names an exporter
+	// (OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT), else off.
+	// It is not part of the pool: changing it keeps the workers.
+	Tracing *Tracing `json:"tracing,omitempty"`
+
 	pool   *pool.Pool
 	key    string
 	logger *zap.Logger
+	tracer *tracing.Tracer // nil when tracing is off
 }
 
 // Breaker configures the circuit breaker that each worker has. Failing
@@ -296,6 +304,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.key = key
+	if err := h.provisionTracing(ctx); err != nil {
+		return fmt.Errorf("worker_pool %q: %w", h.Name, err)
+	}
 	rp := val.(runningPool)
 	h.pool = rp.Pool
 	// Each config has a registry of its own; the pool's collector joins
@@ -322,9 +333,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// poolKey identifies the pool's whole configuration.
+// poolKey identifies the pool's configuration: all of the handler's but
+// what applies to requests before they reach the pool.
 func (h *Handler) poolKey() (string, error) {
-	b, err := json.Marshal(h)
+	poolOnly := *h
+	poolOnly.Tracing = nil
+	b, err := json.Marshal(&poolOnly)
 	if err != nil {
 		return "", fmt.Errorf("worker_pool: %w", err)
 	}
@@ -389,6 +403,9 @@ func (h *Handler) balancerConfig(log *zap.Logger) balancer.Config {
 		RequestTimeout: time.Duration(h.RequestTimeout),
 		TrustForwarded: trustedProxy,
 		ClientIP:       clientIP,
+		// Traces the attempts of the requests that a handler with
+		// tracing on started; costs nothing for the others.
+		OnAttempt: tracing.Attempt,
 		OnError: func(e *balancer.Endpoint, r *http.Request, err error) {
 			// Without the query string, which may carry secrets.
 			log.Error("worker did not answer",
@@ -467,6 +484,11 @@ func (h *Handler) Validate() error {
 // ServeHTTP proxies the request to a worker. It never calls next: the
 // pool answers every request it gets, with 503 when no worker is healthy.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if h.tracer != nil {
+		var end func()
+		w, r, end = h.startTrace(w, r)
+		defer end()
+	}
 	h.pool.ServeHTTP(w, r)
 	return nil
 }
@@ -474,11 +496,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 // Cleanup lets go of the pool; its workers stop (gracefully, bounded by
 // stop_timeout) unless the config that replaces this one kept them.
 func (h *Handler) Cleanup() error {
+	var errs []error
 	if h.pool != nil {
 		_, err := pools.Delete(h.key)
-		return err
+		errs = append(errs, err)
 	}
-	return nil
+	errs = append(errs, h.cleanupTracing())
+	return errors.Join(errs...)
 }
 
 // trustedProxy reports whether Caddy's server found the client to be one
