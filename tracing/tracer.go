@@ -76,10 +76,10 @@ func (t *Tracer) Start(w http.ResponseWriter, r *http.Request) (http.ResponseWri
 	}
 	ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(r.Header))
 	method, known := methodName(r.Method)
-	ctx, span := t.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer))
-	if span.IsRecording() {
-		span.SetAttributes(serverAttributes(r, method, known, t.cfg.Pool)...)
-	}
+	// Attributes given at the start let a sampler see them, and let the
+	// span size its attribute list once.
+	ctx, span := t.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(serverAttributes(r, known, t.cfg.Pool)...))
 	ctx = context.WithValue(ctx, tracerKey{}, t)
 	r = r.WithContext(ctx)
 	sw := &statusWriter{ResponseWriter: w}
@@ -89,16 +89,18 @@ func (t *Tracer) Start(w http.ResponseWriter, r *http.Request) (http.ResponseWri
 			if status == 0 {
 				status = http.StatusOK
 			}
-			span.SetAttributes(semconv.HTTPResponseStatusCode(status))
+			end := make([]attribute.KeyValue, 1, 3)
+			end[0] = semconv.HTTPResponseStatusCode(status)
 			if status >= 500 {
 				// A server span's 4xx is the client's error, not ours.
 				span.SetStatus(codes.Error, "")
-				span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(status)))
+				end = append(end, semconv.ErrorTypeKey.String(strconv.Itoa(status)))
 			}
 			if route := t.route(r); route != "" {
 				span.SetName(method + " " + route)
-				span.SetAttributes(semconv.HTTPRoute(route))
+				end = append(end, semconv.HTTPRoute(route))
 			}
+			span.SetAttributes(end...)
 		}
 		span.End()
 	}
@@ -121,10 +123,8 @@ func Attempt(r *http.Request, a *balancer.Attempt) (*http.Request, func(status i
 		return r, nil
 	}
 	method, known := methodName(r.Method)
-	ctx, span := t.tracer.Start(r.Context(), method, trace.WithSpanKind(trace.SpanKindClient))
-	if span.IsRecording() {
-		span.SetAttributes(attemptAttributes(r, a, method, known, t.cfg.Pool)...)
-	}
+	ctx, span := t.tracer.Start(r.Context(), method, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attemptAttributes(r, a, known, t.cfg.Pool)...))
 	out := r.WithContext(ctx)
 	// The incoming headers belong to the client's request; the worker
 	// gets a copy that carries this attempt's span as its parent.
@@ -135,29 +135,36 @@ func Attempt(r *http.Request, a *balancer.Attempt) (*http.Request, func(status i
 	t.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
 	return out, func(status int, err error) {
 		if span.IsRecording() {
+			var end [2]attribute.KeyValue
+			n := 0
 			if status > 0 {
-				span.SetAttributes(semconv.HTTPResponseStatusCode(status))
+				end[n] = semconv.HTTPResponseStatusCode(status)
+				n++
 			}
 			switch {
 			case status == http.StatusGatewayTimeout:
 				span.SetStatus(codes.Error, "the worker did not answer within the request timeout")
-				span.SetAttributes(semconv.ErrorTypeKey.String("timeout"))
+				end[n] = semconv.ErrorTypeKey.String("timeout")
+				n++
 			case err != nil:
 				span.RecordError(err)
 				span.SetStatus(codes.Error, err.Error())
-				span.SetAttributes(semconv.ErrorTypeKey.String("transport"))
+				end[n] = semconv.ErrorTypeKey.String("transport")
+				n++
 			case status >= 500:
 				span.SetStatus(codes.Error, "")
-				span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(status)))
+				end[n] = semconv.ErrorTypeKey.String(strconv.Itoa(status))
+				n++
 			}
+			span.SetAttributes(end[:n]...)
 		}
 		span.End()
 	}
 }
 
-func serverAttributes(r *http.Request, method string, known bool, pool string) []attribute.KeyValue {
-	attrs := make([]attribute.KeyValue, 0, 10)
-	attrs = append(attrs, methodAttributes(r, known)...)
+func serverAttributes(r *http.Request, known bool, pool string) []attribute.KeyValue {
+	attrs := make([]attribute.KeyValue, 0, 12)
+	attrs = appendMethod(attrs, r, known)
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -179,10 +186,10 @@ func serverAttributes(r *http.Request, method string, known bool, pool string) [
 	return attrs
 }
 
-func attemptAttributes(r *http.Request, a *balancer.Attempt, method string, known bool, pool string) []attribute.KeyValue {
+func attemptAttributes(r *http.Request, a *balancer.Attempt, known bool, pool string) []attribute.KeyValue {
 	e := a.Endpoint
-	attrs := make([]attribute.KeyValue, 0, 14)
-	attrs = append(attrs, methodAttributes(r, known)...)
+	attrs := make([]attribute.KeyValue, 0, 16)
+	attrs = appendMethod(attrs, r, known)
 	attrs = append(attrs,
 		PoolKey.String(pool),
 		WorkerIDKey.Int(e.Worker), WorkerPIDKey.Int(e.PID), WorkerAddr.String(e.Address),
@@ -215,11 +222,11 @@ func methodName(m string) (string, bool) {
 	return "HTTP", false
 }
 
-func methodAttributes(r *http.Request, known bool) []attribute.KeyValue {
+func appendMethod(attrs []attribute.KeyValue, r *http.Request, known bool) []attribute.KeyValue {
 	if known {
-		return []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(r.Method)}
+		return append(attrs, semconv.HTTPRequestMethodKey.String(r.Method))
 	}
-	return []attribute.KeyValue{semconv.HTTPRequestMethodOther, semconv.HTTPRequestMethodOriginal(r.Method)}
+	return append(attrs, semconv.HTTPRequestMethodOther, semconv.HTTPRequestMethodOriginal(r.Method))
 }
 
 func protocolVersion(r *http.Request) string {
