@@ -408,6 +408,10 @@ func TestAdminAPIStatusAndRollingRestart(t *testing.T) {
 		if served[w.PID] == 0 {
 			t.Fatalf("status lists pid %d, which served nothing; served %v", w.PID, served)
 		}
+		// A Go test worker holds megabytes; uptime counts from its start.
+		if w.RSSBytes < 1<<20 || w.UptimeSeconds <= 0 || w.UptimeSeconds > 60 {
+			t.Errorf("worker %d: rss %d bytes, uptime %.1fs", w.ID, w.RSSBytes, w.UptimeSeconds)
+		}
 	}
 
 	resp, err := client.Post(admin+"nope/restart", "", nil)

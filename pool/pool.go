@@ -413,6 +413,11 @@ type WorkerStatus struct {
 	Breaker  string `json:"breaker,omitempty"`
 	// LatencyMS is the peak-EWMA latency in milliseconds.
 	LatencyMS float64 `json:"latency_ms"`
+	// UptimeSeconds is how long the process has run.
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	// RSSBytes is the resident memory of the worker's process group
+	// (the worker and its children), where /proc can tell.
+	RSSBytes int64 `json:"rss_bytes,omitempty"`
 }
 
 // Status is a snapshot of the pool.
@@ -428,6 +433,15 @@ type Status struct {
 func (p *Pool) Status() Status {
 	slots := p.sup.Status()
 	st := Status{Name: p.cfg.Name, Total: len(slots), Queued: p.bal.QueueLen(), Workers: make([]WorkerStatus, len(slots))}
+	// Memory is read from /proc outside the lock.
+	p.mu.Lock()
+	rss := make(map[int]int64, len(p.members))
+	for _, m := range p.members {
+		rss[m.inst.PGID] = 0
+	}
+	p.mu.Unlock()
+	groupsRSS(rss)
+	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	byPID := make(map[int]*member, len(p.members))
@@ -443,6 +457,8 @@ func (p *Pool) Status() Status {
 			ws.Limit = m.ep.Limit()
 			ws.Breaker = m.ep.BreakerState()
 			ws.LatencyMS = float64(m.ep.Latency().Microseconds()) / 1000
+			ws.UptimeSeconds = now.Sub(m.inst.Started).Seconds()
+			ws.RSSBytes = rss[m.inst.PGID]
 		}
 		if ws.Healthy {
 			st.Healthy++

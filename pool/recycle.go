@@ -155,9 +155,14 @@ func (p *Pool) waitServing(ctx context.Context, next *worker.Instance) error {
 // groupRSS is the resident memory in bytes of the processes in group
 // pgid, from /proc; 0 if it cannot be read.
 func groupRSS(pgid int) int64 {
+	return groupsRSS(map[int]int64{pgid: 0})[pgid]
+}
+
+// groupsRSS fills in the resident memory in bytes of each process group
+// that groups holds, in one pass over /proc.
+func groupsRSS(groups map[int]int64) map[int]int64 {
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	page := int64(os.Getpagesize())
-	var total int64
 	for _, f := range stats {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -173,11 +178,12 @@ func groupRSS(pgid int) int64 {
 		if len(fields) < 22 {
 			continue
 		}
-		if g, _ := strconv.Atoi(fields[2]); g != pgid {
+		g, _ := strconv.Atoi(fields[2])
+		if _, ok := groups[g]; !ok {
 			continue
 		}
 		rss, _ := strconv.ParseInt(fields[21], 10, 64)
-		total += rss * page
+		groups[g] += rss * page
 	}
-	return total
+	return groups
 }
