@@ -517,6 +517,9 @@ func TestMetrics(t *testing.T) {
 	// A reload registers the pool in the new config's registry: no
 	// duplicate registration error, and the counters go on.
 	load(t, cfg)
+	// The reload replaced the admin server, which closed our idle
+	// keep-alive connection to it.
+	client.CloseIdleConnections()
 	if got := metric(scrape(), "caddy_worker_pool_requests_total", `pool="m"`, `code="2xx"`); got < float64(total) {
 		t.Fatalf("requests_total after a reload = %v", got)
 	}
