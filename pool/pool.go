@@ -215,6 +215,10 @@ func (p *Pool) WaitReady(ctx context.Context) error {
 // Healthy is the number of workers in rotation.
 func (p *Pool) Healthy() int { return len(p.bal.Endpoints()) }
 
+// Endpoints returns the endpoints in rotation now; the slice must not be
+// modified.
+func (p *Pool) Endpoints() []*balancer.Endpoint { return p.bal.Endpoints() }
+
 // WaitHealthy returns once at least n workers are in rotation, or with
 // the context's error.
 func (p *Pool) WaitHealthy(ctx context.Context, n int) error {
