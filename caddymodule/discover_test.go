@@ -3,6 +3,7 @@ package caddymodule_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -132,6 +133,17 @@ http://127.0.0.1:%d {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusConflict {
 		t.Fatalf("restart of a discovered pool: %s, want 409", resp.Status)
+	}
+	// Candidates are numbered workers in the metrics: one series each.
+	resp, err = client.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || metric(string(text), "caddy_worker_pool_worker_healthy", `pool="side"`, `worker="3"`) != 1 ||
+		metric(string(text), "caddy_worker_pool_worker_healthy", `pool="side"`) != 1 {
+		t.Fatalf("metrics of discovered workers: %s\n%s", resp.Status, text)
 	}
 	resp, err = client.Get(admin + "side/health")
 	if err != nil {
