@@ -2,9 +2,11 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -22,6 +24,7 @@ func init() {
 //
 //	GET  /worker_pool/                 every pool and worker, as JSON
 //	POST /worker_pool/<name>/restart   rolling restart of one pool
+//	GET  /worker_pool/<name>/health    200 or 503, as worker_pool_health
 type AdminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -60,12 +63,34 @@ func (AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no worker pool named %q", name)}
 		}
 		n, err := p.RollingRestart(r.Context())
+		if errors.Is(err, pool.ErrNotSpawned) {
+			return caddy.APIError{HTTPStatus: http.StatusConflict, Err: fmt.Errorf("pool %q: %w", name, err)}
+		}
 		if err != nil {
 			return caddy.APIError{HTTPStatus: http.StatusInternalServerError,
 				Err: fmt.Errorf("pool %q: rolling restart stopped after %d workers: %w", name, n, err)}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		return json.NewEncoder(w).Encode(map[string]any{"pool": name, "restarted": n})
+	case strings.HasSuffix(rest, "/health"):
+		// What worker_pool_health answers, for probes that reach the
+		// admin endpoint; ?min_healthy=n, default 1.
+		if r.Method != http.MethodGet {
+			return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("use GET")}
+		}
+		name := strings.TrimSuffix(rest, "/health")
+		if lookup(name) == nil {
+			return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no worker pool named %q", name)}
+		}
+		minHealthy := 1
+		if v := r.URL.Query().Get("min_healthy"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("min_healthy %q: give a positive integer", v)}
+			}
+			minHealthy = n
+		}
+		return writePoolHealth(w, name, minHealthy)
 	}
 	return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("unknown path %q", r.URL.Path)}
 }

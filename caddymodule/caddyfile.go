@@ -58,6 +58,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        half_open_requests <n>
 //	        statuses           <code...>
 //	    }
+//	    discover        <host:port|host:first-last|unix/<glob>>...
+//	    consul          <service> { tags … datacenter … address … token … token_file … }
+//	    consul_register { name … id … address … port … tags … meta <k> <v> check_url … check_interval … agent … token … token_file … }
 //	    tracing [on|off] {
 //	        route <name>
 //	    }
@@ -256,14 +259,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		default:
-			return d.Errf("unrecognized worker_pool option %q; see the README for the options", opt)
+			if ok, err := h.unmarshalDiscovery(d, opt); err != nil {
+				return err
+			} else if !ok {
+				return d.Errf("unrecognized worker_pool option %q; see the README for the options", opt)
+			}
 		}
 		if d.NextArg() {
 			return d.Errf("%s: unexpected extra argument %q", opt, d.Val())
 		}
 	}
-	if len(h.Command) == 0 {
-		return d.Err("worker_pool needs a command: 'command <program> [<args...>]', e.g. 'command node server.js'")
+	if len(h.Command) == 0 && h.spawns() {
+		return d.Err("worker_pool needs a command: 'command <program> [<args...>]', e.g. 'command node server.js'; or, for workers started elsewhere, 'discover <addresses>' or 'consul <service>'")
 	}
 	return nil
 }

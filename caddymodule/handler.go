@@ -179,6 +179,10 @@ type Handler struct {
 	// It is not part of the pool: changing it keeps the workers.
 	Tracing *Tracing `json:"tracing,omitempty"`
 
+	// Discovery: workers found rather than spawned (discover, consul),
+	// and registration in Consul (consul_register).
+	Discovery
+
 	pool   *pool.Pool
 	key    string
 	logger *zap.Logger
@@ -317,6 +321,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("worker_pool %q: metrics: %w", h.Name, err)
 		}
 	}
+	if err := h.provisionRegistration(); err != nil {
+		return err
+	}
 	if loaded {
 		h.logger.Info("keeping the running workers: pool config unchanged", zap.String("pool", h.Name))
 		return nil
@@ -327,7 +334,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	if err := h.pool.WaitHealthy(wctx, h.pool.Count()); err != nil {
+	if err := h.pool.WaitReady(wctx); err != nil {
 		h.logger.Warn("serving before every worker is healthy", zap.String("pool", h.Name), zap.Error(err))
 	}
 	return nil
@@ -348,6 +355,9 @@ func (h *Handler) poolKey() (string, error) {
 
 // poolConfig translates the JSON config into the library's.
 func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
+	if !h.spawns() {
+		return h.discoveryConfig(log)
+	}
 	repl := caddy.NewReplacer()
 	expand := func(s string) string { return repl.ReplaceKnown(s, "") }
 	args := make([]string, len(h.Command))
@@ -436,9 +446,8 @@ func (h *Handler) Validate() error {
 	bad := func(field, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("worker_pool: %s: %s", field, fmt.Sprintf(format, a...)))
 	}
-	if len(h.Command) == 0 || strings.TrimSpace(h.Command[0]) == "" {
-		bad("command", `required: set the program to run, e.g. "command node server.js"`)
-	}
+	h.validateSource(bad)
+	h.validateRegistration(bad)
 	if h.Count < 0 {
 		bad("count", "%d is negative: give a number of workers, or leave it out (auto) for one per CPU", h.Count)
 	}
@@ -497,6 +506,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 // stop_timeout) unless the config that replaces this one kept them.
 func (h *Handler) Cleanup() error {
 	var errs []error
+	errs = append(errs, h.cleanupRegistration())
 	if h.pool != nil {
 		_, err := pools.Delete(h.key)
 		errs = append(errs, err)

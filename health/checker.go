@@ -19,8 +19,9 @@ type Checker struct {
 	prober   *Prober
 	onChange func(healthy bool, err error)
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
+	settled chan struct{} // closed once a first verdict is in
 
 	mu      sync.Mutex
 	healthy bool
@@ -34,8 +35,14 @@ type Checker struct {
 // when it becomes unhealthy.
 func NewChecker(cfg Config, target Target, onChange func(healthy bool, err error)) *Checker {
 	cfg = cfg.WithDefaults()
-	return &Checker{cfg: cfg, prober: NewProber(cfg, target), onChange: onChange, done: make(chan struct{})}
+	return &Checker{cfg: cfg, prober: NewProber(cfg, target), onChange: onChange,
+		done: make(chan struct{}), settled: make(chan struct{})}
 }
+
+// Settled is closed once the checker has a first verdict: the endpoint
+// became healthy (onChange has returned), or a probe failed before it
+// did. Whoever waits for a set of endpoints to be known waits on it.
+func (c *Checker) Settled() <-chan struct{} { return c.settled }
 
 // Start begins probing at once.
 func (c *Checker) Start() {
@@ -72,7 +79,7 @@ func (c *Checker) MarkDown(err error) {
 
 func (c *Checker) run(ctx context.Context) {
 	defer close(c.done)
-	everHealthy := false
+	everHealthy, settled := false, false
 	wait := firstProbeInterval
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -104,6 +111,10 @@ func (c *Checker) run(ctx context.Context) {
 		c.mu.Unlock()
 		if now != was {
 			c.onChange(now, err)
+		}
+		if !settled && (now || err != nil) {
+			settled = true
+			close(c.settled)
 		}
 		if now {
 			everHealthy = true

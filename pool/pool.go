@@ -35,6 +35,11 @@ type Config struct {
 	Name string
 	// Workers says what to run and how many.
 	Workers worker.Spec
+	// Source, if set, finds endpoints that something else started,
+	// instead of spawning Workers: each candidate it lists is probed
+	// with Health and serves while the probe passes. Recycle and Watch
+	// must be unset; only Workers.StopTimeout applies (the drain).
+	Source Source
 	// Health says how to probe each worker.
 	Health health.Config
 	// StartupTimeout bounds the time from start to first healthy probe.
@@ -72,6 +77,8 @@ type Pool struct {
 
 	stopRecycler context.CancelFunc // nil without Config.Recycle
 	recyclerDone chan struct{}
+
+	disc *discovery // nil when the pool spawns its workers
 }
 
 // member is the pool's view of one running process.
@@ -120,6 +127,13 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 	if p.bal, err = balancer.New(bcfg); err != nil {
 		return nil, err
 	}
+	if cfg.Source != nil {
+		if cfg.Recycle.enabled() || len(cfg.Watch) > 0 {
+			return nil, errors.New("recycling and watch restart processes; a pool with a Source spawns none")
+		}
+		p.disc = &discovery{src: cfg.Source, found: map[health.Target]*found{}}
+		return p, nil
+	}
 	p.sup, err = worker.New(cfg.Workers, worker.Hooks{Started: p.started, Exited: p.exited}, log)
 	if err != nil {
 		return nil, err
@@ -135,6 +149,10 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 // Start starts the workers (and the file watch). Requests get 503 until
 // one is healthy.
 func (p *Pool) Start() {
+	if p.disc != nil {
+		p.startDiscovery()
+		return
+	}
 	p.sup.Start()
 	if p.watch != nil {
 		p.watch.start(p)
@@ -153,6 +171,10 @@ func (p *Pool) Start() {
 // server still finishes requests, so the workers must outlive those.
 func (p *Pool) Stop() {
 	p.settle(p.stopTimeout())
+	if p.disc != nil {
+		p.stopDiscovery()
+		return
+	}
 	if p.watch != nil {
 		p.watch.stop()
 	}
@@ -166,11 +188,36 @@ func (p *Pool) Stop() {
 // ServeHTTP proxies r to a healthy worker.
 func (p *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.bal.ServeHTTP(w, r) }
 
-// Count is the number of worker slots.
-func (p *Pool) Count() int { return p.sup.Count() }
+// Count is the number of worker slots; for a pool with a Source, the
+// number of candidates it lists now.
+func (p *Pool) Count() int {
+	if p.disc != nil {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.disc.found)
+	}
+	return p.sup.Count()
+}
+
+// Discovered reports whether the pool's endpoints come from a Source.
+func (p *Pool) Discovered() bool { return p.disc != nil }
+
+// WaitReady returns once the pool is ready to take over traffic, or with
+// the context's error: every spawned worker healthy; for a pool with a
+// Source, each candidate it lists probed once (or healthy).
+func (p *Pool) WaitReady(ctx context.Context) error {
+	if p.disc != nil {
+		return p.waitSettled(ctx)
+	}
+	return p.WaitHealthy(ctx, p.Count())
+}
 
 // Healthy is the number of workers in rotation.
 func (p *Pool) Healthy() int { return len(p.bal.Endpoints()) }
+
+// Endpoints returns the endpoints in rotation now; the slice must not be
+// modified.
+func (p *Pool) Endpoints() []*balancer.Endpoint { return p.bal.Endpoints() }
 
 // WaitHealthy returns once at least n workers are in rotation, or with
 // the context's error.
@@ -282,6 +329,10 @@ func (p *Pool) watchHung(m *member, err error) {
 func (p *Pool) passiveDown(e *balancer.Endpoint) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.disc != nil {
+		p.passiveDownFound(e)
+		return
+	}
 	for _, m := range p.members {
 		if m.ep == e {
 			p.log.Warn("worker failing requests; out of rotation until its health check passes",
@@ -302,6 +353,9 @@ func (p *Pool) passiveDown(e *balancer.Endpoint) {
 // rotation, finishes its requests and stops. Capacity never drops below
 // Count() healthy workers. It returns how many workers it replaced.
 func (p *Pool) RollingRestart(ctx context.Context) (int, error) {
+	if p.disc != nil {
+		return 0, ErrNotSpawned
+	}
 	replaced := 0
 	for id := 1; id <= p.Count(); id++ {
 		m := p.member(id)
@@ -431,6 +485,16 @@ type Status struct {
 
 // Status reports every worker slot.
 func (p *Pool) Status() Status {
+	if p.disc != nil {
+		ws := p.discoveredStatus()
+		st := Status{Name: p.cfg.Name, Total: len(ws), Queued: p.bal.QueueLen(), Workers: ws}
+		for _, w := range ws {
+			if w.Healthy {
+				st.Healthy++
+			}
+		}
+		return st
+	}
 	slots := p.sup.Status()
 	st := Status{Name: p.cfg.Name, Total: len(slots), Queued: p.bal.QueueLen(), Workers: make([]WorkerStatus, len(slots))}
 	// Memory is read from /proc outside the lock.

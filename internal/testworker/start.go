@@ -23,21 +23,68 @@ func FreePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// FreePortRange returns the first of n consecutive loopback ports that
+// nobody listens on now.
+func FreePortRange(t testing.TB, n int) int {
+	t.Helper()
+	for range 100 {
+		first := FreePort(t)
+		if first+n-1 > 65535 {
+			continue
+		}
+		var lns []net.Listener
+		ok := true
+		for p := first; p < first+n && ok; p++ {
+			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err != nil {
+				ok = false
+				break
+			}
+			lns = append(lns, ln)
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if ok {
+			return first
+		}
+	}
+	t.Fatalf("no %d consecutive free loopback ports", n)
+	return 0
+}
+
 // Proc is a worker process started by Start.
 type Proc struct {
 	PID     int
 	Network string
 	Address string
 	client  *http.Client
+	cmd     *exec.Cmd
+	exited  chan struct{}
 }
 
 // Start runs the test binary as a worker in mode on a free loopback port,
 // waits until it answers, and kills it when the test ends.
 func Start(t testing.TB, mode string) *Proc {
 	t.Helper()
-	port := FreePort(t)
+	return StartAt(t, mode, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t))))
+}
+
+// StartAt is Start on a given address: network "tcp" with a loopback
+// host:port, or "unix" with a socket path.
+func StartAt(t testing.TB, mode, network, address string) *Proc {
+	t.Helper()
 	cmd := exec.Command(Command())
-	cmd.Env = append(os.Environ(), ModeEnv+"="+mode, "GORACE=atexit_sleep_ms=0", "HOST=127.0.0.1", "PORT="+strconv.Itoa(port))
+	cmd.Env = append(os.Environ(), ModeEnv+"="+mode, "GORACE=atexit_sleep_ms=0")
+	if network == "unix" {
+		cmd.Env = append(cmd.Env, "SOCKET_PATH="+address)
+	} else {
+		host, port, err := net.SplitHostPort(address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Env = append(cmd.Env, "HOST="+host, "PORT="+port)
+	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -48,7 +95,7 @@ func Start(t testing.TB, mode string) *Proc {
 		_ = cmd.Process.Kill()
 		<-exited
 	})
-	p := &Proc{PID: cmd.Process.Pid, Network: "tcp", Address: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	p := &Proc{PID: cmd.Process.Pid, Network: network, Address: address, cmd: cmd, exited: exited}
 	p.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -61,6 +108,12 @@ func Start(t testing.TB, mode string) *Proc {
 		return err == nil
 	})
 	return p
+}
+
+// Kill kills the worker and returns once it is gone.
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
 }
 
 // Do sends a request straight to the worker and returns the body.
