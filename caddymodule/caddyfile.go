@@ -58,6 +58,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        half_open_requests <n>
 //	        statuses           <code...>
 //	    }
+//	    validate {
+//	        max_body       <size>
+//	        max_query      <bytes>
+//	        max_headers    <n>
+//	        methods        <method...>
+//	        content_types  <media type...>
+//	        openapi        <file>
+//	        unknown_routes reject|pass
+//	    }
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -248,6 +257,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := h.parseBreaker(d); err != nil {
 				return err
 			}
+		case "validate":
+			v, err := parseValidateBlock(d)
+			if err != nil {
+				return err
+			}
+			h.Validation = v
 		default:
 			return d.Errf("unrecognized worker_pool option %q; see the README for the options", opt)
 		}

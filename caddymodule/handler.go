@@ -25,6 +25,7 @@ import (
 	"github.com/caddy-workerpool/caddy-workerpool/balancer"
 	"github.com/caddy-workerpool/caddy-workerpool/health"
 	"github.com/caddy-workerpool/caddy-workerpool/pool"
+	"github.com/caddy-workerpool/caddy-workerpool/validate"
 	"github.com/caddy-workerpool/caddy-workerpool/worker"
 )
 
@@ -172,9 +173,15 @@ type Handler struct {
 	// Breaker configures each worker's circuit breaker.
 	Breaker *Breaker `json:"breaker,omitempty"`
 
-	pool   *pool.Pool
-	key    string
-	logger *zap.Logger
+	// Validation checks requests before they reach a worker: limits and
+	// an optional OpenAPI document (see validate.Config). It is not part
+	// of the pool's identity: changing it on reload keeps the workers.
+	Validation *validate.Config `json:"validate,omitempty"`
+
+	pool      *pool.Pool
+	key       string
+	logger    *zap.Logger
+	validator *validate.Validator
 }
 
 // Breaker configures the circuit breaker that each worker has. Failing
@@ -269,6 +276,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
+	if err := h.provisionValidation(); err != nil {
+		return err
+	}
 	key, err := h.poolKey()
 	if err != nil {
 		return err
@@ -322,9 +332,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// poolKey identifies the pool's whole configuration.
+// poolKey identifies the pool's whole configuration, request validation
+// left out: it changes nothing about the workers.
 func (h *Handler) poolKey() (string, error) {
-	b, err := json.Marshal(h)
+	spec := *h
+	spec.Validation = nil
+	b, err := json.Marshal(&spec)
 	if err != nil {
 		return "", fmt.Errorf("worker_pool: %w", err)
 	}
@@ -467,6 +480,12 @@ func (h *Handler) Validate() error {
 // ServeHTTP proxies the request to a worker. It never calls next: the
 // pool answers every request it gets, with 503 when no worker is healthy.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if h.validator != nil {
+		var ok bool
+		if w, r, ok = serveValidation(h.validator, w, r); !ok {
+			return nil
+		}
+	}
 	h.pool.ServeHTTP(w, r)
 	return nil
 }
