@@ -3,6 +3,7 @@
 //
 //	cd bench && go run . scheduling [-duration 20s] [-loads 0.5,0.8]
 //	cd bench && go run . scheduling -mix io [-io-rate 400]
+//	cd bench && (cd validation-js && npm install) && go run . validation [-rounds 5] [-duration 5s]
 //
 // It installs nothing: it needs Node.js (on every machine of this
 // project) and builds our Caddy from ../cmd/caddy. Every process it
@@ -13,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 )
 
 func main() {
@@ -36,12 +38,25 @@ func main() {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
+	case "validation":
+		fs := flag.NewFlagSet("validation", flag.ExitOnError)
+		opts := validationOptions{}
+		fs.IntVar(&opts.rounds, "rounds", 5, "rounds; each runs every contender once, in turn")
+		fs.DurationVar(&opts.duration, "duration", 5*time.Second, "length of each measured run")
+		fs.IntVar(&opts.concurrency, "concurrency", 16, "clients sending back to back")
+		fs.StringVar(&opts.caddy, "caddy", "", "our Caddy binary (default: build ../cmd/caddy)")
+		fs.StringVar(&opts.out, "out", "results", "directory for the Markdown result")
+		_ = fs.Parse(os.Args[2:])
+		if err := runValidation(opts); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run . scheduling [flags]   (go run . scheduling -h for the flags)")
+	fmt.Fprintln(os.Stderr, "usage: go run . scheduling|validation [flags]   (go run . <scenario> -h for the flags)")
 	os.Exit(2)
 }

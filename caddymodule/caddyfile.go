@@ -64,6 +64,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    tracing [on|off] {
 //	        route <name>
 //	    }
+//	    validate {
+//	        max_body       <size>
+//	        max_query      <bytes>
+//	        max_headers    <n>
+//	        methods        <method...>
+//	        content_types  <media type...>
+//	        openapi        <file>
+//	        unknown_routes reject|pass
+//	    }
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -258,6 +267,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := h.parseBreaker(d); err != nil {
 				return err
 			}
+		case "validate":
+			v, err := parseValidateBlock(d)
+			if err != nil {
+				return err
+			}
+			h.Validation = v
 		default:
 			if ok, err := h.unmarshalDiscovery(d, opt); err != nil {
 				return err

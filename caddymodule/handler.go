@@ -26,6 +26,7 @@ import (
 	"github.com/caddy-workerpool/caddy-workerpool/health"
 	"github.com/caddy-workerpool/caddy-workerpool/pool"
 	"github.com/caddy-workerpool/caddy-workerpool/tracing"
+	"github.com/caddy-workerpool/caddy-workerpool/validate"
 	"github.com/caddy-workerpool/caddy-workerpool/worker"
 )
 
@@ -179,14 +180,20 @@ type Handler struct {
 	// It is not part of the pool: changing it keeps the workers.
 	Tracing *Tracing `json:"tracing,omitempty"`
 
+	// Validation checks requests before they reach a worker: limits and
+	// an optional OpenAPI document (see validate.Config). It is not part
+	// of the pool's identity: changing it on reload keeps the workers.
+	Validation *validate.Config `json:"validate,omitempty"`
+
 	// Discovery: workers found rather than spawned (discover, consul),
 	// and registration in Consul (consul_register).
 	Discovery
 
-	pool   *pool.Pool
-	key    string
-	logger *zap.Logger
-	tracer *tracing.Tracer // nil when tracing is off
+	pool      *pool.Pool
+	key       string
+	logger    *zap.Logger
+	tracer    *tracing.Tracer // nil when tracing is off
+	validator *validate.Validator
 }
 
 // Breaker configures the circuit breaker that each worker has. Failing
@@ -281,6 +288,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
+	if err := h.provisionValidation(); err != nil {
+		return err
+	}
 	key, err := h.poolKey()
 	if err != nil {
 		return err
@@ -341,10 +351,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 }
 
 // poolKey identifies the pool's configuration: all of the handler's but
-// what applies to requests before they reach the pool.
+// what applies to requests before they reach the pool (tracing,
+// validation), which changes nothing about the workers.
 func (h *Handler) poolKey() (string, error) {
 	poolOnly := *h
 	poolOnly.Tracing = nil
+	poolOnly.Validation = nil
 	b, err := json.Marshal(&poolOnly)
 	if err != nil {
 		return "", fmt.Errorf("worker_pool: %w", err)
@@ -497,6 +509,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		var end func()
 		w, r, end = h.startTrace(w, r)
 		defer end()
+	}
+	if h.validator != nil {
+		var ok bool
+		if w, r, ok = serveValidation(h.validator, w, r); !ok {
+			return nil
+		}
 	}
 	h.pool.ServeHTTP(w, r)
 	return nil

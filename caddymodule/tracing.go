@@ -25,10 +25,6 @@ type Tracing struct {
 	Route string `json:"route,omitempty"`
 }
 
-// RoutePlaceholder is the placeholder that holds the route template a
-// request matched; it names spans when set.
-const RoutePlaceholder = "http.worker_pool.route"
-
 // tracingOn reports whether this handler traces: its config turns
 // tracing on (or off), else the environment decides.
 func (h *Handler) tracingOn() bool {

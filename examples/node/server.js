@@ -9,6 +9,19 @@
 //   GET  /healthz   200 "ok" (the pool's health check)
 //   GET  /stats     {"pid", "worker", "requests"}: requests this process served
 //   POST /echo      answers with the request body and its Content-Type
+//   POST /orders    reads a JSON order (openapi.json's Order), answers 201
+//                   {"bytes", "sha256", "items"}: the body as it arrived
+//   GET  /orders/ID {"id"}
+//
+// /stats counts every request this process received except /healthz and
+// /stats themselves, unknown paths included: the validation tests use it
+// to show that a refused request never reached a worker.
+//
+// VALIDATE_WITH=ajv makes POST /orders check the body against
+// openapi.json's Order schema itself, with ajv (for the benchmark that
+// compares validating in Go with validating in the worker). Only then
+// does it need npm packages: `npm install ajv ajv-formats` where Node
+// finds them (NODE_PATH). Without it the app has no dependencies.
 //
 // Every response carries X-Seen-Traceparent with the W3C traceparent the
 // request came with, if any: the pool's tracing continues the client's
@@ -24,6 +37,7 @@
 // but /healthz.
 
 const http = require('node:http');
+const crypto = require('node:crypto');
 
 const pid = process.pid;
 const worker = Number(process.env.WORKER_ID || 0);
@@ -44,6 +58,26 @@ function busy(ms) {
     // Spin: this is the CPU-heavy request a single-threaded worker
     // cannot serve anything else during.
   }
+}
+
+// checkOrder is ajv's compiled Order schema, or null: the body is trusted
+// (checked before it got here, or not at all).
+let checkOrder = null;
+if (process.env.VALIDATE_WITH === 'ajv') {
+  const Ajv2020 = require('ajv/dist/2020');
+  const addFormats = require('ajv-formats');
+  const doc = require('./openapi.json');
+  const ajv = new Ajv2020({ allErrors: false, strict: false });
+  addFormats(ajv);
+  ajv.addSchema({ $id: 'openapi', components: doc.components });
+  checkOrder = ajv.compile({ $ref: 'openapi#/components/schemas/Order' });
+}
+
+function readBody(req, done) {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => done(Buffer.concat(chunks)));
+  req.on('error', () => {});
 }
 
 const faulty = process.env.FAULT_WORKER === String(worker) ? process.env.FAULT : '';
@@ -95,7 +129,29 @@ const server = http.createServer((req, res) => {
       req.pipe(res);
       return;
     }
+    case '/orders':
+      if (req.method !== 'POST') {
+        res.setHeader('Allow', 'POST');
+        return json(res, 405, { error: 'use POST' });
+      }
+      return readBody(req, (body) => {
+        let order;
+        try {
+          order = JSON.parse(body);
+        } catch {
+          return json(res, 400, { error: 'not JSON' });
+        }
+        if (checkOrder && !checkOrder(order)) {
+          return json(res, 400, { error: 'invalid order', errors: checkOrder.errors });
+        }
+        const sha256 = crypto.createHash('sha256').update(body).digest('hex');
+        const items = Array.isArray(order && order.items) ? order.items.length : 0;
+        return json(res, 201, { bytes: body.length, sha256, items });
+      });
     default:
+      if (url.pathname.startsWith('/orders/')) {
+        return json(res, 200, { id: decodeURIComponent(url.pathname.slice('/orders/'.length)) });
+      }
       return json(res, 404, { error: 'not found', path: url.pathname });
   }
 });

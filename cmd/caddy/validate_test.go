@@ -1,0 +1,187 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
+)
+
+// startValidatingCaddy runs our Caddy with one worker of the example app
+// behind worker_pool with the given validate block.
+func startValidatingCaddy(t *testing.T, validate string) *caddyProc {
+	t.Helper()
+	app, err := filepath.Abs("../../examples/node/server.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	port := testworker.FreePort(t)
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+}
+
+http://127.0.0.1:%d {
+	worker_pool {
+		command node %s
+		count 1
+		health_uri /healthz
+		health_interval 100ms
+		stop_timeout 5s
+		validate {
+			%s
+		}
+	}
+}
+`, port, app, validate)
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := runCaddy(t, dir, port, path, nil)
+	waitPIDs(t, c, 1)
+	return c
+}
+
+// served is how many requests the worker received (its /stats counts
+// every request but /healthz and /stats).
+func served(t *testing.T, c *caddyProc) int {
+	t.Helper()
+	resp, err := client.Get(c.url + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s struct{ Requests int }
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/stats: %s %v", resp.Status, err)
+	}
+	return s.Requests
+}
+
+const e2eOrder = `{"id":"7c9e6679-7425-40de-944b-e07fc1f90ae7","createdAt":"2026-11-20T10:00:00Z","status":"paid",
+"customer":{"email":"a@example.com","name":"Ann"},"items":[{"sku":"ABC-1234","qty":2,"note":null}]}`
+
+// chunked is a body of unknown length: the client sends it chunked.
+type chunked struct{ io.Reader }
+
+func TestValidationRefusesBeforeTheWorker(t *testing.T) {
+	doc, _ := filepath.Abs("../../examples/node/openapi.json")
+	c := startValidatingCaddy(t, "max_body 4KiB\n\t\t\topenapi "+doc)
+	big := `{"pad":"` + strings.Repeat("x", 8<<10) + `"}`
+	orderWith := func(from, to string) string { return strings.Replace(e2eOrder, from, to, 1) }
+	for _, tc := range []struct {
+		name, method, path, ctype string
+		body                      io.Reader
+		status                    int
+		pointer                   string
+	}{
+		{"invalid JSON", "POST", "/orders", "application/json", strings.NewReader(`{"id":`), 400, "/body"},
+		{"wrong type", "POST", "/orders", "application/json", strings.NewReader(orderWith(`"qty":2`, `"qty":"2"`)), 400, "/body/items/0/qty"},
+		{"missing required", "POST", "/orders", "application/json", strings.NewReader(orderWith(`"sku":"ABC-1234",`, ``)), 400, "/body/items/0/sku"},
+		{"extra field", "POST", "/orders", "application/json", strings.NewReader(orderWith(`"qty":2`, `"qty":2,"gift":true`)), 400, "/body/items/0/gift"},
+		{"enum", "POST", "/orders", "application/json", strings.NewReader(orderWith(`"paid"`, `"lost"`)), 400, "/body/status"},
+		{"format", "POST", "/orders", "application/json", strings.NewReader(orderWith(`a@example.com`, `nobody`)), 400, "/body/customer/email"},
+		{"too large, declared", "POST", "/orders", "application/json", strings.NewReader(big), 413, ""},
+		{"too large, chunked", "POST", "/orders", "application/json", chunked{strings.NewReader(big)}, 413, ""},
+		{"wrong content type", "POST", "/orders", "text/plain", strings.NewReader(e2eOrder), 415, ""},
+		{"bad path parameter", "GET", "/orders/42", "", nil, 400, "/path/orderId"},
+		{"bad query parameter", "GET", "/work?ms=-1", "", nil, 400, "/query/ms"},
+		{"unknown route", "GET", "/admin", "", nil, 404, ""},
+		{"wrong method", "DELETE", "/orders", "", nil, 405, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := served(t, c)
+			req, err := http.NewRequest(tc.method, c.url+tc.path, tc.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.ctype != "" {
+				req.Header.Set("Content-Type", tc.ctype)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Fatalf("%s %s: %s %q, want %d problem+json: %s", tc.method, tc.path, resp.Status, resp.Header.Get("Content-Type"), tc.status, body)
+			}
+			if tc.status == 405 && resp.Header.Get("Allow") != "POST" {
+				t.Fatalf("Allow %q, want POST", resp.Header.Get("Allow"))
+			}
+			if tc.pointer != "" && !strings.Contains(string(body), `"pointer":"`+tc.pointer+`"`) {
+				t.Fatalf("no error at %s: %s", tc.pointer, body)
+			}
+			if after := served(t, c); after != before {
+				t.Fatalf("the worker received the request: its count went from %d to %d", before, after)
+			}
+		})
+	}
+
+	// A valid order reaches the worker with the very bytes the client
+	// sent, streamed or not; the worker's count shows it arrived.
+	want := sha256.Sum256([]byte(e2eOrder))
+	for _, body := range []io.Reader{strings.NewReader(e2eOrder), chunked{strings.NewReader(e2eOrder)}} {
+		before := served(t, c)
+		resp, err := client.Post(c.url+"/orders", "application/json", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Bytes  int
+			SHA256 string
+		}
+		err = json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if resp.StatusCode != 201 || err != nil || got.SHA256 != hex.EncodeToString(want[:]) || got.Bytes != len(e2eOrder) {
+			t.Fatalf("valid order: %s %+v %v", resp.Status, got, err)
+		}
+		if after := served(t, c); after != before+1 {
+			t.Fatalf("worker count went from %d to %d for one valid request", before, after)
+		}
+	}
+}
+
+// A streamed body that passes max_body while the worker already reads it
+// is cut: the worker sees a broken body, the client a 413.
+func TestStreamedBodyCutWhileProxied(t *testing.T) {
+	c := startValidatingCaddy(t, "max_body 1KiB")
+	pr, pw := io.Pipe()
+	go func() {
+		chunk := []byte(strings.Repeat("x", 512))
+		for range 64 {
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	defer pr.Close()
+	resp, err := client.Post(c.url+"/orders", "application/json", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 413 || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("%s %q: %s", resp.Status, resp.Header.Get("Content-Type"), body)
+	}
+	// The pool still serves: the cut counted against the client, not the worker.
+	testworker.Eventually(t, 5*time.Second, "the worker serving after the cut", func() bool {
+		_, code, err := get(c.url + "/")
+		return err == nil && code == 200
+	})
+}
