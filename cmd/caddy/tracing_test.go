@@ -130,6 +130,7 @@ func TestTracesOnTheWire(t *testing.T) {
 	defer collector.Close()
 
 	app, _ := filepath.Abs("../../examples/node/server.js")
+	spec, _ := filepath.Abs("../../examples/node/openapi.json")
 	dir := t.TempDir()
 	port := testworker.FreePort(t)
 	pool := fmt.Sprintf(`command node %s
@@ -161,10 +162,14 @@ http://127.0.0.1:%d {
 	handle {
 		worker_pool {
 			%s
+			validate {
+				openapi %s
+				unknown_routes pass
+			}
 		}
 	}
 }
-`, port, pool, pool, pool)
+`, port, pool, pool, pool, spec)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
@@ -210,6 +215,10 @@ http://127.0.0.1:%d {
 	})
 	if server.scope != tracing.ScopeName || server.service != "e2e-front" {
 		t.Errorf("server span from scope %q, service %q", server.scope, server.service)
+	}
+	// The OpenAPI route the request matched names the span.
+	if server.span.Name != "GET /work" || attr(server.span, "http.route") != "/work" {
+		t.Errorf("server span %q with http.route %q, want GET /work and /work", server.span.Name, attr(server.span, "http.route"))
 	}
 	if server.parentID() != clientSpan {
 		t.Errorf("server span's parent %s, want the client's %s", server.parentID(), clientSpan)
