@@ -93,7 +93,9 @@ http://127.0.0.1:%d {
 	// One request held by a worker, so the page has something in flight.
 	blocked := make(chan error, 1)
 	go func() {
-		resp, err := client.Get(base + "/block")
+		// Held while Chromium runs twice: longer than client's timeout.
+		long := &http.Client{Timeout: 2 * time.Minute}
+		resp, err := long.Get(base + "/block")
 		if err == nil {
 			resp.Body.Close()
 		}
