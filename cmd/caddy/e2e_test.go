@@ -281,3 +281,40 @@ func TestWorkerPoolCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestCaddyfileExample runs the README's main command's config,
+// Caddyfile.example, on a free port: the example app answers through
+// the pool, and a bad order gets a 400 from Caddy.
+func TestCaddyfileExample(t *testing.T) {
+	root, _ := filepath.Abs("../..")
+	example, err := os.ReadFile(filepath.Join(root, "Caddyfile.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := testworker.FreePort(t)
+	cfg := strings.Replace(string(example), ":8080 {", fmt.Sprintf("http://127.0.0.1:%d {", port), 1)
+	cfg = strings.ReplaceAll(cfg, " examples/node/", " "+root+"/examples/node/")
+	cfg = strings.Replace(cfg, "auto_https off", "auto_https off\n\tadmin off", 1)
+	if cfg == string(example) {
+		t.Fatal("Caddyfile.example changed shape; update this test")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := runCaddy(t, dir, port, path, nil)
+	testworker.Eventually(t, 30*time.Second, "the example app through Caddy", func() bool {
+		r, code, err := get(c.url + "/")
+		return err == nil && code == 200 && r.PID > 0
+	})
+	resp, err := client.Post(c.url+"/orders", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(body), `"pointer":"/body/items"`) {
+		t.Fatalf("bad order: %s %s", resp.Status, body)
+	}
+}
