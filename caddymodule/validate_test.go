@@ -72,6 +72,8 @@ func TestValidateBlockChangesKeepWorkers(t *testing.T) {
 	}
 
 	load(t, site(port, "count 2\n\t\tvalidate {\n\t\t\tmethods GET DELETE\n\t\t}"))
+	// The old server closed (or reset) our idle connections.
+	client.CloseIdleConnections()
 	if resp, body := send(t, "DELETE", url); resp.StatusCode != 200 {
 		t.Fatalf("DELETE after the reload allowed it: %s %s", resp.Status, body)
 	}

@@ -397,6 +397,7 @@ type requestBody struct {
 type mediaType struct {
 	pattern string
 	schema  *jsonschema.Schema
+	fast    *fastSchema // nil when the schema needs the general validator
 }
 
 func (b *builder) requestBody(node any, ptr string) (*requestBody, error) {
@@ -415,6 +416,7 @@ func (b *builder) requestBody(node any, ptr string) (*requestBody, error) {
 			if mt.schema, err = b.schema(sch, ptr+"/content/"+escape(key)+"/schema"); err != nil {
 				return nil, err
 			}
+			mt.fast = compileFast(mt.schema)
 		}
 		rb.media = append(rb.media, mt)
 		rb.types = append(rb.types, pattern)
@@ -462,17 +464,22 @@ func (rb *requestBody) check(r *http.Request, hasBody bool, mt string, limit int
 	if err != nil {
 		return nil, err
 	}
-	if errs := checkJSON(media.schema, body, "/body"); len(errs) > 0 {
+	if errs := checkJSON(media.schema, media.fast, body, "/body"); len(errs) > 0 {
 		return nil, &Error{Status: http.StatusBadRequest, Detail: "the request's body does not match the API", Errors: errs}
 	}
 	return body, nil
 }
 
-// checkJSON parses body as JSON and checks it against s.
-func checkJSON(s *jsonschema.Schema, body []byte, prefix string) []problem.FieldError {
+// checkJSON parses body as JSON and checks it against s: against its
+// fast form if it has one, and against s itself, for the errors, when
+// that refuses the body (or there is none).
+func checkJSON(s *jsonschema.Schema, fast *fastSchema, body []byte, prefix string) []problem.FieldError {
 	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
 	if err != nil {
 		return []problem.FieldError{{Pointer: prefix, Detail: jsonSyntaxDetail(err)}}
+	}
+	if fast != nil && fast.valid(v) {
+		return nil
 	}
 	return schemaErrors(s.Validate(v), prefix)
 }
