@@ -111,6 +111,43 @@ func rssBytes(pids []int) int64 {
 	return sum
 }
 
+// parsePss returns Pss in bytes from the text of /proc/<pid>/smaps_rollup.
+func parsePss(s string) (int64, error) {
+	for line := range strings.Lines(s) {
+		rest, ok := strings.CutPrefix(line, "Pss:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("Pss line %q", strings.TrimSpace(line))
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("Pss: %w", err)
+		}
+		return kb * 1024, nil
+	}
+	return 0, fmt.Errorf("no Pss line")
+}
+
+// pssBytes is the sum of the processes' proportional set sizes: a page
+// shared by k processes counts 1/k in each, so processes of one binary
+// (nginx's workers, Caddy's reapers) do not count its code k times.
+func pssBytes(pids []int) int64 {
+	var sum int64
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+		if err != nil {
+			continue
+		}
+		if n, err := parsePss(string(b)); err == nil {
+			sum += n
+		}
+	}
+	return sum
+}
+
 // descendants returns root and every process below it, found by their
 // parent pids in /proc.
 func descendants(root int) []int {

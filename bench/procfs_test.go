@@ -59,3 +59,14 @@ func TestProcOfThisProcess(t *testing.T) {
 		t.Error("the test binary taken for a Node worker")
 	}
 }
+
+func TestParsePss(t *testing.T) {
+	rollup := "55d0c0000000-7ffd5fd7c000 ---p 00000000 00:00 0    [rollup]\nRss:               51200 kB\nPss:               20480 kB\nPss_Anon:          10240 kB\n"
+	n, err := parsePss(rollup)
+	if err != nil || n != 20480*1024 {
+		t.Fatalf("Pss = %d, %v", n, err)
+	}
+	if pssBytes([]int{os.Getpid()}) <= 0 {
+		t.Error("no PSS for this process")
+	}
+}

@@ -194,23 +194,27 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 
 	if len(rep.Memory) > 0 {
 		b.WriteString("## 5. Memory: the proxy's resident set\n\n")
-		b.WriteString("VmRSS from `/proc/<pid>/status`, summed over the proxy's processes (as in scenario 1; nginx's master and workers " +
-			"share pages that count once per process). Idle: after start-up and the readiness check. Idle connections: after opening " +
-			"that many keep-alive client connections, one `GET /` answered on each, then left idle. Per connection = (RSS with them − idle) / " +
-			"connections still open when measured. Under load: the peak during scenario 1's load. For Node cluster and PM2 the client " +
-			"connections live in the workers: \"all\" counts every process of the contender.\n\n")
-		b.WriteString("| contender | RSS idle MiB | RSS under load MiB | RSS with idle conns MiB | conns open / opened / wanted | bytes per conn (proxy) | bytes per conn (all processes) |\n|---|---|---|---|---|---|---|\n")
+		b.WriteString("VmRSS from `/proc/<pid>/status`, summed over the proxy's processes (as in scenario 1); pages that several " +
+			"processes share (nginx's master and workers, Caddy and its reapers, which are Caddy's binary) count once per process, so " +
+			"PSS (`/proc/<pid>/smaps_rollup`, shared pages divided among their users) is given beside it. Idle: after start-up and the " +
+			"readiness check. Under load: the peak during scenario 1's load (64 connections, `GET /`). Idle connections: after the load, " +
+			"that many keep-alive client connections are opened, one `GET /` answered on each, then left idle; per connection = (RSS " +
+			"with them − RSS just before) / connections still open when measured. Node closes a connection idle for 5 s " +
+			"(`keepAliveTimeout`), so where Node holds the client connections (node-single, cluster, PM2) only those opened in the last " +
+			"5 s are still open and the figure per connection is rough. For Node cluster and PM2 the client connections live in the " +
+			"workers: \"all\" counts every process of the contender.\n\n")
+		b.WriteString("| contender | RSS idle MiB | PSS idle MiB | RSS under load MiB | RSS with idle conns MiB | conns open / opened / wanted | bytes per conn (proxy) | bytes per conn (all processes) |\n|---|---|---|---|---|---|---|---|\n")
 		var per, idle []bar
 		for _, r := range rep.Memory {
-			fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f | %d / %d / %d | %d | %d |\n", r.Contender, mib(r.ProxyIdle), mib(r.ProxyLoad), mib(r.ProxyConns),
+			fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f | %.1f | %d / %d / %d | %d | %d |\n", r.Contender, mib(r.ProxyIdle), mib(r.ProxyIdlePSS), mib(r.ProxyLoad), mib(r.ProxyConns),
 				r.ConnsOpen, r.ConnsOpened, r.ConnsWanted, r.ProxyPerConn, r.AllPerConn)
 			per = append(per, bar{Label: r.Contender, Value: float64(r.AllPerConn), Ours: ours(r.Contender)})
 			if r.Contender != "node-single" {
-				idle = append(idle, bar{Label: r.Contender, Value: mib(r.ProxyIdle), Ours: ours(r.Contender)})
+				idle = append(idle, bar{Label: r.Contender, Value: mib(r.ProxyIdlePSS), Ours: ours(r.Contender)})
 			}
 		}
 		charts[base+"-memory-conn.svg"] = barChart("Memory per idle keep-alive connection, all processes (lower is better)", "B", per)
-		charts[base+"-memory-idle.svg"] = barChart("Proxy RSS when idle (lower is better)", "MiB", idle)
+		charts[base+"-memory-idle.svg"] = barChart("Proxy memory when idle, PSS (lower is better)", "MiB", idle)
 		fmt.Fprintf(&b, "\n![memory per connection](%s-memory-conn.svg)\n![idle RSS](%s-memory-idle.svg)\n\n", base, base)
 	}
 	b.WriteString("Reproduce: `cd bench && go run . suite")

@@ -104,9 +104,12 @@ type failureRun struct {
 type memoryRun struct {
 	Contender    string `json:"contender"`
 	ProxyIdle    int64  `json:"proxy_rss_idle_bytes"`
+	ProxyIdlePSS int64  `json:"proxy_pss_idle_bytes"`
 	ProxyLoad    int64  `json:"proxy_rss_load_bytes"`
+	ProxyBefore  int64  `json:"proxy_rss_before_conns_bytes"`
 	ProxyConns   int64  `json:"proxy_rss_idle_conns_bytes"`
 	AllIdle      int64  `json:"all_rss_idle_bytes"`
+	AllBefore    int64  `json:"all_rss_before_conns_bytes"`
 	AllConns     int64  `json:"all_rss_idle_conns_bytes"`
 	ConnsWanted  int    `json:"idle_conns_wanted"`
 	ConnsOpened  int    `json:"idle_conns_opened"`
@@ -442,8 +445,9 @@ func recovery(ok []int, killedAt float64) (baseline, back float64) {
 	return baseline, -1
 }
 
-// memory: the RSS of the proxy's processes idle, with conns idle
-// keep-alive client connections open, and under the proxy-cost load.
+// memory: the RSS of the proxy's processes idle, under the proxy-cost
+// load, and with conns idle keep-alive client connections open (measured
+// against the RSS just before they opened, after the load).
 func memory(c contender, conns int, l lengths, tmp string) (memoryRun, error) {
 	r, err := launch(c)
 	if err != nil {
@@ -453,20 +457,7 @@ func memory(c contender, conns int, l lengths, tmp string) (memoryRun, error) {
 	time.Sleep(time.Second)
 	proxy, workers := r.split()
 	all := append(slices.Clone(proxy), workers...)
-	m := memoryRun{Contender: c.name, ConnsWanted: conns, ProxyIdle: rssBytes(proxy), AllIdle: rssBytes(all)}
-	open, _ := idleConns(r.url+"/", conns)
-	m.ConnsOpened = len(open)
-	time.Sleep(500 * time.Millisecond)
-	m.ProxyConns, m.AllConns = rssBytes(proxy), rssBytes(all)
-	m.ConnsOpen = stillOpen(open)
-	for _, c := range open {
-		c.Close()
-	}
-	if m.ConnsOpen > 0 {
-		m.ProxyPerConn = (m.ProxyConns - m.ProxyIdle) / int64(m.ConnsOpen)
-		m.AllPerConn = (m.AllConns - m.AllIdle) / int64(m.ConnsOpen)
-	}
-	time.Sleep(500 * time.Millisecond)
+	m := memoryRun{Contender: c.name, ConnsWanted: conns, ProxyIdle: rssBytes(proxy), ProxyIdlePSS: pssBytes(proxy), AllIdle: rssBytes(all)}
 	stop := make(chan struct{})
 	peak := make(chan int64)
 	go func() {
@@ -489,8 +480,22 @@ func memory(c contender, conns int, l lengths, tmp string) (memoryRun, error) {
 	if err != nil {
 		return m, err
 	}
-	fmt.Fprintf(os.Stderr, "memory %-13s proxy RSS idle %.1f MiB, load %.1f MiB, %d conns %.1f MiB (%d B/conn; all processes %d B/conn), %d of %d open\n",
-		c.name, mib(m.ProxyIdle), mib(m.ProxyLoad), m.ConnsOpened, mib(m.ProxyConns), m.ProxyPerConn, m.AllPerConn, m.ConnsOpen, conns)
+	time.Sleep(time.Second)
+	m.ProxyBefore, m.AllBefore = rssBytes(proxy), rssBytes(all)
+	open, _ := idleConns(r.url+"/", conns)
+	m.ConnsOpened = len(open)
+	time.Sleep(500 * time.Millisecond)
+	m.ProxyConns, m.AllConns = rssBytes(proxy), rssBytes(all)
+	m.ConnsOpen = stillOpen(open)
+	for _, c := range open {
+		c.Close()
+	}
+	if m.ConnsOpen > 0 {
+		m.ProxyPerConn = (m.ProxyConns - m.ProxyBefore) / int64(m.ConnsOpen)
+		m.AllPerConn = (m.AllConns - m.AllBefore) / int64(m.ConnsOpen)
+	}
+	fmt.Fprintf(os.Stderr, "memory %-13s proxy RSS idle %.1f MiB (PSS %.1f), load %.1f MiB, %d conns %.1f MiB (%d B/conn; all processes %d B/conn), %d of %d open\n",
+		c.name, mib(m.ProxyIdle), mib(m.ProxyIdlePSS), mib(m.ProxyLoad), m.ConnsOpened, mib(m.ProxyConns), m.ProxyPerConn, m.AllPerConn, m.ConnsOpen, conns)
 	return m, nil
 }
 
