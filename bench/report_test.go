@@ -76,7 +76,7 @@ func TestBarChartIsWellFormedSVG(t *testing.T) {
 }
 
 func TestFormatValue(t *testing.T) {
-	for v, want := range map[float64]string{12345: "12345", 12.345: "12.3", 1.234: "1.23", 0.01234: "0.0123", 0: "0"} {
+	for v, want := range map[float64]string{12345: "12345", 12.345: "12.3", 1.234: "1.23", 0.01234: "0.0123", 0: "0", 4: "4"} {
 		if got := formatValue(v); got != want {
 			t.Errorf("formatValue(%v) = %q, want %q", v, got, want)
 		}

@@ -66,11 +66,12 @@ func barChart(title, unit string, bars []bar) string {
 }
 
 // formatValue prints v with three significant digits at most, without
-// exponent: 12345 → 12345, 12.345 → 12.3, 0.01234 → 0.0123.
+// exponent: 12345 → 12345, 12.345 → 12.3, 0.01234 → 0.0123; a whole
+// number (a count) without decimals.
 func formatValue(v float64) string {
 	av := math.Abs(v)
 	switch {
-	case av >= 100 || v == 0:
+	case av >= 100 || v == math.Trunc(v):
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case av >= 10:
 		return strconv.FormatFloat(v, 'f', 1, 64)
