@@ -250,15 +250,23 @@ func renderGoals(rep *suiteReport) []goal {
 	for _, r := range rep.ProxyCost {
 		pc[r.Contender] = r
 	}
+	// The verdict is the defaults'; pool-tuned's figure is given beside.
+	tuned := func(ref float64) string {
+		if t, ok := pc["pool-tuned"]; ok && ref > 0 {
+			return fmt.Sprintf(" (pool-tuned %.0f: %.2f×)", t.ProxyCPUms, t.ProxyCPUms/ref)
+		}
+		return ""
+	}
 	if p, ok := pc["pool-default"]; ok {
 		if n, ok := pc["nginx"]; ok && n.ProxyCPUms > 0 {
 			ratio := p.ProxyCPUms / n.ProxyCPUms
 			gs = append(gs, goal{"Proxy CPU per request within 1.5× of nginx's",
-				fmt.Sprintf("pool-default %.0f ms / 10k, nginx %.0f: %.2f×", p.ProxyCPUms, n.ProxyCPUms, ratio), verdict(ratio <= 1.5)})
+				fmt.Sprintf("pool-default %.0f ms / 10k, nginx %.0f: %.2f×%s", p.ProxyCPUms, n.ProxyCPUms, ratio, tuned(n.ProxyCPUms)), verdict(ratio <= 1.5)})
 		}
 		if c, ok := pc["caddy-rp"]; ok && c.ProxyCPUms > 0 {
 			gs = append(gs, goal{"Proxy CPU per request below stock reverse_proxy's",
-				fmt.Sprintf("pool-default %.0f ms / 10k, caddy-rp %.0f: %.2f×", p.ProxyCPUms, c.ProxyCPUms, p.ProxyCPUms/c.ProxyCPUms), verdict(p.ProxyCPUms < c.ProxyCPUms)})
+				fmt.Sprintf("pool-default %.0f ms / 10k, caddy-rp %.0f: %.2f×%s", p.ProxyCPUms, c.ProxyCPUms, p.ProxyCPUms/c.ProxyCPUms, tuned(c.ProxyCPUms)),
+				verdict(p.ProxyCPUms < c.ProxyCPUms)})
 		}
 	}
 	if len(rep.Scaling) > 0 {
