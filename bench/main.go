@@ -1,19 +1,24 @@
 // Command bench runs caddy-workerpool against the tools its users would
 // otherwise pick, on this machine, and writes the figures to results/.
 //
+//	cd bench && go run . suite [--quick] [--workers N] [--scenarios proxy,scaling,hetero,failure,memory]
 //	cd bench && go run . scheduling [-duration 20s] [-loads 0.5,0.8]
 //	cd bench && go run . scheduling -mix io [-io-rate 400]
+//	cd bench && go run . report results/<date>-<host>.json
 //	cd bench && (cd validation-js && npm install) && go run . validation [-rounds 5] [-duration 5s]
 //
-// It installs nothing: it needs Node.js (on every machine of this
-// project) and builds our Caddy from ../cmd/caddy. Every process it
-// starts listens on loopback and is stopped before it exits.
+// It installs nothing: it needs Node.js and our Caddy (built from
+// ../cmd/caddy unless -caddy names one); wrk, nginx, HAProxy and PM2 are
+// used when installed, and a missing one is reported as skipped with the
+// command that installs it. Every process it starts listens on loopback
+// and is stopped before it exits.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -51,12 +56,42 @@ func main() {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
+	case "suite":
+		fs := flag.NewFlagSet("suite", flag.ExitOnError)
+		opts := suiteOptions{}
+		fs.BoolVar(&opts.quick, "quick", false, "short runs: the whole suite in under 10 minutes on 2 cores")
+		fs.IntVar(&opts.workers, "workers", 0, "app processes per contender (default: the number of CPUs)")
+		fs.StringVar(&opts.scenarios, "scenarios", "", "comma-separated scenarios: "+strings.Join(allScenarios, ",")+" (default: all)")
+		fs.StringVar(&opts.only, "only", "", "comma-separated contender names to run (default: all)")
+		fs.StringVar(&opts.caddy, "caddy", "", "our Caddy binary (default: build ../cmd/caddy)")
+		fs.StringVar(&opts.out, "out", "results", "directory for the JSON, Markdown and SVG results")
+		fs.BoolVar(&opts.keep, "keep", false, "keep the contenders' configs and logs (the path is printed)")
+		fs.IntVar(&opts.idleConns, "idle-conns", 10000, "memory: idle keep-alive client connections to open")
+		fs.StringVar(&nodeBin, "node", "node", "the node binary")
+		fs.StringVar(&appFile, "app", "", "the example app (default: ../examples/node/server.js)")
+		fs.StringVar(&peersDir, "peers", "", "directory of node-cluster.js (default: peers/)")
+		_ = fs.Parse(os.Args[2:])
+		if err := runSuite(opts); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	case "report":
+		if len(os.Args) != 3 {
+			usage()
+		}
+		if err := rerender(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: go run . scheduling|validation [flags]   (go run . <scenario> -h for the flags)")
+	fmt.Fprintln(os.Stderr, `usage: go run . suite [flags]        (go run . suite -h for the flags)
+       go run . scheduling [flags]   (go run . scheduling -h for the flags)
+       go run . validation [flags]   (go run . validation -h for the flags)
+       go run . report results/<date>-<host>.json   (Markdown and charts again)`)
 	os.Exit(2)
 }

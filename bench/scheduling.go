@@ -133,7 +133,7 @@ func runScheduling(o schedulingOptions) error {
 	for _, load := range loads {
 		rate := load * rep.CapacityPS
 		for _, c := range contenders {
-			st, err := openLoop(c, rate, o.duration, o.mix)
+			st, err := openLoop(c, rate, 2*time.Second, o.duration, o.mix)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
@@ -173,32 +173,15 @@ func (m *mix) targeter() vegeta.Targeter {
 	}
 }
 
-func launch(c contender) (string, func(), error) {
-	port, err := freePort()
-	if err != nil {
-		return "", nil, err
-	}
-	stop, err := c.start(port)
-	if err != nil {
-		return "", nil, err
-	}
-	url := "http://127.0.0.1:" + strconv.Itoa(port)
-	if err := waitReady(url, benchWorkers); err != nil {
-		stop()
-		return "", nil, err
-	}
-	return url, stop, nil
-}
-
 // measureCapacity drives c with concurrency clients back to back and
 // returns the completed requests per second.
 func measureCapacity(c contender, concurrency int, d time.Duration, scenario string) (float64, error) {
-	url, stop, err := launch(c)
+	r, err := launch(c)
 	if err != nil {
 		return 0, err
 	}
-	defer stop()
-	m := &mix{base: url, io: scenario == "io"}
+	defer r.stop()
+	m := &mix{base: r.url, io: scenario == "io"}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
 	var done atomic.Int64
 	deadline := time.Now().Add(d)
@@ -222,20 +205,20 @@ func measureCapacity(c contender, concurrency int, d time.Duration, scenario str
 	return float64(done.Load()) / d.Seconds(), nil
 }
 
-// openLoop offers rate requests per second to c for d (after a warm-up)
-// and measures what came back.
-func openLoop(c contender, rate float64, d time.Duration, scenario string) (runStats, error) {
-	url, stop, err := launch(c)
+// openLoop offers rate requests per second to c for d (after warm of the
+// same) and measures what came back.
+func openLoop(c contender, rate float64, warm, d time.Duration, scenario string) (runStats, error) {
+	r, err := launch(c)
 	if err != nil {
 		return runStats{}, err
 	}
-	defer stop()
-	m := &mix{base: url, io: scenario == "io"}
+	defer r.stop()
+	m := &mix{base: r.url, io: scenario == "io"}
 	pacer := vegeta.ConstantPacer{Freq: int(rate), Per: time.Second}
 	newAttacker := func() *vegeta.Attacker {
 		return vegeta.NewAttacker(vegeta.Timeout(30*time.Second), vegeta.KeepAlive(true))
 	}
-	for range newAttacker().Attack(m.targeter(), pacer, 2*time.Second, "warmup") {
+	for range newAttacker().Attack(m.targeter(), pacer, warm, "warmup") {
 	}
 	var fast, all []time.Duration
 	st := runStats{Contender: c.name, Rate: rate}

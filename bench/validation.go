@@ -64,7 +64,7 @@ func runValidation(o validationOptions) error {
 		// Rotate the order so that no contender always goes first.
 		for i := range contenders {
 			c := contenders[(i+round)%len(contenders)]
-			rps, err := closedLoop(c, o.concurrency, o.duration)
+			rps, err := postOrders(c, o.concurrency, o.duration)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
@@ -97,15 +97,16 @@ func runValidation(o validationOptions) error {
 	return nil
 }
 
-// closedLoop starts c, warms it up, then has concurrency clients post
+// postOrders starts c, warms it up, then has concurrency clients post
 // orders back to back for d, and returns the 201s per second. Any other
 // answer is an error: every contender must accept every request.
-func closedLoop(c contender, concurrency int, d time.Duration) (float64, error) {
-	url, stop, err := launch(c)
+func postOrders(c contender, concurrency int, d time.Duration) (float64, error) {
+	r, err := launch(c)
 	if err != nil {
 		return 0, err
 	}
-	defer stop()
+	defer r.stop()
+	url := r.url
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
 	body := []byte(validationOrder)
 	post := func() (int, error) {

@@ -1,0 +1,351 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// ours reports whether a contender is this module.
+func ours(name string) bool { return strings.HasPrefix(name, "pool-") }
+
+// writeSuite writes the JSON, the Markdown report and its charts into
+// dir as <date>-<host>.*.
+func writeSuite(dir string, rep *suiteReport) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	base := rep.Date + "-" + rep.Host
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, base+".json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	return renderFiles(dir, base, rep)
+}
+
+// renderFiles writes the Markdown and SVG files of rep.
+func renderFiles(dir, base string, rep *suiteReport) error {
+	md, charts := renderReport(rep, base)
+	for name, svg := range charts {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(svg), 0o644); err != nil {
+			return err
+		}
+	}
+	path := filepath.Join(dir, base+".md")
+	if err := os.WriteFile(path, []byte(md), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "wrote", path, "and", len(charts), "charts")
+	return nil
+}
+
+// rerender reads a results JSON and writes its Markdown and charts again.
+func rerender(jsonPath string) error {
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return err
+	}
+	var rep suiteReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", jsonPath, err)
+	}
+	return renderFiles(filepath.Dir(jsonPath), strings.TrimSuffix(filepath.Base(jsonPath), ".json"), &rep)
+}
+
+// goal is one line of the goals table.
+type goal struct{ Goal, Measured, Verdict string }
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "missed"
+}
+
+// renderReport returns the Markdown report and the charts (file name →
+// SVG) it links to, named after base.
+func renderReport(rep *suiteReport, base string) (string, map[string]string) {
+	charts := map[string]string{}
+	var b strings.Builder
+	mode := "full"
+	if rep.Quick {
+		mode = "--quick"
+	}
+	fmt.Fprintf(&b, "# caddy-workerpool against its alternatives\n\n")
+	fmt.Fprintf(&b, "%s on `%s`: %d CPUs, %d workers per contender, %s run; load average %s at the start, %s at the end. ",
+		rep.Date, rep.Host, rep.CPUs, rep.Workers, mode, rep.LoadStart, rep.LoadEnd)
+	fmt.Fprintf(&b, "Load generator: %s. Open files: %d. The load generator, the proxy and the workers share the machine's CPUs.\n\n", rep.Loadgen, rep.NoFile)
+	var names []string
+	for k := range rep.Versions {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		fmt.Fprintf(&b, "- %s: `%s`\n", k, rep.Versions[k])
+	}
+	skipped := mapKeys(rep.Skipped)
+	for _, k := range skipped {
+		fmt.Fprintf(&b, "- **%s** %s\n", k, rep.Skipped[k])
+	}
+	for _, e := range rep.Errors {
+		fmt.Fprintf(&b, "- **%s** failed in %s: %s\n", e.Contender, e.Scenario, e.Error)
+	}
+	fmt.Fprintf(&b, "\nContenders: `node-single` (one Node process, no proxy), `node-cluster` (Node's `cluster`, `bench/peers/node-cluster.js`), "+
+		"`pm2` (`pm2 start server.js -i N`), `nginx` (`least_conn`, upstream keep-alive), `haproxy` (`balance leastconn`, `http-reuse always`), "+
+		"`caddy-rp` (stock `reverse_proxy`, `lb_policy least_conn`, our Caddy binary), `pool-default` (`worker_pool` with no options) and "+
+		"`pool-tuned` (`worker_pool` with the option the README recommends for the workload: %s).\n\n", tunedText(rep.TunedNotes))
+
+	goals := renderGoals(rep)
+	if len(goals) > 0 {
+		fmt.Fprintf(&b, "## Goals\n\n| goal | measured | |\n|---|---|---|\n")
+		for _, g := range goals {
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", g.Goal, g.Measured, g.Verdict)
+		}
+		b.WriteString("\n")
+	}
+
+	if len(rep.ProxyCost) > 0 {
+		b.WriteString("## 1. Proxy cost: `GET /` (a 30-byte JSON answer), closed loop, 64 connections\n\n")
+		b.WriteString("Proxy CPU is utime+stime from `/proc/<pid>/stat` of the proxy's processes, read before and after the measured run, " +
+			"per 10,000 answered requests: nginx's master and workers; HAProxy's one process; Caddy's process and, for `worker_pool`, " +
+			"the small reaper process per worker (Caddy's binary) that waits on its worker; Node cluster's primary; PM2's God daemon " +
+			"(the cluster primary of its workers). Node's cluster and PM2 hand each connection to a worker, which then reads it itself, " +
+			"so their primary's cost is per connection, not per request. \"All\" adds the Node workers' CPU.\n\n")
+		b.WriteString("| contender | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | proxy CPU ms / 10k req | all CPU ms / 10k req |\n|---|---|---|---|---|---|---|---|---|\n")
+		var cpu, rps []bar
+		for _, r := range rep.ProxyCost {
+			p := "— (no proxy)"
+			v := math.NaN()
+			if r.ProxyCPUms >= 0 {
+				p, v = fmt.Sprintf("%.0f", r.ProxyCPUms), r.ProxyCPUms
+			}
+			fmt.Fprintf(&b, "| %s | %.0f | %.2f | %.2f | %.2f | %.2f | %d | %s | %.0f |\n", r.Contender, r.Load.RPS,
+				r.Load.P50, r.Load.P90, r.Load.P99, r.Load.P999, r.Load.errors(), p, r.AllCPUms)
+			cpu = append(cpu, bar{Label: r.Contender, Value: v, Text: "no proxy", Ours: ours(r.Contender)})
+			rps = append(rps, bar{Label: r.Contender, Value: r.Load.RPS, Ours: ours(r.Contender)})
+		}
+		charts[base+"-proxy-cpu.svg"] = barChart("Proxy CPU per 10,000 requests (GET /, lower is better)", "ms", cpu)
+		charts[base+"-proxy-rps.svg"] = barChart("Throughput, GET / closed loop (higher is better)", "req/s", rps)
+		fmt.Fprintf(&b, "\n![proxy CPU](%s-proxy-cpu.svg)\n![throughput](%s-proxy-rps.svg)\n\n", base, base)
+	}
+
+	if len(rep.Scaling) > 0 {
+		b.WriteString("## 2. CPU-bound scaling: `GET /work?ms=2`, closed loop, 4 connections per worker\n\n")
+		b.WriteString("Efficiency = throughput / (N × one Node process's throughput without a proxy).\n\n")
+		b.WriteString("| contender | N | req/s | efficiency | p99 ms | errors |\n|---|---|---|---|---|---|\n")
+		maxN := 0
+		for _, r := range rep.Scaling {
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %.2f | %.2f | %d |\n", r.Contender, r.Workers, r.Throughput, r.Efficiency, r.Load.P99, r.Load.errors())
+			maxN = max(maxN, r.Workers)
+		}
+		var bars []bar
+		for _, r := range rep.Scaling {
+			if r.Workers == maxN && r.Contender != "node-single" {
+				bars = append(bars, bar{Label: r.Contender, Value: r.Efficiency, Ours: ours(r.Contender)})
+			}
+		}
+		charts[base+"-scaling.svg"] = barChart(fmt.Sprintf("Scaling efficiency at N = %d workers (GET /work?ms=2, 1.0 = perfect)", maxN), "", bars)
+		fmt.Fprintf(&b, "\n![scaling](%s-scaling.svg)\n\n", base)
+	}
+
+	if h := rep.Hetero; h != nil && len(h.Runs) > 0 {
+		fmt.Fprintf(&b, "## 3. Heterogeneous load: 95%% `GET /work?ms=1`, 5%% `GET /work?ms=50`, open loop\n\n")
+		fmt.Fprintf(&b, "The `scheduling` scenario's CPU mix (`go run . scheduling`), at fractions of the capacity of our pool at `max_inflight 1` "+
+			"(%.0f requests/s, closed loop); %s per run after a warm-up. \"fast\" are the 1 ms requests.\n\n", h.CapacityPS, h.Duration)
+		b.WriteString("| contender | load | throughput/s | errors | fast p50 ms | fast p99 ms | fast p99.9 ms | all p99 ms |\n|---|---|---|---|---|---|---|---|\n")
+		var bars []bar
+		for _, r := range h.Runs {
+			fmt.Fprintf(&b, "| %s | %.0f%% | %.0f | %d | %.1f | %.1f | %.1f | %.1f |\n", r.Contender, r.Load*100, r.Throughput, r.Errors,
+				r.FastP50, r.FastP99, r.FastP999, r.AllP99)
+			if r.Load == 0.8 {
+				bars = append(bars, bar{Label: r.Contender, Value: r.FastP99, Ours: ours(r.Contender)})
+			}
+		}
+		charts[base+"-hetero-p99.svg"] = barChart("p99 of the 1 ms requests at 80% load (lower is better)", "ms", bars)
+		fmt.Fprintf(&b, "\n![heterogeneous p99](%s-hetero-p99.svg)\n\n", base)
+	}
+
+	if len(rep.Failure) > 0 {
+		b.WriteString("## 4. Failure: SIGKILL of one worker under load\n\n")
+		b.WriteString("`GET /work?ms=2` (idempotent), closed loop, 4 connections per worker, with the harness's own HTTP/1.1 client, which never " +
+			"resends a request by itself (like wrk). Failed = transport errors plus non-2xx answers. Back = time from the kill until a " +
+			"500 ms window reaches 90% of the throughput before it. nginx, HAProxy and stock `reverse_proxy` have no process manager: " +
+			"nothing restarts their killed Node process (in production systemd or a container runtime would, in a second or more).\n\n")
+		b.WriteString("| contender | requests | failed | throughput before/s | killed at s | back after s | workers at the end |\n|---|---|---|---|---|---|---|\n")
+		var bars []bar
+		for _, r := range rep.Failure {
+			back := "not within the run"
+			if r.RecoveryS >= 0 {
+				back = fmt.Sprintf("%.1f", r.RecoveryS)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %.1f | %s | %d |\n", r.Contender, r.Requests, r.Failed, r.BaselinePS, r.KilledAtS, back, r.WorkersAfter)
+			bars = append(bars, bar{Label: r.Contender, Value: float64(r.Failed), Ours: ours(r.Contender)})
+		}
+		charts[base+"-failure.svg"] = barChart("Failed requests when a worker is killed (lower is better)", "", bars)
+		fmt.Fprintf(&b, "\n![failed requests](%s-failure.svg)\n\n", base)
+	}
+
+	if len(rep.Memory) > 0 {
+		b.WriteString("## 5. Memory: the proxy's resident set\n\n")
+		b.WriteString("VmRSS from `/proc/<pid>/status`, summed over the proxy's processes (as in scenario 1); pages that several " +
+			"processes share (nginx's master and workers, Caddy and its reapers, which are Caddy's binary) count once per process, so " +
+			"PSS (`/proc/<pid>/smaps_rollup`, shared pages divided among their users) is given beside it. Idle: after start-up and the " +
+			"readiness check. Under load: the peak during scenario 1's load (64 connections, `GET /`). Idle connections: after the load, " +
+			"that many keep-alive client connections are opened, one `GET /` answered on each, then left idle; per connection = (RSS " +
+			"with them − RSS just before) / connections still open when measured. Node closes a connection idle for 5 s " +
+			"(`keepAliveTimeout`), so where Node holds the client connections (node-single, cluster, PM2) only those opened in the last " +
+			"5 s are still open and the figure per connection is rough. For Node cluster and PM2 the client connections live in the " +
+			"workers: \"all\" counts every process of the contender.\n\n")
+		b.WriteString("| contender | RSS idle MiB | PSS idle MiB | RSS under load MiB | RSS with idle conns MiB | conns open / opened / wanted | bytes per conn (proxy) | bytes per conn (all processes) |\n|---|---|---|---|---|---|---|---|\n")
+		var per, idle []bar
+		for _, r := range rep.Memory {
+			fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f | %.1f | %d / %d / %d | %d | %d |\n", r.Contender, mib(r.ProxyIdle), mib(r.ProxyIdlePSS), mib(r.ProxyLoad), mib(r.ProxyConns),
+				r.ConnsOpen, r.ConnsOpened, r.ConnsWanted, r.ProxyPerConn, r.AllPerConn)
+			per = append(per, bar{Label: r.Contender, Value: float64(r.AllPerConn), Ours: ours(r.Contender)})
+			if r.Contender != "node-single" {
+				idle = append(idle, bar{Label: r.Contender, Value: mib(r.ProxyIdlePSS), Ours: ours(r.Contender)})
+			}
+		}
+		charts[base+"-memory-conn.svg"] = barChart("Memory per idle keep-alive connection, all processes (lower is better)", "B", per)
+		charts[base+"-memory-idle.svg"] = barChart("Proxy memory when idle, PSS (lower is better)", "MiB", idle)
+		fmt.Fprintf(&b, "\n![memory per connection](%s-memory-conn.svg)\n![idle RSS](%s-memory-idle.svg)\n\n", base, base)
+	}
+	b.WriteString("Reproduce: `cd bench && go run . suite")
+	if rep.Quick {
+		b.WriteString(" --quick")
+	}
+	fmt.Fprintf(&b, " --workers %d` (see bench/README.md).\n", rep.Workers)
+	return b.String(), charts
+}
+
+func tunedText(m map[string]string) string {
+	var parts []string
+	for _, k := range mapKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s `%s`", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func mapKeys(m map[string]string) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// renderGoals compares the figures the issue set goals for; a goal whose
+// figures are missing is left out.
+func renderGoals(rep *suiteReport) []goal {
+	var gs []goal
+	pc := map[string]proxyCostRun{}
+	for _, r := range rep.ProxyCost {
+		pc[r.Contender] = r
+	}
+	// The verdict is the defaults'; pool-tuned's figure is given beside.
+	tuned := func(ref float64) string {
+		if t, ok := pc["pool-tuned"]; ok && ref > 0 {
+			return fmt.Sprintf(" (pool-tuned %.0f: %.2f×)", t.ProxyCPUms, t.ProxyCPUms/ref)
+		}
+		return ""
+	}
+	if p, ok := pc["pool-default"]; ok {
+		if n, ok := pc["nginx"]; ok && n.ProxyCPUms > 0 {
+			ratio := p.ProxyCPUms / n.ProxyCPUms
+			gs = append(gs, goal{"Proxy CPU per request within 1.5× of nginx's",
+				fmt.Sprintf("pool-default %.0f ms / 10k, nginx %.0f: %.2f×%s", p.ProxyCPUms, n.ProxyCPUms, ratio, tuned(n.ProxyCPUms)), verdict(ratio <= 1.5)})
+		}
+		if c, ok := pc["caddy-rp"]; ok && c.ProxyCPUms > 0 {
+			gs = append(gs, goal{"Proxy CPU per request below stock reverse_proxy's",
+				fmt.Sprintf("pool-default %.0f ms / 10k, caddy-rp %.0f: %.2f×%s", p.ProxyCPUms, c.ProxyCPUms, p.ProxyCPUms/c.ProxyCPUms, tuned(c.ProxyCPUms)),
+				verdict(p.ProxyCPUms < c.ProxyCPUms)})
+		}
+	}
+	if len(rep.Scaling) > 0 {
+		eff := map[string]map[int]float64{}
+		maxN := 0
+		for _, r := range rep.Scaling {
+			if eff[r.Contender] == nil {
+				eff[r.Contender] = map[int]float64{}
+			}
+			eff[r.Contender][r.Workers] = r.Efficiency
+			maxN = max(maxN, r.Workers)
+		}
+		target := max(rep.CPUs-1, 1)
+		if e, ok := eff["pool-default"][target]; ok {
+			gs = append(gs, goal{fmt.Sprintf("Scaling efficiency ≥ 0.9 at N = cores − 1 = %d", target),
+				fmt.Sprintf("pool-default %.2f", e), verdict(e >= 0.9)})
+		}
+		if e, ok := eff["pool-default"][maxN]; ok {
+			var others []string
+			ahead := true
+			for _, peer := range []string{"node-cluster", "pm2"} {
+				if pe, ok := eff[peer][maxN]; ok {
+					others = append(others, fmt.Sprintf("%s %.2f", peer, pe))
+					ahead = ahead && e > pe
+				}
+			}
+			if len(others) > 0 {
+				gs = append(gs, goal{fmt.Sprintf("Scaling efficiency ahead of Node cluster and PM2 (N = %d)", maxN),
+					fmt.Sprintf("pool-default %.2f, %s", e, strings.Join(others, ", ")), verdict(ahead)})
+			}
+		}
+	}
+	if h := rep.Hetero; h != nil {
+		var pool, cluster *runStats
+		for i, r := range h.Runs {
+			if r.Load != 0.8 {
+				continue
+			}
+			switch r.Contender {
+			case "pool-default":
+				pool = &h.Runs[i]
+			case "node-cluster":
+				cluster = &h.Runs[i]
+			}
+		}
+		if pool != nil && cluster != nil && cluster.FastP99 > 0 {
+			ratio := pool.FastP99 / cluster.FastP99
+			gs = append(gs, goal{"Fast-request p99 at 80% load ≤ ¼ of Node cluster's",
+				fmt.Sprintf("pool-default %.1f ms, node-cluster %.1f ms: %.2f×", pool.FastP99, cluster.FastP99, ratio), verdict(ratio <= 0.25)})
+		}
+	}
+	for _, r := range rep.Failure {
+		if r.Contender != "pool-default" {
+			continue
+		}
+		var peers []string
+		for _, p := range rep.Failure {
+			if p.Contender == "node-cluster" || p.Contender == "pm2" {
+				peers = append(peers, fmt.Sprintf("%s %d", p.Contender, p.Failed))
+			}
+		}
+		gs = append(gs, goal{"Zero failed idempotent requests when a worker is killed",
+			fmt.Sprintf("pool-default %d failed of %d; %s", r.Failed, r.Requests, strings.Join(peers, ", ")), verdict(r.Failed == 0)})
+	}
+	mem := map[string]memoryRun{}
+	for _, r := range rep.Memory {
+		mem[r.Contender] = r
+	}
+	if p, ok := mem["pool-default"]; ok {
+		if c, ok := mem["caddy-rp"]; ok {
+			text := fmt.Sprintf("pool-default %d B per idle connection, caddy-rp %d B", p.ProxyPerConn, c.ProxyPerConn)
+			if n, ok := mem["nginx"]; ok {
+				text += fmt.Sprintf(", nginx %d B", n.ProxyPerConn)
+			}
+			// Within 10% (or 200 B) of stock Caddy counts as nothing added:
+			// that is the noise of two RSS readings of a Go heap.
+			gs = append(gs, goal{"Nothing per idle client connection beyond Caddy's own server", text,
+				verdict(float64(p.ProxyPerConn) <= math.Max(float64(c.ProxyPerConn)*1.1, float64(c.ProxyPerConn+200)))})
+		}
+	}
+	return gs
+}

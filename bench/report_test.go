@@ -1,0 +1,136 @@
+package main
+
+import (
+	"encoding/xml"
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestConfigs(t *testing.T) {
+	ports := []int{4001, 4002}
+	n := nginxConf("/tmp/x", 8080, ports, 20000)
+	for _, want := range []string{"listen 127.0.0.1:8080;", "least_conn;", "server 127.0.0.1:4001;", "server 127.0.0.1:4002;",
+		"keepalive 64;", "proxy_http_version 1.1;", `proxy_set_header Connection "";`, "worker_rlimit_nofile 20000;",
+		"worker_connections 10000;", "pid /tmp/x/nginx.pid;", "daemon off;"} {
+		if !strings.Contains(n, want) {
+			t.Errorf("nginx.conf lacks %q:\n%s", want, n)
+		}
+	}
+	if strings.Count(n, "{") != strings.Count(n, "}") {
+		t.Error("nginx.conf braces do not balance")
+	}
+	h := haproxyConf(8080, ports, 20000)
+	for _, want := range []string{"bind 127.0.0.1:8080", "balance leastconn", "server w1 127.0.0.1:4001", "server w2 127.0.0.1:4002",
+		"http-reuse always", "option http-keep-alive", "maxconn 9900"} {
+		if !strings.Contains(h, want) {
+			t.Errorf("haproxy.cfg lacks %q:\n%s", want, h)
+		}
+	}
+	c := caddyRPConf(8080, ports)
+	if !strings.Contains(c, "reverse_proxy 127.0.0.1:4001 127.0.0.1:4002 {") || !strings.Contains(c, "lb_policy least_conn") ||
+		!strings.Contains(c, "http://127.0.0.1:8080 {") || !strings.Contains(c, "admin off") {
+		t.Errorf("Caddyfile for reverse_proxy:\n%s", c)
+	}
+	w := workerPoolConf(8080, "/usr/bin/node", "/app/server.js", 3, "max_inflight 1")
+	if !strings.Contains(w, "command /usr/bin/node /app/server.js") || !strings.Contains(w, "count 3") || !strings.Contains(w, "max_inflight 1") {
+		t.Errorf("Caddyfile for worker_pool:\n%s", w)
+	}
+}
+
+func TestBarChartIsWellFormedSVG(t *testing.T) {
+	svg := barChart(`CPU <per> "10k" & more`, "ms", []bar{
+		{Label: "nginx", Value: 120},
+		{Label: "pool-default", Value: 60, Ours: true},
+		{Label: "node-single", Value: math.NaN(), Text: "no proxy"},
+	})
+	d := xml.NewDecoder(strings.NewReader(svg))
+	rects, texts := 0, 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			if err.Error() != "EOF" {
+				t.Fatalf("not well-formed XML: %v\n%s", err, svg)
+			}
+			break
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			switch se.Name.Local {
+			case "rect":
+				rects++
+			case "text":
+				texts++
+			}
+		}
+	}
+	// Background plus two bars; title, three labels, two values, one note.
+	if rects != 3 || texts != 7 {
+		t.Errorf("%d rects and %d texts, want 3 and 7:\n%s", rects, texts, svg)
+	}
+	if !strings.Contains(svg, `width="460.0"`) || !strings.Contains(svg, `width="230.0"`) {
+		t.Errorf("bars not scaled to the largest value (460 px and half of it):\n%s", svg)
+	}
+	if !strings.Contains(svg, "#1f77b4") || !strings.Contains(svg, "120 ms") || !strings.Contains(svg, "no proxy") {
+		t.Errorf("colour, value or note missing:\n%s", svg)
+	}
+}
+
+func TestFormatValue(t *testing.T) {
+	for v, want := range map[float64]string{12345: "12345", 12.345: "12.3", 1.234: "1.23", 0.01234: "0.0123", 0: "0", 4: "4"} {
+		if got := formatValue(v); got != want {
+			t.Errorf("formatValue(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+func TestRenderReport(t *testing.T) {
+	rep := &suiteReport{
+		Date: "2026-11-26", Host: "vm", CPUs: 2, Workers: 2, Quick: true, LoadStart: "0.5 0.4 0.3", LoadEnd: "1.9 1.0 0.5",
+		Versions: map[string]string{"nginx": "nginx/1.22.1"}, Skipped: map[string]string{"pm2": "skipped: install with `npm install -g pm2`"},
+		TunedNotes: map[string]string{"proxy": "max_inflight 0"},
+		ProxyCost: []proxyCostRun{
+			{Contender: "node-single", Load: loadResult{RPS: 30000}, ProxyCPUms: -1, AllCPUms: 100},
+			{Contender: "nginx", Load: loadResult{RPS: 28000}, ProxyCPUms: 100, AllCPUms: 250},
+			{Contender: "caddy-rp", Load: loadResult{RPS: 9000}, ProxyCPUms: 600},
+			{Contender: "pool-default", Load: loadResult{RPS: 10000}, ProxyCPUms: 500},
+		},
+		Scaling: []scalingRun{
+			{Contender: "node-single", Workers: 1, Throughput: 450, Efficiency: 1},
+			{Contender: "pool-default", Workers: 1, Throughput: 430, Efficiency: 0.955},
+			{Contender: "node-cluster", Workers: 2, Throughput: 700, Efficiency: 0.78},
+			{Contender: "pool-default", Workers: 2, Throughput: 720, Efficiency: 0.8},
+		},
+		Hetero: &heteroResult{CapacityPS: 500, Duration: "4s", Runs: []runStats{
+			{Contender: "node-cluster", Load: 0.8, FastP99: 40},
+			{Contender: "pool-default", Load: 0.8, FastP99: 5},
+		}},
+		Failure: []failureRun{{Contender: "pool-default", Requests: 3000}, {Contender: "node-cluster", Requests: 3000, Failed: 4, RecoveryS: -1}},
+		Memory: []memoryRun{
+			{Contender: "caddy-rp", ProxyPerConn: 4000, ConnsOpen: 10000},
+			{Contender: "pool-default", ProxyPerConn: 4100, ConnsOpen: 10000},
+			{Contender: "nginx", ProxyPerConn: 700},
+		},
+	}
+	md, charts := renderReport(rep, "2026-11-26-vm")
+	for _, want := range []string{
+		"| Proxy CPU per request within 1.5× of nginx's | pool-default 500 ms / 10k, nginx 100: 5.00× | missed |",
+		"| Proxy CPU per request below stock reverse_proxy's | pool-default 500 ms / 10k, caddy-rp 600: 0.83× | met |",
+		"| Scaling efficiency ≥ 0.9 at N = cores − 1 = 1 | pool-default 0.95 | met |",
+		"| Scaling efficiency ahead of Node cluster and PM2 (N = 2) | pool-default 0.80, node-cluster 0.78 | met |",
+		"| Fast-request p99 at 80% load ≤ ¼ of Node cluster's | pool-default 5.0 ms, node-cluster 40.0 ms: 0.12× | met |",
+		"| Zero failed idempotent requests when a worker is killed | pool-default 0 failed of 3000; node-cluster 4 | met |",
+		"pool-default 4100 B per idle connection, caddy-rp 4000 B, nginx 700 B | met |",
+		"| node-single | 30000 |", "— (no proxy)", "not within the run",
+		"**pm2** skipped: install with `npm install -g pm2`", "load average 0.5 0.4 0.3 at the start",
+		"![proxy CPU](2026-11-26-vm-proxy-cpu.svg)",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	for _, name := range []string{"proxy-cpu", "proxy-rps", "scaling", "hetero-p99", "failure", "memory-conn", "memory-idle"} {
+		if _, ok := charts["2026-11-26-vm-"+name+".svg"]; !ok {
+			t.Errorf("no %s chart", name)
+		}
+	}
+}

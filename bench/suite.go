@@ -1,0 +1,538 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// suiteOptions are the flags of `bench suite`.
+type suiteOptions struct {
+	quick     bool
+	workers   int
+	scenarios string
+	only      string
+	caddy     string
+	out       string
+	keep      bool
+	idleConns int
+}
+
+// The scenarios of the suite, in the order they run.
+var allScenarios = []string{"proxy", "scaling", "hetero", "failure", "memory"}
+
+// suiteReport is everything one run of the suite measured; it is written
+// as results/<date>-<host>.json and rendered from there.
+type suiteReport struct {
+	Date       string            `json:"date"`
+	Host       string            `json:"host"`
+	CPUs       int               `json:"cpus"`
+	Workers    int               `json:"workers"`
+	Quick      bool              `json:"quick"`
+	LoadStart  string            `json:"loadavg_start"`
+	LoadEnd    string            `json:"loadavg_end"`
+	Loadgen    string            `json:"load_generator"`
+	NoFile     uint64            `json:"rlimit_nofile"`
+	Versions   map[string]string `json:"versions"`
+	Skipped    map[string]string `json:"skipped,omitempty"`
+	TunedNotes map[string]string `json:"tuned_options"`
+	Scenarios  []string          `json:"scenarios"`
+
+	ProxyCost []proxyCostRun  `json:"proxy_cost,omitempty"`
+	Scaling   []scalingRun    `json:"scaling,omitempty"`
+	Hetero    *heteroResult   `json:"heterogeneous,omitempty"`
+	Failure   []failureRun    `json:"failure,omitempty"`
+	Memory    []memoryRun     `json:"memory,omitempty"`
+	Errors    []contenderFail `json:"errors,omitempty"`
+}
+
+// contenderFail is a contender that could not be measured in a scenario.
+type contenderFail struct {
+	Scenario  string `json:"scenario"`
+	Contender string `json:"contender"`
+	Error     string `json:"error"`
+}
+
+type proxyCostRun struct {
+	Contender string     `json:"contender"`
+	Load      loadResult `json:"load"`
+	// ProxyCPUms is the CPU time of the proxy's processes per 10,000
+	// answered requests, in milliseconds; NaN-free: -1 when there is no
+	// proxy (one Node process alone).
+	ProxyCPUms float64 `json:"proxy_cpu_ms_per_10k"`
+	// AllCPUms is the same for every process of the contender (proxy and
+	// workers), the load generator excluded.
+	AllCPUms   float64 `json:"all_cpu_ms_per_10k"`
+	ProxyProcs int     `json:"proxy_processes"`
+}
+
+type scalingRun struct {
+	Contender  string     `json:"contender"`
+	Workers    int        `json:"workers"`
+	Load       loadResult `json:"load"`
+	Throughput float64    `json:"throughput_per_s"`
+	Efficiency float64    `json:"efficiency"`
+}
+
+type heteroResult struct {
+	CapacityPS float64    `json:"capacity_per_s"`
+	Duration   string     `json:"duration"`
+	Runs       []runStats `json:"runs"`
+}
+
+type failureRun struct {
+	Contender string `json:"contender"`
+	Requests  int    `json:"requests"`
+	Failed    int    `json:"failed"`
+	// BaselinePS is the throughput before the kill, per second.
+	BaselinePS float64 `json:"baseline_per_s"`
+	KilledAtS  float64 `json:"killed_at_s"`
+	// RecoveryS is the time from the kill until a 500 ms window reaches
+	// 90% of the baseline again; -1 if it did not before the run ended.
+	RecoveryS float64 `json:"recovery_s"`
+	// WorkersAfter are the app processes alive at the end.
+	WorkersAfter int   `json:"workers_after"`
+	PerSlotOK    []int `json:"ok_per_100ms"`
+	PerSlotBad   []int `json:"failed_per_100ms"`
+}
+
+type memoryRun struct {
+	Contender    string `json:"contender"`
+	ProxyIdle    int64  `json:"proxy_rss_idle_bytes"`
+	ProxyIdlePSS int64  `json:"proxy_pss_idle_bytes"`
+	ProxyLoad    int64  `json:"proxy_rss_load_bytes"`
+	ProxyBefore  int64  `json:"proxy_rss_before_conns_bytes"`
+	ProxyConns   int64  `json:"proxy_rss_idle_conns_bytes"`
+	AllIdle      int64  `json:"all_rss_idle_bytes"`
+	AllBefore    int64  `json:"all_rss_before_conns_bytes"`
+	AllConns     int64  `json:"all_rss_idle_conns_bytes"`
+	ConnsWanted  int    `json:"idle_conns_wanted"`
+	ConnsOpened  int    `json:"idle_conns_opened"`
+	ConnsOpen    int    `json:"idle_conns_still_open"`
+	ProxyPerConn int64  `json:"proxy_bytes_per_idle_conn"`
+	AllPerConn   int64  `json:"all_bytes_per_idle_conn"`
+}
+
+// scenario lengths: quick fits the whole suite in under 10 minutes on 2
+// cores; full gives steadier figures.
+type lengths struct {
+	closed, warm, hetero, failure, killAt, capacity time.Duration
+}
+
+func suiteLengths(quick bool) lengths {
+	if quick {
+		return lengths{closed: 4 * time.Second, warm: time.Second, hetero: 4 * time.Second,
+			failure: 8 * time.Second, killAt: 3 * time.Second, capacity: 3 * time.Second}
+	}
+	return lengths{closed: 15 * time.Second, warm: 2 * time.Second, hetero: 20 * time.Second,
+		failure: 15 * time.Second, killAt: 5 * time.Second, capacity: 5 * time.Second}
+}
+
+// pool-tuned's options per scenario: what the README's "Choosing
+// max_inflight" recommends for that workload.
+var tunedOptions = map[string]string{
+	"proxy":   "max_inflight 0",
+	"memory":  "max_inflight 0",
+	"scaling": "max_inflight 1",
+	"hetero":  "max_inflight 1",
+	"failure": "max_inflight 1",
+}
+
+// contenders returns the suite's contenders with workers app processes
+// each, for scenario.
+func suiteContenders(scenario, caddy string, workers int, dir string) []contender {
+	return []contender{
+		nodeSingle(dir),
+		nodeCluster(workers, dir),
+		pm2Cluster(workers, dir),
+		nginxLeastConn(workers, dir),
+		haproxyLeastConn(workers, dir),
+		caddyReverseProxy(caddy, workers, dir),
+		workerPool("pool-default", caddy, workers, "", dir),
+		workerPool("pool-tuned", caddy, workers, tunedOptions[scenario], dir),
+	}
+}
+
+func runSuite(o suiteOptions) error {
+	tmp, err := os.MkdirTemp("", "workerpool-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintln(os.Stderr, "configs and logs in", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	scenarios := allScenarios
+	if o.scenarios != "" {
+		scenarios = strings.Split(o.scenarios, ",")
+		for _, s := range scenarios {
+			if !slices.Contains(allScenarios, s) {
+				return fmt.Errorf("-scenarios: %q is none of %s", s, strings.Join(allScenarios, ","))
+			}
+		}
+	}
+	if o.workers <= 0 {
+		o.workers = cpuCount()
+	}
+	caddy := o.caddy
+	if caddy == "" {
+		if caddy, err = buildCaddy(tmp); err != nil {
+			return err
+		}
+	}
+	host, _ := os.Hostname()
+	rep := &suiteReport{
+		Date: time.Now().UTC().Format("2006-01-02"), Host: host, CPUs: cpuCount(), Workers: o.workers,
+		Quick: o.quick, LoadStart: loadAvg(), NoFile: raiseNoFile(), Scenarios: scenarios,
+		Versions: toolVersions(caddy), Skipped: map[string]string{}, TunedNotes: tunedOptions,
+		Loadgen: "wrk (closed loop), the harness's Go client for the failure scenario",
+	}
+	if !haveWrk() {
+		rep.Loadgen = "the harness's Go client (wrk not installed: `apt-get install wrk`)"
+	}
+	fmt.Fprintf(os.Stderr, "bench: %d CPUs, %d workers, load %s, open files %d\n", rep.CPUs, o.workers, rep.LoadStart, rep.NoFile)
+	l := suiteLengths(o.quick)
+	keep := func(cs []contender) []contender {
+		if o.only != "" {
+			names := strings.Split(o.only, ",")
+			cs = slices.DeleteFunc(cs, func(c contender) bool { return !slices.Contains(names, c.name) })
+		}
+		for _, c := range cs {
+			if c.skip != "" {
+				rep.Skipped[c.name] = c.skip
+			}
+		}
+		return slices.DeleteFunc(cs, func(c contender) bool { return c.skip != "" })
+	}
+	fail := func(scenario, name string, err error) {
+		fmt.Fprintf(os.Stderr, "%s %s: %v\n", scenario, name, err)
+		rep.Errors = append(rep.Errors, contenderFail{scenario, name, err.Error()})
+	}
+	for _, sc := range scenarios {
+		start := time.Now()
+		switch sc {
+		case "proxy":
+			for _, c := range keep(suiteContenders(sc, caddy, o.workers, tmp)) {
+				run, err := proxyCost(c, l, tmp)
+				if err != nil {
+					fail(sc, c.name, err)
+					continue
+				}
+				rep.ProxyCost = append(rep.ProxyCost, run)
+			}
+		case "scaling":
+			rep.Scaling = scaling(o.workers, l, tmp, func(n int) []contender {
+				return keep(suiteContenders(sc, caddy, n, tmp))
+			}, fail)
+		case "hetero":
+			rep.Hetero = hetero(keep(suiteContenders(sc, caddy, o.workers, tmp)), caddy, o.workers, l, tmp, fail)
+		case "failure":
+			for _, c := range keep(suiteContenders(sc, caddy, o.workers, tmp)) {
+				if c.name == "node-single" {
+					continue // nothing to fail over to
+				}
+				run, err := failure(c, l)
+				if err != nil {
+					fail(sc, c.name, err)
+					continue
+				}
+				rep.Failure = append(rep.Failure, run)
+			}
+		case "memory":
+			for _, c := range keep(suiteContenders(sc, caddy, o.workers, tmp)) {
+				run, err := memory(c, o.idleConns, l, tmp)
+				if err != nil {
+					fail(sc, c.name, err)
+					continue
+				}
+				rep.Memory = append(rep.Memory, run)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s done in %s\n", sc, time.Since(start).Round(time.Second))
+	}
+	rep.LoadEnd = loadAvg()
+	return writeSuite(o.out, rep)
+}
+
+// proxyCost: GET / (a few dozen bytes), closed loop, 64 connections.
+func proxyCost(c contender, l lengths, tmp string) (proxyCostRun, error) {
+	r, err := launch(c)
+	if err != nil {
+		return proxyCostRun{}, err
+	}
+	defer r.stop()
+	if _, err := closedLoop(r.url+"/", 64, l.warm, tmp); err != nil {
+		return proxyCostRun{}, err
+	}
+	proxy, workers := r.split()
+	all := append(slices.Clone(proxy), workers...)
+	p0, a0 := cpuSeconds(proxy), cpuSeconds(all)
+	res, err := closedLoop(r.url+"/", 64, l.closed, tmp)
+	if err != nil {
+		return proxyCostRun{}, err
+	}
+	p1, a1 := cpuSeconds(proxy), cpuSeconds(all)
+	run := proxyCostRun{Contender: c.name, Load: res, ProxyProcs: len(proxy), ProxyCPUms: -1}
+	if good := res.good(); good > 0 {
+		if len(proxy) > 0 {
+			run.ProxyCPUms = (p1 - p0) * 1000 / float64(good) * 10000
+		}
+		run.AllCPUms = (a1 - a0) * 1000 / float64(good) * 10000
+	}
+	fmt.Fprintf(os.Stderr, "proxy %-13s %7.0f req/s  p50 %.2f p99 %.2f ms  proxy CPU %.0f ms/10k (%d procs)  all %.0f ms/10k  errors %d\n",
+		c.name, res.RPS, res.P50, res.P99, run.ProxyCPUms, len(proxy), run.AllCPUms, res.errors())
+	return run, nil
+}
+
+// scalingPath is the CPU-bound request of the scaling scenario.
+const scalingPath = "/work?ms=2"
+
+// workerCounts are the pool sizes the scaling scenario measures: powers
+// of two up to max, and max itself.
+func workerCounts(maxN int) []int {
+	var ns []int
+	for n := 1; n < maxN; n *= 2 {
+		ns = append(ns, n)
+	}
+	return append(ns, maxN)
+}
+
+// scaling: GET /work?ms=2 as fast as the contender answers with 1..N
+// workers, 4 connections per worker; efficiency is throughput over N
+// times one Node process's.
+func scaling(maxN int, l lengths, tmp string, contenders func(n int) []contender, fail func(string, string, error)) []scalingRun {
+	var runs []scalingRun
+	single := math.NaN()
+	for _, n := range workerCounts(maxN) {
+		for _, c := range contenders(n) {
+			if c.name == "node-single" && n != 1 {
+				continue
+			}
+			r, err := launch(c)
+			if err != nil {
+				fail("scaling", c.name, err)
+				continue
+			}
+			res, err := func() (loadResult, error) {
+				defer r.stop()
+				if _, err := closedLoop(r.url+scalingPath, 4*n, l.warm, tmp); err != nil {
+					return loadResult{}, err
+				}
+				return closedLoop(r.url+scalingPath, 4*n, l.closed, tmp)
+			}()
+			if err != nil {
+				fail("scaling", c.name, err)
+				continue
+			}
+			run := scalingRun{Contender: c.name, Workers: n, Load: res, Throughput: float64(res.good()) / res.DurationS}
+			if c.name == "node-single" {
+				single = run.Throughput
+			}
+			run.Efficiency = run.Throughput / (float64(n) * single)
+			if math.IsNaN(run.Efficiency) {
+				run.Efficiency = 0
+			}
+			fmt.Fprintf(os.Stderr, "scaling %-13s N=%-3d %7.0f req/s  efficiency %.2f  errors %d\n", c.name, n, run.Throughput, run.Efficiency, res.errors())
+			runs = append(runs, run)
+		}
+	}
+	return runs
+}
+
+// hetero is the scheduling scenario's CPU mix (95% 1 ms, 5% 50 ms) at
+// 50, 80 and 95% of capacity, open loop.
+func hetero(cs []contender, caddy string, workers int, l lengths, tmp string, fail func(string, string, error)) *heteroResult {
+	capC := workerPool("capacity", caddy, workers, "max_inflight 1", tmp)
+	capacity, err := measureCapacity(capC, 4*workers, l.capacity, "cpu")
+	if err != nil {
+		fail("hetero", "capacity", err)
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "hetero capacity %.0f req/s\n", capacity)
+	res := &heteroResult{CapacityPS: capacity, Duration: l.hetero.String()}
+	for _, load := range []float64{0.5, 0.8, 0.95} {
+		for _, c := range cs {
+			if c.name == "node-single" {
+				continue
+			}
+			st, err := openLoop(c, load*capacity, l.warm, l.hetero, "cpu")
+			if err != nil {
+				fail("hetero", c.name, err)
+				continue
+			}
+			st.Load = load
+			fmt.Fprintf(os.Stderr, "hetero %-13s load %.0f%%: fast p50 %.1f p99 %.1f p99.9 %.1f ms, %.0f/s, %d errors\n",
+				c.name, load*100, st.FastP50, st.FastP99, st.FastP999, st.Throughput, st.Errors)
+			res.Runs = append(res.Runs, st)
+		}
+	}
+	return res
+}
+
+// failure: GET /work?ms=2 from 4 connections per worker, closed loop;
+// one app process gets SIGKILL at l.killAt.
+func failure(c contender, l lengths) (failureRun, error) {
+	r, err := launch(c)
+	if err != nil {
+		return failureRun{}, err
+	}
+	defer r.stop()
+	tl := &timeline{start: time.Now()}
+	type result struct {
+		res loadResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := goClosedLoop(r.url+scalingPath, 4*c.workers, l.failure, tl)
+		done <- result{res, err}
+	}()
+	time.Sleep(l.killAt)
+	_, workers := r.split()
+	if len(workers) == 0 {
+		<-done
+		return failureRun{}, fmt.Errorf("no worker process found to kill")
+	}
+	killedAt := time.Since(tl.start).Seconds()
+	_ = syscall.Kill(slices.Min(workers), syscall.SIGKILL)
+	out := <-done
+	if out.err != nil {
+		return failureRun{}, out.err
+	}
+	_, after := r.split()
+	run := failureRun{
+		Contender: c.name, Requests: out.res.Requests, Failed: out.res.errors(), KilledAtS: killedAt,
+		WorkersAfter: len(after), PerSlotOK: tl.ok, PerSlotBad: tl.bad,
+	}
+	run.BaselinePS, run.RecoveryS = recovery(tl.ok, killedAt)
+	fmt.Fprintf(os.Stderr, "failure %-13s %d requests, %d failed, baseline %.0f/s, back in %.1f s, %d workers after\n",
+		c.name, run.Requests, run.Failed, run.BaselinePS, run.RecoveryS, run.WorkersAfter)
+	return run, nil
+}
+
+// recovery returns the throughput per second from 1 s after the start to
+// the kill, and the seconds from the kill until the first 500 ms window
+// that reaches 90% of it (-1: never). The last slot, cut short by the end
+// of the run, is left out.
+func recovery(ok []int, killedAt float64) (baseline, back float64) {
+	perS := float64(time.Second / slot)
+	k := int(killedAt * perS)
+	from := min(int(perS), k)
+	if k <= from || k > len(ok) {
+		return 0, -1
+	}
+	sum := 0
+	for _, n := range ok[from:k] {
+		sum += n
+	}
+	baseline = float64(sum) / float64(k-from) * perS
+	const window = 5
+	for i := k; i+window <= len(ok)-1; i++ {
+		w := 0
+		for _, n := range ok[i : i+window] {
+			w += n
+		}
+		if float64(w)*perS/window >= 0.9*baseline {
+			return baseline, math.Max(float64(i+window)/perS-killedAt, 0)
+		}
+	}
+	return baseline, -1
+}
+
+// memory: the RSS of the proxy's processes idle, under the proxy-cost
+// load, and with conns idle keep-alive client connections open (measured
+// against the RSS just before they opened, after the load).
+func memory(c contender, conns int, l lengths, tmp string) (memoryRun, error) {
+	r, err := launch(c)
+	if err != nil {
+		return memoryRun{}, err
+	}
+	defer r.stop()
+	time.Sleep(time.Second)
+	proxy, workers := r.split()
+	all := append(slices.Clone(proxy), workers...)
+	m := memoryRun{Contender: c.name, ConnsWanted: conns, ProxyIdle: rssBytes(proxy), ProxyIdlePSS: pssBytes(proxy), AllIdle: rssBytes(all)}
+	stop := make(chan struct{})
+	peak := make(chan int64)
+	go func() {
+		var p int64
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				peak <- p
+				return
+			case <-t.C:
+				p = max(p, rssBytes(proxy))
+			}
+		}
+	}()
+	_, err = closedLoop(r.url+"/", 64, l.closed, tmp)
+	close(stop)
+	m.ProxyLoad = <-peak
+	if err != nil {
+		return m, err
+	}
+	time.Sleep(time.Second)
+	m.ProxyBefore, m.AllBefore = rssBytes(proxy), rssBytes(all)
+	open, _ := idleConns(r.url+"/", conns)
+	m.ConnsOpened = len(open)
+	time.Sleep(500 * time.Millisecond)
+	m.ProxyConns, m.AllConns = rssBytes(proxy), rssBytes(all)
+	m.ConnsOpen = stillOpen(open)
+	for _, c := range open {
+		c.Close()
+	}
+	if m.ConnsOpen > 0 {
+		m.ProxyPerConn = (m.ProxyConns - m.ProxyBefore) / int64(m.ConnsOpen)
+		m.AllPerConn = (m.AllConns - m.AllBefore) / int64(m.ConnsOpen)
+	}
+	fmt.Fprintf(os.Stderr, "memory %-13s proxy RSS idle %.1f MiB (PSS %.1f), load %.1f MiB, %d conns %.1f MiB (%d B/conn; all processes %d B/conn), %d of %d open\n",
+		c.name, mib(m.ProxyIdle), mib(m.ProxyIdlePSS), mib(m.ProxyLoad), m.ConnsOpened, mib(m.ProxyConns), m.ProxyPerConn, m.AllPerConn, m.ConnsOpen, conns)
+	return m, nil
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// toolVersions asks each tool its version; a missing one is left out.
+func toolVersions(caddy string) map[string]string {
+	v := map[string]string{}
+	for name, argv := range map[string][]string{
+		"node":    {nodeBin, "--version"},
+		"nginx":   {"nginx", "-v"},
+		"haproxy": {"haproxy", "-v"},
+		"pm2":     {"pm2", "--version", "--no-daemon"},
+		"wrk":     {"wrk", "--version"},
+		"caddy":   {caddy, "version"},
+	} {
+		if name == "pm2" {
+			// `pm2 --version` starts PM2's daemon; read its package.json
+			// instead.
+			if ver := pm2Version(); ver != "" {
+				v[name] = ver
+			}
+			continue
+		}
+		out, _ := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		if line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n"); line != "" && !strings.Contains(line, "not found") {
+			v[name] = line
+		}
+	}
+	return v
+}
