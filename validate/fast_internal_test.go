@@ -1,6 +1,8 @@
 package validate
 
 import (
+	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -59,10 +61,19 @@ func BenchmarkBodySchema(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Run("decode", func(b *testing.B) {
+	b.Run("decode-encoding-json", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			_, _ = jsonschema.UnmarshalJSON(strings.NewReader(fastOrder))
+		}
+	})
+	body := []byte(fastOrder)
+	b.Run("decode-fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := decodeFast(body); !ok {
+				b.Fatal("handed over")
+			}
 		}
 	})
 	b.Run("general", func(b *testing.B) {
@@ -132,6 +143,32 @@ func FuzzFastAgrees(f *testing.F) {
 					t.Fatalf("%s: the fast form accepted what the schema refuses: %v\nbody: %s", m.schema.Location, err, body)
 				}
 			}
+		}
+	})
+}
+
+// FuzzDecodeJSON holds the reflection-free decoder to the standard one:
+// what it decodes, the standard decoder decodes to the same value.
+func FuzzDecodeJSON(f *testing.F) {
+	f.Add([]byte(fastOrder))
+	for _, s := range []string{
+		`{}`, `[]`, `""`, `0`, `-0`, `-0.5e+3`, `1E9`, `01`, `1.`, `.5`, `-`, `1e`, `true`, `tru`, `nullx`,
+		`{"a":1,"a":2}`, `{"a" : [ 1 , 2 ] }`, "\t[\n]\r ", `["\"\\\/\b\f\n\r\t"]`, `["\u00e9"]`, `["\ud800"]`,
+		"[\"\xff\"]", "[\"é\"]", "[\"\x01\"]", `[1,]`, `{"a":1,}`, `{"a"}`, `[1 2]`, `[] []`, `{"a":{"b":{"c":[[[]]]}}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, ok := decodeFast(body)
+		if !ok {
+			return
+		}
+		want, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("decoded %q, which encoding/json refuses: %v", body, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: decoded %#v, encoding/json %#v", body, got, want)
 		}
 	})
 }

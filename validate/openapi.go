@@ -1,7 +1,6 @@
 package validate
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -474,7 +473,7 @@ func (rb *requestBody) check(r *http.Request, hasBody bool, mt string, limit int
 // fast form if it has one, and against s itself, for the errors, when
 // that refuses the body (or there is none).
 func checkJSON(s *jsonschema.Schema, fast *fastSchema, body []byte, prefix string) []problem.FieldError {
-	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	v, err := decodeJSON(body)
 	if err != nil {
 		return []problem.FieldError{{Pointer: prefix, Detail: jsonSyntaxDetail(err)}}
 	}
