@@ -149,6 +149,11 @@ func helmTemplate(t *testing.T, kubeVersion string, values map[string]any) (*obj
 	if err != nil {
 		return nil, err
 	}
+	for i, line := range strings.Split(rel.Manifest, "\n") {
+		if strings.TrimRight(line, " \t") != line {
+			t.Errorf("chart with %v: line %d of the output ends in white space: %q", values, i+1, line)
+		}
+	}
 	return decodeAll(t, fmt.Sprintf("chart with %v", values), []byte(rel.Manifest)), nil
 }
 
