@@ -402,8 +402,10 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			b.report(r, st, http.StatusBadGateway)
 			return
 		}
-		if rb, ok := r.Body.(*replayBody); ok {
-			rb.Reset(rb.buf)
+		if err := rewindBody(r); err != nil {
+			problem.Write(w, problem.Details{Status: http.StatusBadGateway, Detail: e.workerName() + " did not answer"})
+			b.report(r, st, http.StatusBadGateway)
+			return
 		}
 	}
 }

@@ -106,12 +106,19 @@ var errBodyRead = errors.New("could not read the request body")
 // a body that is too large, or of unknown length, is streamed as it comes
 // and is not replayable. The buffer is the request's own, not pooled: a
 // transport may still read or close a body after its round trip ends.
+//
+// A body that a handler before the balancer already holds in memory
+// (request validation reads it whole) comes with GetBody, as a client's
+// request would: it is replayed from there, not copied again.
 func prepareBody(r *http.Request, limit int64) (bool, error) {
 	if r.Body == nil || r.Body == http.NoBody || (r.ContentLength == 0 && len(r.TransferEncoding) == 0) {
 		return true, nil
 	}
 	if r.ContentLength < 0 || r.ContentLength > limit {
 		return false, nil
+	}
+	if r.GetBody != nil {
+		return true, nil
 	}
 	rb := &replayBody{buf: make([]byte, r.ContentLength)}
 	if _, err := io.ReadFull(r.Body, rb.buf); err != nil {
@@ -120,4 +127,21 @@ func prepareBody(r *http.Request, limit int64) (bool, error) {
 	rb.Reset(rb.buf)
 	r.Body = rb
 	return true, nil
+}
+
+// rewindBody puts a replayable body back at its start for a retry.
+func rewindBody(r *http.Request) error {
+	if rb, ok := r.Body.(*replayBody); ok {
+		rb.Reset(rb.buf)
+		return nil
+	}
+	if r.GetBody == nil {
+		return nil
+	}
+	body, err := r.GetBody()
+	if err != nil {
+		return err
+	}
+	r.Body = body
+	return nil
 }

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/http/httptest"
 	"strings"
@@ -62,5 +63,36 @@ func TestShouldRetry(t *testing.T) {
 		if got := shouldRetry(r, c.err, c.replayable); got != c.want {
 			t.Errorf("shouldRetry(%s, %v, replayable=%v, %q) = %v", c.method, c.err, c.replayable, c.header, got)
 		}
+	}
+}
+
+// A body already in memory (GetBody set, as request validation leaves
+// it) is replayable without a second copy, and a retry starts it over.
+func TestPrepareBodyUsesGetBody(t *testing.T) {
+	const body = `{"qty":2}`
+	r := httptest.NewRequest("POST", "/", strings.NewReader(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
+	orig := r.Body
+	ok, err := prepareBody(r, 64<<10)
+	if err != nil || !ok {
+		t.Fatalf("prepareBody = %v, %v; want a replayable body", ok, err)
+	}
+	if r.Body != orig {
+		t.Fatal("prepareBody copied a body that GetBody can give again")
+	}
+	_, _ = io.ReadAll(r.Body) // the first attempt reads it
+	if err := rewindBody(r); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := io.ReadAll(r.Body); string(got) != body {
+		t.Fatalf("after rewind the body is %q, want %q", got, body)
+	}
+	r.GetBody = nil
+	r.Body = io.NopCloser(strings.NewReader(body))
+	if ok, _ := prepareBody(r, 64<<10); !ok {
+		t.Fatal("a small body without GetBody is not buffered")
+	}
+	if _, buffered := r.Body.(*replayBody); !buffered {
+		t.Fatal("a small body without GetBody is not buffered")
 	}
 }
