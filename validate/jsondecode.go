@@ -120,18 +120,8 @@ func (d *jsonDecoder) object(depth int) (any, error) {
 			return nil, err
 		}
 		obj[key] = v
-		d.space()
-		if d.pos >= len(d.data) {
-			return nil, errHandOver
-		}
-		switch d.data[d.pos] {
-		case ',':
-			d.pos++
-		case '}':
-			d.pos++
-			return obj, nil
-		default:
-			return nil, errHandOver
+		if done, err := d.after('}'); done || err != nil {
+			return obj, err
 		}
 	}
 }
@@ -150,20 +140,28 @@ func (d *jsonDecoder) array(depth int) (any, error) {
 			return nil, err
 		}
 		arr = append(arr, v)
-		d.space()
-		if d.pos >= len(d.data) {
-			return nil, errHandOver
-		}
-		switch d.data[d.pos] {
-		case ',':
-			d.pos++
-		case ']':
-			d.pos++
-			return arr, nil
-		default:
-			return nil, errHandOver
+		if done, err := d.after(']'); done || err != nil {
+			return arr, err
 		}
 	}
+}
+
+// after reads what follows a member or element: a comma (more follow)
+// or the container's closing byte (done).
+func (d *jsonDecoder) after(closing byte) (done bool, err error) {
+	d.space()
+	if d.pos >= len(d.data) {
+		return false, errHandOver
+	}
+	switch d.data[d.pos] {
+	case ',':
+		d.pos++
+		return false, nil
+	case closing:
+		d.pos++
+		return true, nil
+	}
+	return false, errHandOver
 }
 
 // str reads a string with at most the short escapes; \u escapes, control
