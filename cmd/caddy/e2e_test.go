@@ -64,6 +64,13 @@ func startCaddy(t *testing.T, count int) *caddyProc {
 // startCaddyWith runs the command format (given the app's path).
 func startCaddyWith(t *testing.T, count int, command string) *caddyProc {
 	t.Helper()
+	return startPool(t, count, command, "")
+}
+
+// startPool runs the command format (given the app's path) in a pool of
+// count with more worker_pool options.
+func startPool(t *testing.T, count int, command, options string) *caddyProc {
+	t.Helper()
 	app, err := filepath.Abs("../../examples/node/server.js")
 	if err != nil {
 		t.Fatal(err)
@@ -83,9 +90,10 @@ http://127.0.0.1:%d {
 		health_uri /healthz
 		health_interval 100ms
 		stop_timeout 5s
+		%s
 	}
 }
-`, port, fmt.Sprintf(command, app), count)
+`, port, fmt.Sprintf(command, app), count, options)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)

@@ -4,10 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,36 +18,7 @@ import (
 // behind worker_pool with the given validate block.
 func startValidatingCaddy(t *testing.T, validate string) *caddyProc {
 	t.Helper()
-	app, err := filepath.Abs("../../examples/node/server.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	port := testworker.FreePort(t)
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-}
-
-http://127.0.0.1:%d {
-	worker_pool {
-		command node %s
-		count 1
-		health_uri /healthz
-		health_interval 100ms
-		stop_timeout 5s
-		validate {
-			%s
-		}
-	}
-}
-`, port, app, validate)
-	path := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c := runCaddy(t, dir, port, path, nil)
+	c := startPool(t, 1, "node %s", "validate {\n\t\t\t"+validate+"\n\t\t}")
 	waitPIDs(t, c, 1)
 	return c
 }
