@@ -102,8 +102,6 @@ type Attempt struct {
 	N int
 	// QueueWait is how long the request waited for this endpoint.
 	QueueWait time.Duration
-	// Breaker is the endpoint's breaker state when it let the attempt in.
-	Breaker string
 }
 
 func (c Config) withDefaults() Config {
@@ -484,7 +482,7 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 
 // tracedAttempt is attempt with OnAttempt told about it.
 func (b *Balancer) tracedAttempt(e *Endpoint, done func(error), w http.ResponseWriter, r *http.Request, st *reqState, waited time.Duration) (timedOut bool, err error) {
-	st.attempt = Attempt{Endpoint: e, N: st.result.Attempts, QueueWait: waited, Breaker: e.BreakerState()}
+	st.attempt = Attempt{Endpoint: e, N: st.result.Attempts, QueueWait: waited}
 	out, end := b.cfg.OnAttempt(r, &st.attempt)
 	if end == nil {
 		return b.attempt(e, done, w, out, st)

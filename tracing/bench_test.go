@@ -78,7 +78,9 @@ func BenchmarkTracing(b *testing.B) {
 // network: Start, one attempt, and both ends, as the handler and the
 // balancer do them.
 func BenchmarkSpans(b *testing.B) {
-	e := &balancer.Endpoint{Worker: 1, PID: 1234, Network: "tcp", Address: "127.0.0.1:3001"}
+	bal, _ := balancer.New(balancer.Config{})
+	e := bal.NewEndpoint(1, 1234, "tcp", "127.0.0.1:3001")
+	defer e.Close()
 	for _, c := range []struct {
 		name    string
 		sampler sdktrace.Sampler
@@ -93,7 +95,7 @@ func BenchmarkSpans(b *testing.B) {
 			req := httptest.NewRequest(http.MethodGet, "http://example.com/pid", nil)
 			req.Header.Set("traceparent", "00-"+clientTrace+"-"+clientParent+"-01")
 			rec := httptest.NewRecorder()
-			a := &balancer.Attempt{Endpoint: e, N: 1, Breaker: "closed"}
+			a := &balancer.Attempt{Endpoint: e, N: 1}
 			b.ReportAllocs()
 			for b.Loop() {
 				w, r, end := tr.Start(rec, req)

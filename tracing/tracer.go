@@ -193,7 +193,9 @@ func attemptAttributes(r *http.Request, a *balancer.Attempt, known bool, pool st
 	attrs = append(attrs,
 		PoolKey.String(pool),
 		WorkerIDKey.Int(e.Worker), WorkerPIDKey.Int(e.PID), WorkerAddr.String(e.Address),
-		AttemptKey.Int(a.N), BreakerKey.String(a.Breaker),
+		// Read here, where the span records, not for every request: the
+		// breaker's state is behind its lock.
+		AttemptKey.Int(a.N), BreakerKey.String(e.BreakerState()),
 		QueueWaitKey.Float64(a.QueueWait.Seconds()),
 	)
 	if a.N > 1 {
