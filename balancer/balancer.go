@@ -362,6 +362,10 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 		case p != nil && r.Context().Err() != nil:
 			// The client left while its response streamed.
 			status = 499
+		case p != nil && st.body.failed.Load():
+			// The worker answered before it had the whole body, which
+			// then could not be read: the client's fault.
+			status = http.StatusBadRequest
 		case p != nil:
 			// The response broke while it streamed (http.ErrAbortHandler):
 			// the client's connection is cut. Account for it, then go on

@@ -524,3 +524,54 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("requests_total after a reload = %v", got)
 	}
 }
+
+// The errors the pool makes itself go to the server's handle_errors
+// routes when it has some, as reverse_proxy's do; without them they are
+// problem+json. Either way a 503 says when to retry.
+func TestPoolErrorsReachHandleErrors(t *testing.T) {
+	port, plain := testworker.FreePort(t), testworker.FreePort(t)
+	// The worker never listens: every request gets 503.
+	pool := fmt.Sprintf(`worker_pool {
+		command %s
+		env %s sleep
+		count 1
+		startup_timeout 300ms
+		queue_timeout 100ms
+	}`, testworker.Command(), testworker.ModeEnv)
+	load(t, fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+}
+http://127.0.0.1:%d {
+	%s
+	handle_errors {
+		respond "custom {err.status_code}: {err.message}" {err.status_code}
+	}
+}
+http://127.0.0.1:%d {
+	%s
+}
+`, port, pool, plain, pool))
+	defer stop(t)
+	for _, c := range []struct {
+		port         int
+		contentType  string
+		bodyContains string
+	}{
+		{port, "text/plain", "custom 503: no healthy worker"},
+		{plain, "application/problem+json", `"status":503`},
+	} {
+		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", c.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || !strings.HasPrefix(resp.Header.Get("Content-Type"), c.contentType) ||
+			!strings.Contains(string(body), c.bodyContains) || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("port %d: %s %q Retry-After %q: %s; want 503 %s containing %q",
+				c.port, resp.Status, resp.Header.Get("Content-Type"), resp.Header.Get("Retry-After"), body, c.contentType, c.bodyContains)
+		}
+	}
+}

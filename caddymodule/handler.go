@@ -194,6 +194,9 @@ type Handler struct {
 	logger    *zap.Logger
 	tracer    *tracing.Tracer // nil when tracing is off
 	validator *validate.Validator
+	// errorRoutes: the server has handle_errors routes, which render the
+	// errors the pool makes itself instead of its problem+json.
+	errorRoutes bool
 }
 
 // Breaker configures the circuit breaker that each worker has. Failing
@@ -317,12 +320,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	h.key = key
+	// From here on the pool is this handler's to release: Caddy calls
+	// Cleanup when Provision fails, and Cleanup lets go of it.
+	rp := val.(runningPool)
+	h.key, h.pool = key, rp.Pool
+	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
+		h.errorRoutes = srv.Errors != nil && len(srv.Errors.Routes) > 0
+	}
 	if err := h.provisionTracing(ctx); err != nil {
 		return fmt.Errorf("worker_pool %q: %w", h.Name, err)
 	}
-	rp := val.(runningPool)
-	h.pool = rp.Pool
 	// Each config has a registry of its own; the pool's collector joins
 	// every one that uses it. Two handlers sharing a pool share it too.
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
@@ -503,7 +510,10 @@ func (h *Handler) Validate() error {
 }
 
 // ServeHTTP proxies the request to a worker. It never calls next: the
-// pool answers every request it gets, with 503 when no worker is healthy.
+// pool answers every request it gets. What it answers itself (400 for a
+// request body that could not be read, 502, 503 with Retry-After, 504)
+// is problem+json, or, where the server has handle_errors routes, a
+// caddyhttp.Error for them to render, as reverse_proxy does.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if h.tracer != nil {
 		var end func()
@@ -516,7 +526,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			return nil
 		}
 	}
-	h.pool.ServeHTTP(w, r)
+	if err := h.pool.Serve(w, r); err != nil {
+		if !h.errorRoutes {
+			err.Write(w)
+			return nil
+		}
+		// The server's handle_errors routes answer; {err.status_code}
+		// and {err.message} say what happened.
+		if err.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(err.RetryAfter))
+		}
+		return caddyhttp.Error(err.Status, err)
+	}
 	return nil
 }
 

@@ -152,8 +152,13 @@ func serve(mode string) error {
 		cpu.Unlock()
 		_, _ = io.WriteString(w, "done\n")
 	})
-	// GET /sleep?ms=N waits N ms without using the CPU: an I/O-bound worker.
+	// GET /sleep?ms=N waits N ms without using the CPU: an I/O-bound worker
+	// (that fails at once after POST /fail).
 	mux.HandleFunc("GET /sleep", func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			http.Error(w, "failing on purpose", http.StatusInternalServerError)
+			return
+		}
 		time.Sleep(queryMS(r))
 		_, _ = io.WriteString(w, "done\n")
 	})
@@ -176,6 +181,14 @@ func serve(mode string) error {
 			PID: os.Getpid(), Worker: os.Getenv("WORKER_ID"), Path: r.URL.Path,
 			Header: r.Header, Host: r.Host,
 		})
+	})
+	// POST /echo reads the whole body, then answers with it.
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		_, _ = w.Write(b)
 	})
 	// /block answers only after POST /release (or when the client goes).
 	mux.HandleFunc("GET /block", func(w http.ResponseWriter, r *http.Request) {
