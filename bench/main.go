@@ -38,7 +38,9 @@ func main() {
 		fs.StringVar(&opts.caddy, "caddy", "", "our Caddy binary (default: build ../cmd/caddy)")
 		fs.StringVar(&opts.out, "out", "results", "directory for the JSON and Markdown results")
 		fs.BoolVar(&opts.keep, "keep", false, "keep the contenders' configs and logs (the path is printed)")
+		fs.Uint64Var(&opts.seed, "seed", 0, "seed of the random draws (which requests are slow); 0: from the clock. Recorded in the results")
 		_ = fs.Parse(os.Args[2:])
+		opts.seed = pickSeed(opts.seed)
 		if err := runScheduling(opts); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
@@ -70,7 +72,9 @@ func main() {
 		fs.StringVar(&nodeBin, "node", "node", "the node binary")
 		fs.StringVar(&appFile, "app", "", "the example app (default: ../examples/node/server.js)")
 		fs.StringVar(&peersDir, "peers", "", "directory of node-cluster.js (default: peers/)")
+		fs.Uint64Var(&opts.seed, "seed", 0, "seed of the random draws (which requests are slow); 0: from the clock. Recorded in the results")
 		_ = fs.Parse(os.Args[2:])
+		opts.seed = pickSeed(opts.seed)
 		if err := runSuite(opts); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
@@ -86,6 +90,16 @@ func main() {
 	default:
 		usage()
 	}
+}
+
+// pickSeed returns seed, or one from the clock when it is 0; the
+// harness prints and records it, so a run can be repeated with -seed.
+func pickSeed(seed uint64) uint64 {
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	fmt.Fprintln(os.Stderr, "bench: seed", seed)
+	return seed
 }
 
 func usage() {

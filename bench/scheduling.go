@@ -23,8 +23,9 @@ const (
 	fastPath        = "/work?ms=1"
 	slowPath        = "/work?ms=50"
 	ioPath          = "/sleep?ms=20"
-	// slowEvery: one request in 20 (5%) is slow.
-	slowEvery = 20
+	// slowShare: each request of the CPU mix is slow with this
+	// probability (5%).
+	slowShare = 0.05
 )
 
 type schedulingOptions struct {
@@ -36,6 +37,7 @@ type schedulingOptions struct {
 	caddy    string
 	out      string
 	keep     bool
+	seed     uint64
 }
 
 // runStats are the figures of one contender at one load.
@@ -55,15 +57,18 @@ type runStats struct {
 }
 
 type schedulingReport struct {
-	Date       string     `json:"date"`
-	Host       string     `json:"host"`
-	CPUs       int        `json:"cpus"`
-	Workers    int        `json:"workers"`
-	Mix        string     `json:"mix"`
-	Duration   string     `json:"duration"`
-	Scenario   string     `json:"scenario"`
-	CapacityPS float64    `json:"capacity_per_s"`
-	Runs       []runStats `json:"runs"`
+	Date       string  `json:"date"`
+	Host       string  `json:"host"`
+	CPUs       int     `json:"cpus"`
+	Workers    int     `json:"workers"`
+	Mix        string  `json:"mix"`
+	Duration   string  `json:"duration"`
+	Scenario   string  `json:"scenario"`
+	CapacityPS float64 `json:"capacity_per_s"`
+	// Seed draws which requests of the CPU mix are slow; every
+	// contender gets the same sequence.
+	Seed uint64     `json:"seed"`
+	Runs []runStats `json:"runs"`
 }
 
 func runScheduling(o schedulingOptions) error {
@@ -112,6 +117,7 @@ func runScheduling(o schedulingOptions) error {
 	rep := schedulingReport{
 		Date: time.Now().UTC().Format("2006-01-02"), Host: host, CPUs: cpuCount(), Workers: benchWorkers,
 		Mix: "95% GET /work?ms=1, 5% GET /work?ms=50", Duration: o.duration.String(), Scenario: o.mix,
+		Seed: o.seed,
 	}
 	if o.mix == "io" {
 		rep.Mix = "100% GET /sleep?ms=20 (waits without CPU)"
@@ -123,7 +129,7 @@ func runScheduling(o schedulingOptions) error {
 		// Capacity: the pool at max_inflight 1, closed loop, as fast as
 		// it goes.
 		capC := workerPool("capacity", caddy, benchWorkers, "max_inflight 1", tmp)
-		rep.CapacityPS, err = measureCapacity(capC, 8, 5*time.Second, o.mix)
+		rep.CapacityPS, err = measureCapacity(capC, 8, 5*time.Second, o.mix, o.seed)
 		if err != nil {
 			return err
 		}
@@ -133,7 +139,7 @@ func runScheduling(o schedulingOptions) error {
 	for _, load := range loads {
 		rate := load * rep.CapacityPS
 		for _, c := range contenders {
-			st, err := openLoop(c, rate, 2*time.Second, o.duration, o.mix)
+			st, err := openLoop(c, rate, 2*time.Second, o.duration, o.mix, o.seed)
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
@@ -146,24 +152,43 @@ func runScheduling(o schedulingOptions) error {
 	return writeScheduling(o.out, rep)
 }
 
-// mix is the request sequence: the same for every contender.
+// mix is the request sequence: the k-th request's path depends only on
+// the seed and k, so every contender of a run gets the same sequence.
 type mix struct {
 	base string
 	io   bool
+	seed uint64
 	n    atomic.Uint64
 }
 
+// next is the path of the next request in the sequence, with base.
 func (m *mix) next() string {
+	return m.base + m.path(m.n.Add(1)-1)
+}
+
+// path is the k-th request's path. In the CPU mix each request is slow
+// with probability slowShare, drawn independently per request from the
+// seed: slow requests fall on odd and even positions alike, and come in
+// runs as often as chance makes them.
+func (m *mix) path(k uint64) string {
 	if m.io {
-		return m.base + ioPath
+		return ioPath
 	}
-	i := m.n.Add(1)
-	// A fixed scramble of the sequence number spreads the slow requests
-	// without clustering them.
-	if (i*2654435761)%slowEvery == 0 {
-		return m.base + slowPath
+	if unit(m.seed, k) < slowShare {
+		return slowPath
 	}
-	return m.base + fastPath
+	return fastPath
+}
+
+// unit is a number in [0, 1) that depends only on seed and k: SplitMix64's
+// output function over seed + (k+1)·2⁶⁴/φ, a seeded random draw per
+// request that needs no shared generator.
+func unit(seed, k uint64) float64 {
+	z := seed + (k+1)*0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return float64(z>>11) / (1 << 53)
 }
 
 func (m *mix) targeter() vegeta.Targeter {
@@ -175,13 +200,13 @@ func (m *mix) targeter() vegeta.Targeter {
 
 // measureCapacity drives c with concurrency clients back to back and
 // returns the completed requests per second.
-func measureCapacity(c contender, concurrency int, d time.Duration, scenario string) (float64, error) {
+func measureCapacity(c contender, concurrency int, d time.Duration, scenario string, seed uint64) (float64, error) {
 	r, err := launch(c)
 	if err != nil {
 		return 0, err
 	}
 	defer r.stop()
-	m := &mix{base: r.url, io: scenario == "io"}
+	m := &mix{base: r.url, io: scenario == "io", seed: seed}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
 	var done atomic.Int64
 	deadline := time.Now().Add(d)
@@ -207,13 +232,13 @@ func measureCapacity(c contender, concurrency int, d time.Duration, scenario str
 
 // openLoop offers rate requests per second to c for d (after warm of the
 // same) and measures what came back.
-func openLoop(c contender, rate float64, warm, d time.Duration, scenario string) (runStats, error) {
+func openLoop(c contender, rate float64, warm, d time.Duration, scenario string, seed uint64) (runStats, error) {
 	r, err := launch(c)
 	if err != nil {
 		return runStats{}, err
 	}
 	defer r.stop()
-	m := &mix{base: r.url, io: scenario == "io"}
+	m := &mix{base: r.url, io: scenario == "io", seed: seed}
 	pacer := vegeta.ConstantPacer{Freq: int(rate), Per: time.Second}
 	newAttacker := func() *vegeta.Attacker {
 		return vegeta.NewAttacker(vegeta.Timeout(30*time.Second), vegeta.KeepAlive(true))

@@ -21,6 +21,7 @@ type suiteOptions struct {
 	out       string
 	keep      bool
 	idleConns int
+	seed      uint64
 }
 
 // The scenarios of the suite, in the order they run.
@@ -80,9 +81,11 @@ type scalingRun struct {
 }
 
 type heteroResult struct {
-	CapacityPS float64    `json:"capacity_per_s"`
-	Duration   string     `json:"duration"`
-	Runs       []runStats `json:"runs"`
+	CapacityPS float64 `json:"capacity_per_s"`
+	Duration   string  `json:"duration"`
+	// Seed draws which requests are slow (the same for every contender).
+	Seed uint64     `json:"seed"`
+	Runs []runStats `json:"runs"`
 }
 
 type failureRun struct {
@@ -231,7 +234,7 @@ func runSuite(o suiteOptions) error {
 				return keep(suiteContenders(sc, caddy, n, tmp))
 			}, fail)
 		case "hetero":
-			rep.Hetero = hetero(keep(suiteContenders(sc, caddy, o.workers, tmp)), caddy, o.workers, l, tmp, fail)
+			rep.Hetero = hetero(keep(suiteContenders(sc, caddy, o.workers, tmp)), caddy, o.workers, l, o.seed, tmp, fail)
 		case "failure":
 			for _, c := range keep(suiteContenders(sc, caddy, o.workers, tmp)) {
 				if c.name == "node-single" {
@@ -347,21 +350,21 @@ func scaling(maxN int, l lengths, tmp string, contenders func(n int) []contender
 
 // hetero is the scheduling scenario's CPU mix (95% 1 ms, 5% 50 ms) at
 // 50, 80 and 95% of capacity, open loop.
-func hetero(cs []contender, caddy string, workers int, l lengths, tmp string, fail func(string, string, error)) *heteroResult {
+func hetero(cs []contender, caddy string, workers int, l lengths, seed uint64, tmp string, fail func(string, string, error)) *heteroResult {
 	capC := workerPool("capacity", caddy, workers, "max_inflight 1", tmp)
-	capacity, err := measureCapacity(capC, 4*workers, l.capacity, "cpu")
+	capacity, err := measureCapacity(capC, 4*workers, l.capacity, "cpu", seed)
 	if err != nil {
 		fail("hetero", "capacity", err)
 		return nil
 	}
 	fmt.Fprintf(os.Stderr, "hetero capacity %.0f req/s\n", capacity)
-	res := &heteroResult{CapacityPS: capacity, Duration: l.hetero.String()}
+	res := &heteroResult{CapacityPS: capacity, Duration: l.hetero.String(), Seed: seed}
 	for _, load := range []float64{0.5, 0.8, 0.95} {
 		for _, c := range cs {
 			if c.name == "node-single" {
 				continue
 			}
-			st, err := openLoop(c, load*capacity, l.warm, l.hetero, "cpu")
+			st, err := openLoop(c, load*capacity, l.warm, l.hetero, "cpu", seed)
 			if err != nil {
 				fail("hetero", c.name, err)
 				continue
