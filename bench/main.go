@@ -33,6 +33,7 @@ func main() {
 		fs.DurationVar(&opts.duration, "duration", defaultDuration, "length of each measured run")
 		fs.StringVar(&opts.mix, "mix", "cpu", "cpu: 95% 1 ms and 5% 50 ms of CPU; io: every request waits 20 ms without CPU")
 		fs.StringVar(&opts.loads, "loads", "0.5,0.8", "cpu mix: offered loads as fractions of the pool's measured capacity")
+		fs.StringVar(&opts.arrivals, "arrivals", "poisson,even", "arrival processes, each run in turn: poisson (exponential gaps), even (one gap)")
 		fs.Float64Var(&opts.ioRate, "io-rate", 400, "io mix: offered requests per second")
 		fs.StringVar(&opts.only, "only", "", "comma-separated contender names to run (default: all)")
 		fs.StringVar(&opts.caddy, "caddy", "", "our Caddy binary (default: build ../cmd/caddy)")

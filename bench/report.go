@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -157,13 +158,18 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 
 	if h := rep.Hetero; h != nil && len(h.Runs) > 0 {
 		fmt.Fprintf(&b, "## 3. Heterogeneous load: 95%% `GET /work?ms=1`, 5%% `GET /work?ms=50`, open loop\n\n")
+		var arrivals []string
+		for _, r := range h.Runs {
+			if !slices.Contains(arrivals, r.Arrivals) {
+				arrivals = append(arrivals, r.Arrivals)
+			}
+		}
 		fmt.Fprintf(&b, "The `scheduling` scenario's CPU mix (`go run . scheduling`), at fractions of the capacity of our pool at `max_inflight 1` "+
-			"(%.0f requests/s, closed loop); %s per run after a warm-up. \"fast\" are the 1 ms requests.\n\n", h.CapacityPS, h.Duration)
-		b.WriteString("| contender | load | throughput/s | errors | fast p50 ms | fast p99 ms | fast p99.9 ms | all p99 ms |\n|---|---|---|---|---|---|---|---|\n")
+			"(%.0f requests/s, closed loop); %s per run after a warm-up. \"fast\" are the 1 ms requests, \"slow\" the 50 ms ones. "+
+			"Arrivals: %s, seed %d (the same arrivals and mix for every contender). %s\n\n", h.CapacityPS, h.Duration, arrivalsText(arrivals), h.Seed, openLoopNote)
+		b.WriteString(openLoopTable(h.Runs))
 		var bars []bar
 		for _, r := range h.Runs {
-			fmt.Fprintf(&b, "| %s | %.0f%% | %.0f | %d | %.1f | %.1f | %.1f | %.1f |\n", r.Contender, r.Load*100, r.Throughput, r.Errors,
-				r.FastP50, r.FastP99, r.FastP999, r.AllP99)
 			if r.Load == 0.8 {
 				bars = append(bars, bar{Label: r.Contender, Value: r.FastP99, Ours: ours(r.Contender)})
 			}
@@ -348,4 +354,40 @@ func renderGoals(rep *suiteReport) []goal {
 		}
 	}
 	return gs
+}
+
+// openLoopNote says how the open-loop figures are measured.
+const openLoopNote = "Latency runs from each request's due time, not from when the generator sent it, so a generator that " +
+	"falls behind adds its delay to the figures instead of hiding it; \"generator lag\" is due time to send (p99 / max), " +
+	"and **behind** marks a run that sent more than 1% of its requests over 1 ms late."
+
+// arrivalsText names arrival processes for a report.
+func arrivalsText(processes []string) string {
+	var out []string
+	for _, p := range processes {
+		switch p {
+		case poisson:
+			out = append(out, "Poisson (exponential gaps)")
+		default:
+			out = append(out, arrivalLabel(p)+" (one gap)")
+		}
+	}
+	return strings.Join(out, " and ")
+}
+
+// openLoopTable is the Markdown table of open-loop runs.
+func openLoopTable(runs []runStats) string {
+	var b strings.Builder
+	b.WriteString("| contender | mix | arrivals | load | rate/s | throughput/s | errors | fast p50 ms | fast p99 ms | fast p99.9 ms | slow p99 ms | all p99 ms | generator lag p99 / max ms |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range runs {
+		slow := "—"
+		if r.SlowP99 > 0 {
+			slow = fmt.Sprintf("%.1f", r.SlowP99)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.0f%% | %.0f | %.0f | %d | %.1f | %.1f | %.1f | %s | %.1f | %s |\n",
+			r.Contender, cmp.Or(r.Mix, "cpu"), arrivalLabel(r.Arrivals), r.Load*100, r.Rate, r.Throughput, r.Errors,
+			r.FastP50, r.FastP99, r.FastP999, slow, r.AllP99, lagText(r))
+	}
+	return b.String()
 }

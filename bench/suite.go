@@ -349,7 +349,7 @@ func scaling(maxN int, l lengths, tmp string, contenders func(n int) []contender
 }
 
 // hetero is the scheduling scenario's CPU mix (95% 1 ms, 5% 50 ms) at
-// 50, 80 and 95% of capacity, open loop.
+// 50, 80 and 95% of capacity, open loop with Poisson arrivals.
 func hetero(cs []contender, caddy string, workers int, l lengths, seed uint64, tmp string, fail func(string, string, error)) *heteroResult {
 	capC := workerPool("capacity", caddy, workers, "max_inflight 1", tmp)
 	capacity, err := measureCapacity(capC, 4*workers, l.capacity, "cpu", seed)
@@ -358,24 +358,10 @@ func hetero(cs []contender, caddy string, workers int, l lengths, seed uint64, t
 		return nil
 	}
 	fmt.Fprintf(os.Stderr, "hetero capacity %.0f req/s\n", capacity)
-	res := &heteroResult{CapacityPS: capacity, Duration: l.hetero.String(), Seed: seed}
-	for _, load := range []float64{0.5, 0.8, 0.95} {
-		for _, c := range cs {
-			if c.name == "node-single" {
-				continue
-			}
-			st, err := openLoop(c, load*capacity, l.warm, l.hetero, "cpu", seed)
-			if err != nil {
-				fail("hetero", c.name, err)
-				continue
-			}
-			st.Load = load
-			fmt.Fprintf(os.Stderr, "hetero %-13s load %.0f%%: fast p50 %.1f p99 %.1f p99.9 %.1f ms, %.0f/s, %d errors\n",
-				c.name, load*100, st.FastP50, st.FastP99, st.FastP999, st.Throughput, st.Errors)
-			res.Runs = append(res.Runs, st)
-		}
-	}
-	return res
+	cs = slices.DeleteFunc(cs, func(c contender) bool { return c.name == "node-single" })
+	return &heteroResult{CapacityPS: capacity, Duration: l.hetero.String(), Seed: seed,
+		Runs: openLoopRuns(cs, "cpu", capacity, []float64{0.5, 0.8, 0.95}, []string{poisson}, seed, l.warm, l.hetero,
+			func(name string, err error) { fail("hetero", name, err) })}
 }
 
 // failure: GET /work?ms=2 from 4 connections per worker, closed loop;
