@@ -264,25 +264,26 @@ func nginxLeastConn(workers int, logDir string) contender {
 	return c
 }
 
-// haproxyLeastConn is HAProxy with balance leastconn and connection reuse.
-func haproxyLeastConn(workers int, logDir string) contender {
-	c := contender{name: "haproxy", workers: workers}
+// haproxyLeastConn is HAProxy with balance leastconn and connection
+// reuse, and extra in its backend.
+func haproxyLeastConn(name string, workers int, logDir string, extra haproxyExtra) contender {
+	c := contender{name: name, workers: workers}
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
 		c.skip = "skipped: install with `apt-get install haproxy`"
 		return c
 	}
-	c.start = proxied("haproxy", logDir, workers, "haproxy.cfg",
-		func(ports []int, port int) string { return haproxyConf(port, ports, openFiles) },
+	c.start = proxied(name, logDir, workers, "haproxy.cfg",
+		func(ports []int, port int) string { return haproxyConf(port, ports, openFiles, extra) },
 		func(conf string) []string { return []string{bin, "-db", "-f", conf} })
 	return c
 }
 
 // caddyReverseProxy is stock Caddy reverse_proxy (least_conn, static
-// upstreams), run by our Caddy binary.
-func caddyReverseProxy(caddy string, workers int, logDir string) contender {
-	return contender{name: "caddy-rp", workers: workers, start: proxied("caddy-rp", logDir, workers, "Caddyfile",
-		func(ports []int, port int) string { return caddyRPConf(port, ports) },
+// upstreams, options), run by our Caddy binary.
+func caddyReverseProxy(name, caddy string, workers int, options, logDir string) contender {
+	return contender{name: name, workers: workers, start: proxied(name, logDir, workers, "Caddyfile",
+		func(ports []int, port int) string { return caddyRPConf(port, ports, options) },
 		func(conf string) []string { return []string{caddy, "run", "--config", conf, "--adapter", "caddyfile"} })}
 }
 

@@ -10,8 +10,9 @@ import (
 func TestConfigs(t *testing.T) {
 	ports := []int{4001, 4002}
 	n := nginxConf("/tmp/x", 8080, ports, 20000)
-	for _, want := range []string{"listen 127.0.0.1:8080;", "least_conn;", "server 127.0.0.1:4001;", "server 127.0.0.1:4002;",
+	for _, want := range []string{"listen 127.0.0.1:8080;", "least_conn;", "server 127.0.0.1:4001 max_fails=1", "server 127.0.0.1:4002 max_fails=1",
 		"keepalive 64;", "proxy_http_version 1.1;", `proxy_set_header Connection "";`, "worker_rlimit_nofile 20000;",
+		"max_fails=1 fail_timeout=10s;", "proxy_next_upstream error timeout;",
 		"worker_connections 10000;", "pid /tmp/x/nginx.pid;", "daemon off;"} {
 		if !strings.Contains(n, want) {
 			t.Errorf("nginx.conf lacks %q:\n%s", want, n)
@@ -20,17 +21,30 @@ func TestConfigs(t *testing.T) {
 	if strings.Count(n, "{") != strings.Count(n, "}") {
 		t.Error("nginx.conf braces do not balance")
 	}
-	h := haproxyConf(8080, ports, 20000)
-	for _, want := range []string{"bind 127.0.0.1:8080", "balance leastconn", "server w1 127.0.0.1:4001", "server w2 127.0.0.1:4002",
-		"http-reuse always", "option http-keep-alive", "maxconn 9900"} {
+	h := haproxyConf(8080, ports, 20000, haproxyExtra{})
+	for _, want := range []string{"bind 127.0.0.1:8080", "balance leastconn", "server w1 127.0.0.1:4001\n", "server w2 127.0.0.1:4002\n",
+		"http-reuse always", "option http-keep-alive", "maxconn 9900", "retries 2", "option redispatch"} {
 		if !strings.Contains(h, want) {
 			t.Errorf("haproxy.cfg lacks %q:\n%s", want, h)
 		}
 	}
-	c := caddyRPConf(8080, ports)
+	h = haproxyConf(8080, ports, 20000, haproxyFailover)
+	for _, want := range []string{"balance leastconn\n\tretries 3\n", "option redispatch 1", "retry-on all-retryable-errors",
+		"option httpchk GET /healthz", "server w1 127.0.0.1:4001 check\n", "server w2 127.0.0.1:4002 check\n"} {
+		if !strings.Contains(h, want) {
+			t.Errorf("tuned haproxy.cfg lacks %q:\n%s", want, h)
+		}
+	}
+	c := caddyRPConf(8080, ports, "")
 	if !strings.Contains(c, "reverse_proxy 127.0.0.1:4001 127.0.0.1:4002 {") || !strings.Contains(c, "lb_policy least_conn") ||
-		!strings.Contains(c, "http://127.0.0.1:8080 {") || !strings.Contains(c, "admin off") {
+		!strings.Contains(c, "http://127.0.0.1:8080 {") || !strings.Contains(c, "admin off") || strings.Contains(c, "fail_duration") {
 		t.Errorf("Caddyfile for reverse_proxy:\n%s", c)
+	}
+	c = caddyRPConf(8080, ports, caddyRPFailover)
+	for _, want := range []string{"lb_try_duration 5s", "lb_try_interval 250ms", "fail_duration 30s", "max_fails 1"} {
+		if !strings.Contains(c, want) {
+			t.Errorf("tuned Caddyfile for reverse_proxy lacks %q:\n%s", want, c)
+		}
 	}
 	w := workerPoolConf(8080, "/usr/bin/node", "/app/server.js", 3, "max_inflight 1")
 	if !strings.Contains(w, "command /usr/bin/node /app/server.js") || !strings.Contains(w, "count 3") || !strings.Contains(w, "max_inflight 1") {

@@ -146,19 +146,29 @@ var tunedOptions = map[string]string{
 	"failure": "max_inflight 1",
 }
 
-// contenders returns the suite's contenders with workers app processes
-// each, for scenario.
+// suiteContenders returns the suite's contenders with workers app
+// processes each, for scenario. In the failure scenario stock
+// reverse_proxy and HAProxy also run with the failover options their
+// documentation gives (a row beside the plain one: they change the
+// result a lot).
 func suiteContenders(scenario, caddy string, workers int, dir string) []contender {
-	return []contender{
+	cs := []contender{
 		nodeSingle(dir),
 		nodeCluster(workers, dir),
 		pm2Cluster(workers, dir),
 		nginxLeastConn(workers, dir),
-		haproxyLeastConn(workers, dir),
-		caddyReverseProxy(caddy, workers, dir),
-		workerPool("pool-default", caddy, workers, "", dir),
-		workerPool("pool-tuned", caddy, workers, tunedOptions[scenario], dir),
+		haproxyLeastConn("haproxy", workers, dir, haproxyExtra{}),
 	}
+	if scenario == "failure" {
+		cs = append(cs, haproxyLeastConn("haproxy-tuned", workers, dir, haproxyFailover))
+	}
+	cs = append(cs, caddyReverseProxy("caddy-rp", caddy, workers, "", dir))
+	if scenario == "failure" {
+		cs = append(cs, caddyReverseProxy("caddy-rp-tuned", caddy, workers, caddyRPFailover, dir))
+	}
+	return append(cs,
+		workerPool("pool-default", caddy, workers, "", dir),
+		workerPool("pool-tuned", caddy, workers, tunedOptions[scenario], dir))
 }
 
 func runSuite(o suiteOptions) error {
