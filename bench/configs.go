@@ -158,6 +158,17 @@ http://127.0.0.1:%d {
 // least_conn keeps choosing it (it has no connections).
 const caddyRPFailover = "lb_try_duration 5s\n\t\tlb_try_interval 250ms\n\t\tfail_duration 30s\n\t\tmax_fails 1"
 
+// caddyRespondConf has Caddy answer every request itself with a JSON body
+// like the example app's answer to GET / (20 bytes against its 24–26).
+func caddyRespondConf(port int) string {
+	return caddyGlobal + fmt.Sprintf(`
+http://127.0.0.1:%d {
+	header Content-Type application/json
+	respond `+"`"+`{"pid":0,"worker":0}`+"`"+` 200
+}
+`, port)
+}
+
 // workerPoolConf is our worker_pool spawning workers processes of app;
 // options are extra lines inside the block.
 func workerPoolConf(port int, node, app string, workers int, options string) string {

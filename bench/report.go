@@ -11,6 +11,9 @@ import (
 	"strings"
 )
 
+// floorName is the contender that is Caddy answering by itself.
+const floorName = "caddy-respond"
+
 // ours reports whether a contender is this module.
 func ours(name string) bool { return strings.HasPrefix(name, "pool-") }
 
@@ -98,9 +101,12 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 	for _, e := range rep.Errors {
 		fmt.Fprintf(&b, "- **%s** failed in %s: %s\n", e.Contender, e.Scenario, e.Error)
 	}
-	fmt.Fprintf(&b, "\nContenders: `node-single` (one Node process, no proxy), `node-cluster` (Node's `cluster`, `bench/peers/node-cluster.js`), "+
-		"`pm2` (`pm2 start server.js -i N`), `nginx` (`least_conn`, upstream keep-alive), `haproxy` (`balance leastconn`, `http-reuse always`), "+
-		"`caddy-rp` (stock `reverse_proxy`, `lb_policy least_conn`, our Caddy binary), `pool-default` (`worker_pool` with no options) and "+
+	fmt.Fprintf(&b, "\nContenders (configurations in bench/README.md): `node-single` (one Node process, no proxy), "+
+		"`caddy-respond` (our Caddy answering `GET /` itself with a static `respond`: the floor of Caddy's own server, proxy and memory only), "+
+		"`node-cluster` (Node's `cluster`, `bench/peers/node-cluster.js`), "+
+		"`pm2` (`pm2 start server.js -i N`), `nginx` (`least_conn`, upstream keep-alive, its default failover), `haproxy` (`balance leastconn`, `http-reuse always`, `retries 2`, `option redispatch`), "+
+		"`caddy-rp` (stock `reverse_proxy`, `lb_policy least_conn`, our Caddy binary), in the failure scenario also `haproxy-tuned` and `caddy-rp-tuned` "+
+		"(the failover options their documentation gives), `pool-default` (`worker_pool` with no options) and "+
 		"`pool-tuned` (`worker_pool` with the option the README recommends for the workload: %s).\n\n", tunedText(rep.TunedNotes))
 
 	goals := renderGoals(rep)
@@ -118,17 +124,28 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 			"per 10,000 answered requests: nginx's master and workers; HAProxy's one process; Caddy's process and, for `worker_pool`, " +
 			"the small reaper process per worker (Caddy's binary) that waits on its worker; Node cluster's primary; PM2's God daemon " +
 			"(the cluster primary of its workers). Node's cluster and PM2 hand each connection to a worker, which then reads it itself, " +
-			"so their primary's cost is per connection, not per request. \"All\" adds the Node workers' CPU.\n\n")
-		b.WriteString("| contender | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | proxy CPU ms / 10k req | all CPU ms / 10k req |\n|---|---|---|---|---|---|---|---|---|\n")
+			"so their primary's cost is per connection, not per request. \"All\" adds the Node workers' CPU. " +
+			"\"× floor\" is the proxy CPU over that of `caddy-respond`, Caddy answering by itself: what Caddy's own server costs " +
+			"under any module, so the part above 1 is the proxying.\n\n")
+		b.WriteString("| contender | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | proxy CPU ms / 10k req | × floor | all CPU ms / 10k req |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		floor := math.NaN()
+		for _, r := range rep.ProxyCost {
+			if r.Contender == floorName && r.ProxyCPUms > 0 {
+				floor = r.ProxyCPUms
+			}
+		}
 		var cpu, rps []bar
 		for _, r := range rep.ProxyCost {
-			p := "— (no proxy)"
+			p, ratio := "— (no proxy)", "—"
 			v := math.NaN()
 			if r.ProxyCPUms >= 0 {
 				p, v = fmt.Sprintf("%.0f", r.ProxyCPUms), r.ProxyCPUms
+				if !math.IsNaN(floor) {
+					ratio = fmt.Sprintf("%.2f", r.ProxyCPUms/floor)
+				}
 			}
-			fmt.Fprintf(&b, "| %s | %.0f | %.2f | %.2f | %.2f | %.2f | %d | %s | %.0f |\n", r.Contender, r.Load.RPS,
-				r.Load.P50, r.Load.P90, r.Load.P99, r.Load.P999, r.Load.errors(), p, r.AllCPUms)
+			fmt.Fprintf(&b, "| %s | %.0f | %.2f | %.2f | %.2f | %.2f | %d | %s | %s | %.0f |\n", r.Contender, r.Load.RPS,
+				r.Load.P50, r.Load.P90, r.Load.P99, r.Load.P999, r.Load.errors(), p, ratio, r.AllCPUms)
 			cpu = append(cpu, bar{Label: r.Contender, Value: v, Text: "no proxy", Ours: ours(r.Contender)})
 			rps = append(rps, bar{Label: r.Contender, Value: r.Load.RPS, Ours: ours(r.Contender)})
 		}
@@ -264,6 +281,11 @@ func renderGoals(rep *suiteReport) []goal {
 		return ""
 	}
 	if p, ok := pc["pool-default"]; ok {
+		if f, ok := pc[floorName]; ok && f.ProxyCPUms > 0 {
+			ratio := p.ProxyCPUms / f.ProxyCPUms
+			gs = append(gs, goal{"Proxy CPU per request ≤ 1.6× Caddy's static `respond` (issue 16)",
+				fmt.Sprintf("pool-default %.0f ms / 10k, caddy-respond %.0f: %.2f×%s", p.ProxyCPUms, f.ProxyCPUms, ratio, tuned(f.ProxyCPUms)), verdict(ratio <= 1.6)})
+		}
 		if n, ok := pc["nginx"]; ok && n.ProxyCPUms > 0 {
 			ratio := p.ProxyCPUms / n.ProxyCPUms
 			gs = append(gs, goal{"Proxy CPU per request within 1.5× of nginx's",
@@ -342,15 +364,23 @@ func renderGoals(rep *suiteReport) []goal {
 		mem[r.Contender] = r
 	}
 	if p, ok := mem["pool-default"]; ok {
-		if c, ok := mem["caddy-rp"]; ok {
-			text := fmt.Sprintf("pool-default %d B per idle connection, caddy-rp %d B", p.ProxyPerConn, c.ProxyPerConn)
-			if n, ok := mem["nginx"]; ok {
-				text += fmt.Sprintf(", nginx %d B", n.ProxyPerConn)
+		// Caddy's own server is the floor (Caddy answering by itself) when
+		// it ran, else stock reverse_proxy.
+		ref, refOK := mem[floorName]
+		if !refOK {
+			ref, refOK = mem["caddy-rp"]
+		}
+		if refOK {
+			text := fmt.Sprintf("pool-default %d B per idle connection", p.ProxyPerConn)
+			for _, name := range []string{floorName, "caddy-rp", "nginx"} {
+				if r, ok := mem[name]; ok {
+					text += fmt.Sprintf(", %s %d B", name, r.ProxyPerConn)
+				}
 			}
-			// Within 10% (or 200 B) of stock Caddy counts as nothing added:
+			// Within 10% (or 200 B) of Caddy's own counts as nothing added:
 			// that is the noise of two RSS readings of a Go heap.
 			gs = append(gs, goal{"Nothing per idle client connection beyond Caddy's own server", text,
-				verdict(float64(p.ProxyPerConn) <= math.Max(float64(c.ProxyPerConn)*1.1, float64(c.ProxyPerConn+200)))})
+				verdict(float64(p.ProxyPerConn) <= math.Max(float64(ref.ProxyPerConn)*1.1, float64(ref.ProxyPerConn+200)))})
 		}
 	}
 	return gs

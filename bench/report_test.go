@@ -107,6 +107,7 @@ func TestRenderReport(t *testing.T) {
 			{Contender: "nginx", Load: loadResult{RPS: 28000}, ProxyCPUms: 100, AllCPUms: 250},
 			{Contender: "caddy-rp", Load: loadResult{RPS: 9000}, ProxyCPUms: 600},
 			{Contender: "pool-default", Load: loadResult{RPS: 10000}, ProxyCPUms: 500},
+			{Contender: "caddy-respond", Load: loadResult{RPS: 20000}, ProxyCPUms: 250},
 		},
 		Scaling: []scalingRun{
 			{Contender: "node-single", Workers: 1, Throughput: 450, Efficiency: 1},
@@ -134,6 +135,8 @@ func TestRenderReport(t *testing.T) {
 		"| Fast-request p99 at 80% load ≤ ¼ of Node cluster's | pool-default 5.0 ms, node-cluster 40.0 ms: 0.12× | met |",
 		"| Zero failed idempotent requests when a worker is killed | pool-default 0 failed of 3000; node-cluster 4 | met |",
 		"pool-default 4100 B per idle connection, caddy-rp 4000 B, nginx 700 B | met |",
+		"| Proxy CPU per request ≤ 1.6× Caddy's static `respond` (issue 16) | pool-default 500 ms / 10k, caddy-respond 250: 2.00× | missed |",
+		"| pool-default | 10000 | 0.00 | 0.00 | 0.00 | 0.00 | 0 | 500 | 2.00 | 0 |",
 		"| node-single | 30000 |", "— (no proxy)", "not within the run",
 		"**pm2** skipped: install with `npm install -g pm2`", "load average 0.5 0.4 0.3 at the start",
 		"![proxy CPU](2026-11-26-vm-proxy-cpu.svg)",

@@ -147,18 +147,23 @@ var tunedOptions = map[string]string{
 }
 
 // suiteContenders returns the suite's contenders with workers app
-// processes each, for scenario. In the failure scenario stock
+// processes each, for scenario. Where the request is GET / (proxy,
+// memory), Caddy answering by itself (caddy-respond) is the floor of
+// Caddy's own server. In the failure scenario stock
 // reverse_proxy and HAProxy also run with the failover options their
 // documentation gives (a row beside the plain one: they change the
 // result a lot).
 func suiteContenders(scenario, caddy string, workers int, dir string) []contender {
-	cs := []contender{
-		nodeSingle(dir),
+	cs := []contender{nodeSingle(dir)}
+	if scenario == "proxy" || scenario == "memory" {
+		cs = append(cs, caddyRespond(caddy, dir))
+	}
+	cs = append(cs,
 		nodeCluster(workers, dir),
 		pm2Cluster(workers, dir),
 		nginxLeastConn(workers, dir),
 		haproxyLeastConn("haproxy", workers, dir, haproxyExtra{}),
-	}
+	)
 	if scenario == "failure" {
 		cs = append(cs, haproxyLeastConn("haproxy-tuned", workers, dir, haproxyFailover))
 	}
