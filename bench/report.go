@@ -118,8 +118,10 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 		b.WriteString("\n")
 	}
 
+	section := 0
+	next := func() int { section++; return section }
 	if len(rep.ProxyCost) > 0 {
-		b.WriteString("## 1. Proxy cost: `GET /` (a 30-byte JSON answer), closed loop, 64 connections\n\n")
+		fmt.Fprintf(&b, "## %d. Proxy cost: `GET /` (a 30-byte JSON answer), closed loop, 64 connections\n\n", next())
 		b.WriteString("Proxy CPU is utime+stime from `/proc/<pid>/stat` of the proxy's processes, read before and after the measured run, " +
 			"per 10,000 answered requests: nginx's master and workers; HAProxy's one process; Caddy's process and, for `worker_pool`, " +
 			"the small reaper process per worker (Caddy's binary) that waits on its worker; Node cluster's primary; PM2's God daemon " +
@@ -154,8 +156,12 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 		fmt.Fprintf(&b, "\n![proxy CPU](%s-proxy-cpu.svg)\n![throughput](%s-proxy-rps.svg)\n\n", base, base)
 	}
 
+	if len(rep.Cost) > 0 {
+		renderCost(&b, rep.Cost, next(), base, charts)
+	}
+
 	if len(rep.Scaling) > 0 {
-		b.WriteString("## 2. CPU-bound scaling: `GET /work?ms=2`, closed loop, 4 connections per worker\n\n")
+		fmt.Fprintf(&b, "## %d. CPU-bound scaling: `GET /work?ms=2`, closed loop, 4 connections per worker\n\n", next())
 		b.WriteString("Efficiency = throughput / (N × one Node process's throughput without a proxy).\n\n")
 		b.WriteString("| contender | N | req/s | efficiency | p99 ms | errors |\n|---|---|---|---|---|---|\n")
 		maxN := 0
@@ -174,7 +180,7 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 	}
 
 	if h := rep.Hetero; h != nil && len(h.Runs) > 0 {
-		fmt.Fprintf(&b, "## 3. Heterogeneous load: 95%% `GET /work?ms=1`, 5%% `GET /work?ms=50`, open loop\n\n")
+		fmt.Fprintf(&b, "## %d. Heterogeneous load: 95%% `GET /work?ms=1`, 5%% `GET /work?ms=50`, open loop\n\n", next())
 		var arrivals []string
 		for _, r := range h.Runs {
 			if !slices.Contains(arrivals, r.Arrivals) {
@@ -196,7 +202,7 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 	}
 
 	if len(rep.Failure) > 0 {
-		b.WriteString("## 4. Failure: SIGKILL of one worker under load\n\n")
+		fmt.Fprintf(&b, "## %d. Failure: SIGKILL of one worker under load\n\n", next())
 		b.WriteString("`GET /work?ms=2` (idempotent), closed loop, 4 connections per worker, with the harness's own HTTP/1.1 client, which never " +
 			"resends a request by itself (like wrk). Failed = transport errors plus non-2xx answers. Back = time from the kill until a " +
 			"500 ms window reaches 90% of the throughput before it. nginx, HAProxy and stock `reverse_proxy` have no process manager: " +
@@ -216,7 +222,7 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 	}
 
 	if len(rep.Memory) > 0 {
-		b.WriteString("## 5. Memory: the proxy's resident set\n\n")
+		fmt.Fprintf(&b, "## %d. Memory: the proxy's resident set\n\n", next())
 		b.WriteString("VmRSS from `/proc/<pid>/status`, summed over the proxy's processes (as in scenario 1); pages that several " +
 			"processes share (nginx's master and workers, Caddy and its reapers, which are Caddy's binary) count once per process, so " +
 			"PSS (`/proc/<pid>/smaps_rollup`, shared pages divided among their users) is given beside it. Idle: after start-up and the " +
@@ -240,12 +246,73 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 		charts[base+"-memory-idle.svg"] = barChart("Proxy memory when idle, PSS (lower is better)", "MiB", idle)
 		fmt.Fprintf(&b, "\n![memory per connection](%s-memory-conn.svg)\n![idle RSS](%s-memory-idle.svg)\n\n", base, base)
 	}
+	if len(rep.Overload) > 0 {
+		renderOverload(&b, rep.Overload, next(), base, charts)
+	}
 	b.WriteString("Reproduce: `cd bench && go run . suite")
 	if rep.Quick {
 		b.WriteString(" --quick")
 	}
 	fmt.Fprintf(&b, " --workers %d` (see bench/README.md).\n", rep.Workers)
 	return b.String(), charts
+}
+
+// renderCost writes the throughput-by-cost section and its chart.
+func renderCost(b *strings.Builder, runs []costRun, n int, base string, charts map[string]string) {
+	fmt.Fprintf(b, "## %d. Throughput by request cost: `GET /work?ms=0`, `0.2`, `1`, closed loop, %d connections\n\n", n, costConns)
+	b.WriteString("The same CPU time per request in every worker (the example app spins for that long), as fast as each contender answers. " +
+		"× cluster is the 2xx answers per second over Node cluster's at the same cost. Proxy CPU per request as in the proxy-cost " +
+		"scenario (utime+stime of the proxy's processes from `/proc/<pid>/stat`, per 2xx answer); \"all\" adds the workers.\n\n")
+	b.WriteString("| contender | CPU per request | 2xx/s | × cluster | p50 ms | p99 ms | errors | proxy CPU µs / req | all CPU µs / req |\n|---|---|---|---|---|---|---|---|---|\n")
+	cluster := map[float64]float64{}
+	for _, r := range runs {
+		if r.Contender == "node-cluster" {
+			cluster[r.CostMS] = r.Throughput
+		}
+	}
+	var bars []bar
+	for _, r := range runs {
+		x := ratio(r.Throughput, cluster[r.CostMS])
+		proxy := "— (no proxy)"
+		if r.ProxyCPUus >= 0 {
+			proxy = fmt.Sprintf("%.1f", r.ProxyCPUus)
+		}
+		fmt.Fprintf(b, "| %s | %g ms | %.0f | %s | %.2f | %.2f | %d | %s | %.1f |\n", r.Contender, r.CostMS, r.Throughput, ratioText(x),
+			r.Load.P50, r.Load.P99, r.Load.errors(), proxy, r.AllCPUus)
+		bars = append(bars, bar{Label: fmt.Sprintf("%s %g ms", r.Contender, r.CostMS), Value: x, Text: "no cluster run", Ours: ours(r.Contender)})
+	}
+	charts[base+"-cost.svg"] = barChart("Throughput over Node cluster's, by CPU per request (higher is better)", "×", bars)
+	fmt.Fprintf(b, "\n![throughput by cost](%s-cost.svg)\n\n", base)
+}
+
+// renderOverload writes the overload section and its chart.
+func renderOverload(b *strings.Builder, runs []overloadRun, n int, base string, charts map[string]string) {
+	fmt.Fprintf(b, "## %d. Overload: `GET /`, closed loop, %d connections, then %d\n\n", n, overloadBase, overloadConns)
+	fmt.Fprintf(b, "Each contender first serves %d connections back to back, then %d for %s. Goodput = 2xx answers per second; "+
+		"ratio = goodput with %d connections over goodput with %d. Non-2xx share of the answers with %d connections; socket "+
+		"errors are attempts that got no answer (refused, reset, timed out after 10 s). RSS from `/proc/<pid>/status`: the "+
+		"proxy's processes idle and at their peak during the %d-connection run, and all processes' peak (Node cluster and PM2 "+
+		"hold the client connections in their workers).\n\n",
+		overloadBase, overloadConns, overloadTime, overloadConns, overloadBase, overloadConns, overloadConns)
+	fmt.Fprintf(b, "| contender | goodput %d conns /s | goodput %d conns /s | ratio | non-2xx | socket errors | p99 ms (%d) | proxy RSS idle MiB | proxy RSS peak MiB | all RSS peak MiB |\n|---|---|---|---|---|---|---|---|---|---|\n",
+		overloadBase, overloadConns, overloadConns)
+	var bars []bar
+	for _, r := range runs {
+		x := ratio(r.GoodputOver, r.GoodputBase)
+		fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %.1f%% | %d | %.1f | %.1f | %.1f | %.1f |\n", r.Contender, r.GoodputBase, r.GoodputOver,
+			ratioText(x), 100*r.Non2xxShare, r.Over.SocketErrors, r.Over.P99, mib(r.ProxyRSSIdle), mib(r.ProxyRSSPeak), mib(r.AllRSSPeak))
+		bars = append(bars, bar{Label: r.Contender, Value: x, Text: "no answers", Ours: ours(r.Contender)})
+	}
+	charts[base+"-overload.svg"] = barChart(fmt.Sprintf("Goodput with %d connections over %d (higher is better)", overloadConns, overloadBase), "×", bars)
+	fmt.Fprintf(b, "\n![overload](%s-overload.svg)\n\n", base)
+}
+
+// ratioText is a ratio for a table cell.
+func ratioText(x float64) string {
+	if math.IsNaN(x) {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", x)
 }
 
 func tunedText(m map[string]string) string {
@@ -296,6 +363,38 @@ func renderGoals(rep *suiteReport) []goal {
 				fmt.Sprintf("pool-default %.0f ms / 10k, caddy-rp %.0f: %.2f×%s", p.ProxyCPUms, c.ProxyCPUms, p.ProxyCPUms/c.ProxyCPUms, tuned(c.ProxyCPUms)),
 				verdict(p.ProxyCPUms < c.ProxyCPUms)})
 		}
+	}
+	costGoals := map[float64]float64{0: 0.35, 0.2: 0.80, 1: 0.95}
+	costOf := func(name string, ms float64) (costRun, bool) {
+		for _, r := range rep.Cost {
+			if r.Contender == name && r.CostMS == ms {
+				return r, true
+			}
+		}
+		return costRun{}, false
+	}
+	for _, ms := range costsMS {
+		p, ok1 := costOf("pool-default", ms)
+		c, ok2 := costOf("node-cluster", ms)
+		if !ok1 || !ok2 || c.Throughput <= 0 {
+			continue
+		}
+		x := p.Throughput / c.Throughput
+		text := fmt.Sprintf("pool-default %.0f/s, node-cluster %.0f/s: %.2f×", p.Throughput, c.Throughput, x)
+		if t, ok := costOf("pool-tuned", ms); ok {
+			text += fmt.Sprintf(" (pool-tuned %.2f×)", t.Throughput/c.Throughput)
+		}
+		gs = append(gs, goal{fmt.Sprintf("Throughput at %g ms of CPU per request ≥ %.2f× Node cluster's (issue 16)", ms, costGoals[ms]),
+			text, verdict(x >= costGoals[ms])})
+	}
+	for _, r := range rep.Overload {
+		if r.Contender != "pool-default" {
+			continue
+		}
+		x := ratio(r.GoodputOver, r.GoodputBase)
+		gs = append(gs, goal{fmt.Sprintf("%d connections: ≤ 1%% non-2xx, goodput ≥ 90%% of %d connections' (issue 16)", overloadConns, overloadBase),
+			fmt.Sprintf("pool-default %.1f%% non-2xx, %.0f vs %.0f 2xx/s: %s", 100*r.Non2xxShare, r.GoodputOver, r.GoodputBase, ratioText(x)),
+			verdict(r.Non2xxShare <= 0.01 && x >= 0.9)})
 	}
 	if len(rep.Scaling) > 0 {
 		eff := map[string]map[int]float64{}

@@ -120,6 +120,17 @@ func TestRenderReport(t *testing.T) {
 			{Contender: "pool-default", Load: 0.8, FastP99: 5},
 		}},
 		Failure: []failureRun{{Contender: "pool-default", Requests: 3000}, {Contender: "node-cluster", Requests: 3000, Failed: 4, RecoveryS: -1}},
+		Cost: []costRun{
+			{Contender: "node-cluster", CostMS: 0, Throughput: 60000, ProxyCPUus: 0.5},
+			{Contender: "node-cluster", CostMS: 1, Throughput: 1800, ProxyCPUus: 0.5},
+			{Contender: "pool-default", CostMS: 0, Throughput: 24000, ProxyCPUus: 40},
+			{Contender: "pool-default", CostMS: 1, Throughput: 1782, ProxyCPUus: 60},
+			{Contender: "node-single", CostMS: 1, Throughput: 950, ProxyCPUus: -1},
+		},
+		Overload: []overloadRun{
+			{Contender: "pool-default", GoodputBase: 10000, GoodputOver: 9500, Non2xxShare: 0.002},
+			{Contender: "node-cluster", GoodputBase: 20000, GoodputOver: 0},
+		},
 		Memory: []memoryRun{
 			{Contender: "caddy-rp", ProxyPerConn: 4000, ConnsOpen: 10000},
 			{Contender: "pool-default", ProxyPerConn: 4100, ConnsOpen: 10000},
@@ -140,12 +151,17 @@ func TestRenderReport(t *testing.T) {
 		"| node-single | 30000 |", "— (no proxy)", "not within the run",
 		"**pm2** skipped: install with `npm install -g pm2`", "load average 0.5 0.4 0.3 at the start",
 		"![proxy CPU](2026-11-26-vm-proxy-cpu.svg)",
+		"| Throughput at 0 ms of CPU per request ≥ 0.35× Node cluster's (issue 16) | pool-default 24000/s, node-cluster 60000/s: 0.40× | met |",
+		"| Throughput at 1 ms of CPU per request ≥ 0.95× Node cluster's (issue 16) | pool-default 1782/s, node-cluster 1800/s: 0.99× | met |",
+		"| 2000 connections: ≤ 1% non-2xx, goodput ≥ 90% of 200 connections' (issue 16) | pool-default 0.2% non-2xx, 9500 vs 10000 2xx/s: 0.95 | met |",
+		"| pool-default | 0 ms | 24000 | 0.40 | ", "| node-single | 1 ms | 950 | 0.53 | 0.00 | 0.00 | 0 | — (no proxy) |",
+		"## 2. Throughput by request cost", "## 7. Overload", "| node-cluster | 20000 | 0 | 0.00 | 0.0% |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
 	}
-	for _, name := range []string{"proxy-cpu", "proxy-rps", "scaling", "hetero-p99", "failure", "memory-conn", "memory-idle"} {
+	for _, name := range []string{"proxy-cpu", "proxy-rps", "cost", "scaling", "hetero-p99", "failure", "memory-conn", "memory-idle", "overload"} {
 		if _, ok := charts["2026-11-26-vm-"+name+".svg"]; !ok {
 			t.Errorf("no %s chart", name)
 		}

@@ -105,7 +105,7 @@ func runScheduling(o schedulingOptions) error {
 	if err != nil {
 		return fmt.Errorf("-arrivals: %w", err)
 	}
-	raiseNoFile()
+	raiseNoFile(0)
 	tmp, err := os.MkdirTemp("", "workerpool-bench-")
 	if err != nil {
 		return err

@@ -25,7 +25,7 @@ type suiteOptions struct {
 }
 
 // The scenarios of the suite, in the order they run.
-var allScenarios = []string{"proxy", "scaling", "hetero", "failure", "memory"}
+var allScenarios = []string{"proxy", "cost", "scaling", "hetero", "failure", "memory", "overload"}
 
 // suiteReport is everything one run of the suite measured; it is written
 // as results/<date>-<host>.json and rendered from there.
@@ -45,10 +45,12 @@ type suiteReport struct {
 	Scenarios  []string          `json:"scenarios"`
 
 	ProxyCost []proxyCostRun  `json:"proxy_cost,omitempty"`
+	Cost      []costRun       `json:"throughput_by_cost,omitempty"`
 	Scaling   []scalingRun    `json:"scaling,omitempty"`
 	Hetero    *heteroResult   `json:"heterogeneous,omitempty"`
 	Failure   []failureRun    `json:"failure,omitempty"`
 	Memory    []memoryRun     `json:"memory,omitempty"`
+	Overload  []overloadRun   `json:"overload,omitempty"`
 	Errors    []contenderFail `json:"errors,omitempty"`
 }
 
@@ -139,11 +141,13 @@ func suiteLengths(quick bool) lengths {
 // pool-tuned's options per scenario: what the README's "Choosing
 // max_inflight" recommends for that workload.
 var tunedOptions = map[string]string{
-	"proxy":   "max_inflight 0",
-	"memory":  "max_inflight 0",
-	"scaling": "max_inflight 1",
-	"hetero":  "max_inflight 1",
-	"failure": "max_inflight 1",
+	"proxy":    "max_inflight 0",
+	"cost":     "max_inflight 0",
+	"memory":   "max_inflight 0",
+	"overload": "max_inflight 0",
+	"scaling":  "max_inflight 1",
+	"hetero":   "max_inflight 1",
+	"failure":  "max_inflight 1",
 }
 
 // suiteContenders returns the suite's contenders with workers app
@@ -174,6 +178,14 @@ func suiteContenders(scenario, caddy string, workers int, dir string) []contende
 	return append(cs,
 		workerPool("pool-default", caddy, workers, "", dir),
 		workerPool("pool-tuned", caddy, workers, tunedOptions[scenario], dir))
+}
+
+// noFileFor is the open-file limit that scenarios need at least.
+func noFileFor(scenarios []string) uint64 {
+	if slices.Contains(scenarios, "overload") {
+		return overloadFiles
+	}
+	return 0
 }
 
 func runSuite(o suiteOptions) error {
@@ -207,7 +219,7 @@ func runSuite(o suiteOptions) error {
 	host, _ := os.Hostname()
 	rep := &suiteReport{
 		Date: time.Now().UTC().Format("2006-01-02"), Host: host, CPUs: cpuCount(), Workers: o.workers,
-		Quick: o.quick, LoadStart: loadAvg(), NoFile: raiseNoFile(), Scenarios: scenarios,
+		Quick: o.quick, LoadStart: loadAvg(), NoFile: raiseNoFile(noFileFor(scenarios)), Scenarios: scenarios,
 		Versions: toolVersions(caddy), Skipped: map[string]string{}, TunedNotes: tunedOptions,
 		Loadgen: "wrk (closed loop), the harness's Go client for the failure scenario",
 	}
@@ -244,6 +256,14 @@ func runSuite(o suiteOptions) error {
 				}
 				rep.ProxyCost = append(rep.ProxyCost, run)
 			}
+		case "cost":
+			for _, c := range keep(suiteContenders(sc, caddy, o.workers, tmp)) {
+				runs, err := throughputByCost(c, l, tmp)
+				if err != nil {
+					fail(sc, c.name, err)
+				}
+				rep.Cost = append(rep.Cost, runs...)
+			}
 		case "scaling":
 			rep.Scaling = scaling(o.workers, l, tmp, func(n int) []contender {
 				return keep(suiteContenders(sc, caddy, n, tmp))
@@ -271,6 +291,18 @@ func runSuite(o suiteOptions) error {
 				}
 				rep.Memory = append(rep.Memory, run)
 			}
+		case "overload":
+			for _, c := range keep(suiteContenders(sc, caddy, o.workers, tmp)) {
+				if c.name == "node-single" {
+					continue // one worker: not the pool size under test
+				}
+				run, err := overload(c, l, tmp)
+				if err != nil {
+					fail(sc, c.name, err)
+					continue
+				}
+				rep.Overload = append(rep.Overload, run)
+			}
 		}
 		fmt.Fprintf(os.Stderr, "bench: %s done in %s\n", sc, time.Since(start).Round(time.Second))
 	}
@@ -288,24 +320,89 @@ func proxyCost(c contender, l lengths, tmp string) (proxyCostRun, error) {
 	if _, err := closedLoop(r.url+"/", 64, l.warm, tmp); err != nil {
 		return proxyCostRun{}, err
 	}
-	proxy, workers := r.split()
-	all := append(slices.Clone(proxy), workers...)
-	p0, a0 := cpuSeconds(proxy), cpuSeconds(all)
-	res, err := closedLoop(r.url+"/", 64, l.closed, tmp)
+	m, err := measureClosed(r, "/", 64, l.closed, tmp)
 	if err != nil {
 		return proxyCostRun{}, err
 	}
-	p1, a1 := cpuSeconds(proxy), cpuSeconds(all)
-	run := proxyCostRun{Contender: c.name, Load: res, ProxyProcs: len(proxy), ProxyCPUms: -1}
-	if good := res.good(); good > 0 {
-		if len(proxy) > 0 {
-			run.ProxyCPUms = (p1 - p0) * 1000 / float64(good) * 10000
-		}
-		run.AllCPUms = (a1 - a0) * 1000 / float64(good) * 10000
+	// µs per request × 10,000 / 1,000 = ms per 10,000 requests.
+	run := proxyCostRun{Contender: c.name, Load: m.load, ProxyProcs: m.proxyProcs,
+		ProxyCPUms: m.proxyCPUus() * 10, AllCPUms: m.perGood(m.allCPU) * 10}
+	if run.ProxyCPUms < 0 {
+		run.ProxyCPUms = -1
 	}
 	fmt.Fprintf(os.Stderr, "proxy %-13s %7.0f req/s  p50 %.2f p99 %.2f ms  proxy CPU %.0f ms/10k (%d procs)  all %.0f ms/10k  errors %d\n",
-		c.name, res.RPS, res.P50, res.P99, run.ProxyCPUms, len(proxy), run.AllCPUms, res.errors())
+		c.name, m.load.RPS, m.load.P50, m.load.P99, run.ProxyCPUms, m.proxyProcs, run.AllCPUms, m.load.errors())
 	return run, nil
+}
+
+// closedRun is a closed-loop run and what the contender's processes used
+// during it.
+type closedRun struct {
+	load       loadResult
+	proxyProcs int
+	// proxyCPU and allCPU are the CPU seconds of the proxy's processes
+	// and of all the contender's processes during the run.
+	proxyCPU, allCPU float64
+	// proxyPeak and allPeak are the largest RSS sums sampled during it.
+	proxyPeak, allPeak int64
+}
+
+// measureClosed drives r's path with conns connections for d and reads
+// the CPU time (utime+stime from /proc) and RSS of its processes.
+func measureClosed(r *running, path string, conns int, d time.Duration, tmp string) (closedRun, error) {
+	proxy, workers := r.split()
+	all := append(slices.Clone(proxy), workers...)
+	p0, a0 := cpuSeconds(proxy), cpuSeconds(all)
+	peaks := sampleRSS(proxy, all)
+	res, err := closedLoop(r.url+path, conns, d, tmp)
+	m := closedRun{load: res, proxyProcs: len(proxy)}
+	m.proxyPeak, m.allPeak = peaks()
+	m.proxyCPU, m.allCPU = cpuSeconds(proxy)-p0, cpuSeconds(all)-a0
+	return m, err
+}
+
+// perGood is CPU seconds per 2xx answer of the run, in µs.
+func (m closedRun) perGood(cpu float64) float64 {
+	if good := m.load.good(); good > 0 {
+		return cpu * 1e6 / float64(good)
+	}
+	return 0
+}
+
+// proxyCPUus is the proxy's CPU per 2xx answer in µs, or -1 when the
+// contender has no proxy process.
+func (m closedRun) proxyCPUus() float64 {
+	if m.proxyProcs == 0 {
+		return -1
+	}
+	return m.perGood(m.proxyCPU)
+}
+
+// sampleRSS samples the RSS sums of proxy and all every 200 ms until the
+// function it returns is called, which returns the largest of each.
+func sampleRSS(proxy, all []int) func() (proxyPeak, allPeak int64) {
+	stop := make(chan struct{})
+	type peaks struct{ proxy, all int64 }
+	done := make(chan peaks)
+	go func() {
+		var p peaks
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				done <- p
+				return
+			case <-t.C:
+				p.proxy, p.all = max(p.proxy, rssBytes(proxy)), max(p.all, rssBytes(all))
+			}
+		}
+	}()
+	return func() (int64, int64) {
+		close(stop)
+		p := <-done
+		return p.proxy, p.all
+	}
 }
 
 // scalingPath is the CPU-bound request of the scaling scenario.
@@ -462,25 +559,9 @@ func memory(c contender, conns int, l lengths, tmp string) (memoryRun, error) {
 	proxy, workers := r.split()
 	all := append(slices.Clone(proxy), workers...)
 	m := memoryRun{Contender: c.name, ConnsWanted: conns, ProxyIdle: rssBytes(proxy), ProxyIdlePSS: pssBytes(proxy), AllIdle: rssBytes(all)}
-	stop := make(chan struct{})
-	peak := make(chan int64)
-	go func() {
-		var p int64
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				peak <- p
-				return
-			case <-t.C:
-				p = max(p, rssBytes(proxy))
-			}
-		}
-	}()
+	peaks := sampleRSS(proxy, nil)
 	_, err = closedLoop(r.url+"/", 64, l.closed, tmp)
-	close(stop)
-	m.ProxyLoad = <-peak
+	m.ProxyLoad, _ = peaks()
 	if err != nil {
 		return m, err
 	}
