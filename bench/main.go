@@ -1,8 +1,8 @@
 // Command bench runs caddy-workerpool against the tools its users would
 // otherwise pick, on this machine, and writes the figures to results/.
 //
-//	cd bench && go run . suite [--quick] [--workers N] [--scenarios proxy,scaling,hetero,failure,memory]
-//	cd bench && go run . scheduling [-duration 20s] [-loads 0.5,0.8]
+//	cd bench && go run . suite [--quick] [--workers N] [--scenarios proxy,cost,scaling,hetero,failure,memory,overload]
+//	cd bench && go run . scheduling [-mix cpu|single] [-duration 20s] [-loads 0.5,0.75] [-arrivals poisson,even]
 //	cd bench && go run . scheduling -mix io [-io-rate 400]
 //	cd bench && go run . report results/<date>-<host>.json
 //	cd bench && (cd validation-js && npm install) && go run . validation [-rounds 5] [-duration 5s]
@@ -31,8 +31,8 @@ func main() {
 		fs := flag.NewFlagSet("scheduling", flag.ExitOnError)
 		opts := schedulingOptions{}
 		fs.DurationVar(&opts.duration, "duration", defaultDuration, "length of each measured run")
-		fs.StringVar(&opts.mix, "mix", "cpu", "cpu: 95% 1 ms and 5% 50 ms of CPU; io: every request waits 20 ms without CPU")
-		fs.StringVar(&opts.loads, "loads", "0.5,0.8", "cpu mix: offered loads as fractions of the pool's measured capacity")
+		fs.StringVar(&opts.mix, "mix", "cpu", "cpu: 95% 1 ms and 5% 50 ms of CPU; single: every request 2 ms of CPU; io: every request waits 20 ms without CPU")
+		fs.StringVar(&opts.loads, "loads", "0.5,0.75", "cpu and single mixes: offered loads as fractions of Node cluster's capacity, measured first")
 		fs.StringVar(&opts.arrivals, "arrivals", "poisson,even", "arrival processes, each run in turn: poisson (exponential gaps), even (one gap)")
 		fs.Float64Var(&opts.ioRate, "io-rate", 400, "io mix: offered requests per second")
 		fs.StringVar(&opts.only, "only", "", "comma-separated contender names to run (default: all)")

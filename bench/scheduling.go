@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ const (
 	fastPath        = "/work?ms=1"
 	slowPath        = "/work?ms=50"
 	ioPath          = "/sleep?ms=20"
+	singlePath      = "/work?ms=2"
 	// slowShare: each request of the CPU mix is slow with this
 	// probability (5%).
 	slowShare = 0.05
@@ -80,6 +82,9 @@ type schedulingReport struct {
 	Duration   string  `json:"duration"`
 	Scenario   string  `json:"scenario"`
 	CapacityPS float64 `json:"capacity_per_s"`
+	// CapacityOf is the contender whose closed-loop throughput is the
+	// capacity the loads are fractions of.
+	CapacityOf string `json:"capacity_of,omitempty"`
 	// Arrivals are the arrival processes of the runs, in the order run.
 	Arrivals []string `json:"arrivals"`
 	// Seed draws the Poisson arrivals and which requests of the CPU mix
@@ -98,8 +103,8 @@ func runScheduling(o schedulingOptions) error {
 		}
 		loads = append(loads, f)
 	}
-	if o.mix != "cpu" && o.mix != "io" {
-		return fmt.Errorf("-mix %q: use cpu or io", o.mix)
+	if !slices.Contains([]string{"cpu", "single", "io"}, o.mix) {
+		return fmt.Errorf("-mix %q: use cpu, single or io", o.mix)
 	}
 	arrivals, err := parseArrivals(o.arrivals)
 	if err != nil {
@@ -149,14 +154,16 @@ func runScheduling(o schedulingOptions) error {
 		loads = []float64{1}
 		rep.CapacityPS = o.ioRate
 	} else {
-		// Capacity: the pool at max_inflight 1, closed loop, as fast as
-		// it goes.
-		capC := workerPool("capacity", caddy, benchWorkers, "max_inflight 1", tmp)
-		rep.CapacityPS, err = measureCapacity(capC, 8, 5*time.Second, o.mix, o.seed)
+		if o.mix == "single" {
+			rep.Mix = "100% GET /work?ms=2 (one cost class)"
+		}
+		// Capacity: Node cluster, closed loop, as fast as it goes.
+		rep.CapacityOf = "node-cluster"
+		rep.CapacityPS, err = measureCapacity(nodeCluster(benchWorkers, tmp), 8, 5*time.Second, o.mix, o.seed)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "capacity: %.0f requests/s with %d workers\n", rep.CapacityPS, benchWorkers)
+		fmt.Fprintf(os.Stderr, "capacity: %.0f requests/s (node-cluster, %d workers)\n", rep.CapacityPS, benchWorkers)
 	}
 	rep.Runs = openLoopRuns(contenders, o.mix, rep.CapacityPS, loads, arrivals, o.seed, 2*time.Second, o.duration,
 		func(name string, err error) { rep.Errors = append(rep.Errors, name+": "+err.Error()) })
@@ -193,7 +200,8 @@ func openLoopRuns(cs []contender, mixKind string, capacity float64, loads []floa
 // the seed and k, so every contender of a run gets the same sequence.
 type mix struct {
 	base string
-	// kind is cpu (the 95/5 mix) or io (every request waits).
+	// kind is cpu (the 95/5 mix), single (every request 2 ms of CPU) or
+	// io (every request waits).
 	kind string
 	seed uint64
 	n    atomic.Uint64
@@ -209,8 +217,11 @@ func (m *mix) next() string {
 // seed: slow requests fall on odd and even positions alike, and come in
 // runs as often as chance makes them.
 func (m *mix) path(k uint64) string {
-	if m.kind == "io" {
+	switch m.kind {
+	case "io":
 		return ioPath
+	case "single":
+		return singlePath
 	}
 	if unit(m.seed, k) < slowShare {
 		return slowPath
@@ -295,10 +306,11 @@ func writeScheduling(dir string, rep schedulingReport) error {
 	if rep.Scenario == "io" {
 		fmt.Fprintf(&b, "offered %.0f requests/s; ", rep.CapacityPS)
 	} else {
-		fmt.Fprintf(&b, "capacity %.0f requests/s (our pool, max_inflight 1, closed loop), loads are fractions of it; ", rep.CapacityPS)
+		fmt.Fprintf(&b, "capacity %.0f requests/s (%s, closed loop, 8 clients, measured in this run), loads are fractions of it; ",
+			rep.CapacityPS, cmp.Or(rep.CapacityOf, "our pool at max_inflight 1"))
 	}
-	fmt.Fprintf(&b, "%s per run after a 2 s warm-up. \"fast\" are the 1 ms requests (all requests in the io mix), \"slow\" the 50 ms ones. ", rep.Duration)
-	fmt.Fprintf(&b, "Arrivals: %s, seed %d (the same arrivals and mix for every contender). %s\n\n", arrivalsText(rep.Arrivals), rep.Seed, openLoopNote)
+	fmt.Fprintf(&b, "%s per run after a 2 s warm-up. \"fast\" are the 1 ms requests (all requests in the single and io mixes), \"slow\" the 50 ms ones; × cluster is a p99 over Node cluster's at the same load and arrivals. ", rep.Duration)
+	fmt.Fprintf(&b, "%s\n\n", openLoopText(rep.Runs, rep.Seed))
 	b.WriteString(openLoopTable(rep.Runs))
 	for _, e := range rep.Errors {
 		fmt.Fprintf(&b, "\n- failed: %s\n", e)

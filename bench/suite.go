@@ -83,9 +83,15 @@ type scalingRun struct {
 }
 
 type heteroResult struct {
-	CapacityPS float64 `json:"capacity_per_s"`
-	Duration   string  `json:"duration"`
-	// Seed draws which requests are slow (the same for every contender).
+	// CapacityPS is Node cluster's closed-loop throughput with the CPU
+	// mix, SingleCapacityPS with the single cost class, both measured in
+	// this run: the loads are fractions of them.
+	CapacityPS       float64 `json:"capacity_per_s"`
+	SingleCapacityPS float64 `json:"single_capacity_per_s,omitempty"`
+	CapacityOf       string  `json:"capacity_of,omitempty"`
+	Duration         string  `json:"duration"`
+	// Seed draws the arrivals and which requests are slow (the same for
+	// every contender).
 	Seed uint64     `json:"seed"`
 	Runs []runStats `json:"runs"`
 }
@@ -269,7 +275,7 @@ func runSuite(o suiteOptions) error {
 				return keep(suiteContenders(sc, caddy, n, tmp))
 			}, fail)
 		case "hetero":
-			rep.Hetero = hetero(keep(suiteContenders(sc, caddy, o.workers, tmp)), caddy, o.workers, l, o.seed, tmp, fail)
+			rep.Hetero = hetero(keep(suiteContenders(sc, caddy, o.workers, tmp)), o.workers, l, o.seed, tmp, fail)
 		case "failure":
 			for _, c := range keep(suiteContenders(sc, caddy, o.workers, tmp)) {
 				if c.name == "node-single" {
@@ -460,20 +466,33 @@ func scaling(maxN int, l lengths, tmp string, contenders func(n int) []contender
 	return runs
 }
 
+// heteroLoads are the loads of the CPU mix, as fractions of Node
+// cluster's capacity (issue 17); the single cost class runs at the last.
+var heteroLoads = []float64{0.5, heteroGoalLoad}
+
 // hetero is the scheduling scenario's CPU mix (95% 1 ms, 5% 50 ms) at
-// 50, 80 and 95% of capacity, open loop with Poisson arrivals.
-func hetero(cs []contender, caddy string, workers int, l lengths, seed uint64, tmp string, fail func(string, string, error)) *heteroResult {
-	capC := workerPool("capacity", caddy, workers, "max_inflight 1", tmp)
-	capacity, err := measureCapacity(capC, 4*workers, l.capacity, "cpu", seed)
-	if err != nil {
-		fail("hetero", "capacity", err)
-		return nil
+// heteroLoads of Node cluster's closed-loop capacity, and one cost class
+// (every request 2 ms) at the highest of them, open loop with Poisson
+// arrivals; both capacities are measured first, in this run.
+func hetero(cs []contender, workers int, l lengths, seed uint64, tmp string, fail func(string, string, error)) *heteroResult {
+	res := &heteroResult{CapacityOf: "node-cluster", Duration: l.hetero.String(), Seed: seed}
+	var err error
+	for _, m := range []struct {
+		kind string
+		into *float64
+	}{{"cpu", &res.CapacityPS}, {"single", &res.SingleCapacityPS}} {
+		if *m.into, err = measureCapacity(nodeCluster(workers, tmp), 4*workers, l.capacity, m.kind, seed); err != nil {
+			fail("hetero", "capacity", err)
+			return nil
+		}
+		fmt.Fprintf(os.Stderr, "hetero capacity (%s mix, node-cluster) %.0f req/s\n", m.kind, *m.into)
 	}
-	fmt.Fprintf(os.Stderr, "hetero capacity %.0f req/s\n", capacity)
 	cs = slices.DeleteFunc(cs, func(c contender) bool { return c.name == "node-single" })
-	return &heteroResult{CapacityPS: capacity, Duration: l.hetero.String(), Seed: seed,
-		Runs: openLoopRuns(cs, "cpu", capacity, []float64{0.5, 0.8, 0.95}, []string{poisson}, seed, l.warm, l.hetero,
-			func(name string, err error) { fail("hetero", name, err) })}
+	failed := func(name string, err error) { fail("hetero", name, err) }
+	res.Runs = openLoopRuns(cs, "cpu", res.CapacityPS, heteroLoads, []string{poisson}, seed, l.warm, l.hetero, failed)
+	res.Runs = append(res.Runs, openLoopRuns(cs, "single", res.SingleCapacityPS, heteroLoads[len(heteroLoads)-1:], []string{poisson},
+		seed, l.warm, l.hetero, failed)...)
+	return res
 }
 
 // failure: GET /work?ms=2 from 4 connections per worker, closed loop;
