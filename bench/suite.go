@@ -227,10 +227,10 @@ func runSuite(o suiteOptions) error {
 		Date: time.Now().UTC().Format("2006-01-02"), Host: host, CPUs: cpuCount(), Workers: o.workers,
 		Quick: o.quick, LoadStart: loadAvg(), NoFile: raiseNoFile(noFileFor(scenarios)), Scenarios: scenarios,
 		Versions: toolVersions(caddy), Skipped: map[string]string{}, TunedNotes: tunedOptions,
-		Loadgen: "wrk (closed loop), the harness's Go client for the failure scenario",
+		Loadgen: "wrk (closed loop), the harness's Go client for the failure scenario, its open-loop generator (Poisson arrivals) for hetero",
 	}
 	if !haveWrk() {
-		rep.Loadgen = "the harness's Go client (wrk not installed: `apt-get install wrk`)"
+		rep.Loadgen = "the harness's Go client (wrk not installed: `apt-get install wrk`), its open-loop generator (Poisson arrivals) for hetero"
 	}
 	fmt.Fprintf(os.Stderr, "bench: %d CPUs, %d workers, load %s, open files %d\n", rep.CPUs, o.workers, rep.LoadStart, rep.NoFile)
 	l := suiteLengths(o.quick)
