@@ -39,7 +39,7 @@ func main() {
 		fs.StringVar(&opts.caddy, "caddy", "", "our Caddy binary (default: build ../cmd/caddy)")
 		fs.StringVar(&opts.out, "out", "results", "directory for the JSON and Markdown results")
 		fs.BoolVar(&opts.keep, "keep", false, "keep the contenders' configs and logs (the path is printed)")
-		fs.Uint64Var(&opts.seed, "seed", 0, "seed of the random draws (which requests are slow); 0: from the clock. Recorded in the results")
+		fs.Uint64Var(&opts.seed, "seed", 0, "seed of the open-loop runs' random draws (Poisson arrivals, which requests are slow); 0: from the clock. Recorded in the results")
 		_ = fs.Parse(os.Args[2:])
 		opts.seed = pickSeed(opts.seed)
 		if err := runScheduling(opts); err != nil {
@@ -62,7 +62,7 @@ func main() {
 	case "suite":
 		fs := flag.NewFlagSet("suite", flag.ExitOnError)
 		opts := suiteOptions{}
-		fs.BoolVar(&opts.quick, "quick", false, "short runs: the whole suite in under 10 minutes on 2 cores")
+		fs.BoolVar(&opts.quick, "quick", false, "short runs: the whole suite in about 15 minutes on 2 cores")
 		fs.IntVar(&opts.workers, "workers", 0, "app processes per contender (default: the number of CPUs)")
 		fs.StringVar(&opts.scenarios, "scenarios", "", "comma-separated scenarios: "+strings.Join(allScenarios, ",")+" (default: all)")
 		fs.StringVar(&opts.only, "only", "", "comma-separated contender names to run (default: all)")
@@ -73,7 +73,7 @@ func main() {
 		fs.StringVar(&nodeBin, "node", "node", "the node binary")
 		fs.StringVar(&appFile, "app", "", "the example app (default: ../examples/node/server.js)")
 		fs.StringVar(&peersDir, "peers", "", "directory of node-cluster.js (default: peers/)")
-		fs.Uint64Var(&opts.seed, "seed", 0, "seed of the random draws (which requests are slow); 0: from the clock. Recorded in the results")
+		fs.Uint64Var(&opts.seed, "seed", 0, "seed of the open-loop runs' random draws (Poisson arrivals, which requests are slow); 0: from the clock. Recorded in the results")
 		_ = fs.Parse(os.Args[2:])
 		opts.seed = pickSeed(opts.seed)
 		if err := runSuite(opts); err != nil {
