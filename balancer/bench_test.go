@@ -4,7 +4,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/caddy-workerpool/caddy-workerpool/balancer"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
@@ -33,16 +35,66 @@ func BenchmarkProxy(b *testing.B) {
 			defer client.CloseIdleConnections()
 			b.ReportAllocs()
 			for b.Loop() {
-				resp, err := client.Get(c.url)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Fatal(resp.Status)
-				}
+				get(b, client, c.url)
 			}
 		})
 	}
+}
+
+// BenchmarkQueuedPath is what waiting for a slot costs the front: eight
+// clients send tiny requests through the balancer to one real worker,
+// with no in-flight limit ("direct": no request ever waits) and with
+// max_inflight 1 ("queued": nearly every request waits in the queue).
+// cpu-ns/op is the CPU this process (clients and balancer; the worker is
+// another process) used per request: queued/direct is the queue's cost,
+// a ratio that a busy machine skews less than ns/op.
+func BenchmarkQueuedPath(b *testing.B) {
+	p := testworker.Start(b, "serve")
+	for _, c := range []struct {
+		name  string
+		limit int
+	}{{"direct", 0}, {"queued", 1}} {
+		b.Run(c.name, func(b *testing.B) {
+			bal, _ := balancer.New(balancer.Config{MaxInflight: c.limit})
+			e := bal.NewEndpoint(1, p.PID, p.Network, p.Address)
+			defer e.Close()
+			bal.Add(e)
+			srv := httptest.NewServer(bal)
+			defer srv.Close()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			defer client.CloseIdleConnections()
+			b.ReportAllocs()
+			b.SetParallelism(4) // 8 clients on 2 CPUs
+			cpu := processCPU()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					get(b, client, srv.URL+"/pid")
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+func get(b *testing.B, client *http.Client, url string) {
+	resp, err := client.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b.Fatal(resp.Status)
+	}
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
