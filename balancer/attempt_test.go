@@ -89,13 +89,21 @@ func TestHalfOpenBreakerQueuesBeyondItsProbes(t *testing.T) {
 		t.Fatal(err)
 	}
 	await(t, "breaker half-open", func() bool { return eps[0].BreakerState() == "half-open" })
-	var held []<-chan outcome
-	for i := range 3 {
-		held = append(held, send(c, "GET", srv.URL+"/block?id="+string(rune('a'+i)), nil))
+	held := []<-chan outcome{send(c, "GET", srv.URL+"/block?id=a", nil)}
+	await(t, "the probe in the worker", func() bool { return p.Blocked() == 1 })
+	for _, id := range []string{"b", "c"} {
+		held = append(held, send(c, "GET", srv.URL+"/block?id="+id, nil))
 	}
-	await(t, "the probe in the worker, the others queued", func() bool { return p.Blocked() == 1 && bal.QueueLen() == 2 })
-	for i := range 3 {
-		_, _ = p.Do(http.MethodPost, "/release")
+	await(t, "the others queued", func() bool { return bal.QueueLen() == 2 })
+	_, _ = p.Do(http.MethodPost, "/release")
+	if o := recv(t, held[0]); o.status != 200 {
+		t.Fatalf("probe: %d, want 200", o.status)
+	}
+	// The probe's success lets the others in; /release lets go of the
+	// requests the worker holds, so wait until both are there.
+	await(t, "the queued requests in the worker", func() bool { return p.Blocked() == 2 })
+	_, _ = p.Do(http.MethodPost, "/release")
+	for i := 1; i < 3; i++ {
 		if o := recv(t, held[i]); o.status != 200 {
 			t.Fatalf("request %d: %d, want 200 once the probe succeeded", i, o.status)
 		}
