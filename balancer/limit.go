@@ -35,6 +35,23 @@ import (
 // finding repeats (up to maxHold windows), so probing a second slot
 // costs a vanishing share of requests.
 //
+// A worker held at 1 idles between two requests for a hand-off: its
+// response travels to Go, the next request waits for its goroutine to
+// run and travels to the worker. For short requests that idle time is a
+// large share of the worker's (half of it for a tiny request), so a
+// second slot, which lets the next request wait in the worker's socket
+// instead, is worth more than the head-of-line blocking it risks: it
+// is given while the slowest recent requests (a peak that rises by an
+// eighth towards a slower one and decays over about 256 requests) took
+// at most shortRatio hand-offs, and taken back as soon as one request
+// takes twice that at the second slot. The hand-off is measured: the
+// time from dispatch handing the endpoint to a waiting request until
+// that request's goroutine runs, plus, where the worker's CPU time is
+// known, the part of a request's latency at a limit of 1 that the
+// worker did not spend computing (the two legs over the socket). A
+// heterogeneous mix (1 ms and 50 ms) never qualifies, and keeps its
+// tails; tiny requests, and uniform ones of a few hand-offs, do.
+//
 // Where the worker's pid is known (workers we spawn, on Linux) no probe
 // is needed at all: at a limit of 1 the requests do not overlap, so the
 // CPU time the process used over their total latency says whether it
@@ -62,6 +79,19 @@ const (
 	// against the kernel's 10 ms accounting tick.
 	cpuBoundShare = 0.3
 	cpuSpan       = 250 * time.Millisecond
+	// shortRatio: a second slot while the slowest recent request took at
+	// most this many hand-offs; the hand-off is then at least 1/16 of
+	// the worker's time, and a request in the second slot waits at most
+	// that long behind the first.
+	shortRatio = 16
+	// The slowest-request peak rises by peakRise of its distance to a
+	// slower sample, so that one stall of a busy host moves it little
+	// and a slow class (one request in 20 or 100) holds it near its
+	// cost, and falls by peakDecay of its distance to a quicker one.
+	peakRise  = 1.0 / 8
+	peakDecay = 1.0 / 256
+	// handoffWeight of each new hand-off in its average.
+	handoffWeight = 1.0 / 16
 )
 
 type adaptiveLimit struct {
@@ -80,8 +110,16 @@ type adaptiveLimit struct {
 	hold       int // windows left at limit 1
 	nextHold   int
 
+	// Short requests: the decaying peak and floor of latency, the
+	// hand-off (its part in Go, and the legs over the socket where CPU
+	// time tells them), all in seconds, and whether a serial worker's
+	// requests are short enough for a floor of 2.
+	slowest, fastest, gap, legs float64
+	short                       bool
+
 	// CPU accounting at a limit of 1, when cpuTime is known.
 	cpuTime   func() (time.Duration, bool)
+	cpuN      int     // requests since cpuStart
 	cpuBusy   float64 // seconds of latency since cpuStart
 	cpuStart  time.Duration
 	cpuKnown  bool // cpuStart is valid
@@ -98,27 +136,84 @@ func newAdaptiveLimit(set func(int64), cpuTime func() (time.Duration, bool)) *ad
 }
 
 // accountCPU updates cpuBound from the CPU the worker used over the
-// latency of requests served one at a time.
+// latency of requests served one (or two) at a time, and the legs of the
+// hand-off from what of it the worker did not compute.
 func (a *adaptiveLimit) accountCPU(rtt float64) {
-	if a.cpuTime == nil || a.limit >= 2 {
+	if a.cpuTime == nil || a.limit >= 3 {
 		a.cpuKnown = false
 		return
 	}
 	if !a.cpuKnown {
 		a.cpuStart, a.cpuKnown = a.cpuTimeOrZero()
-		a.cpuBusy = 0
+		a.cpuBusy, a.cpuN = 0, 0
 		return
 	}
 	a.cpuBusy += rtt
+	a.cpuN++
 	if a.cpuBusy < cpuSpan.Seconds() {
 		return
 	}
 	now, ok := a.cpuTimeOrZero()
 	if ok {
-		a.cpuBound = (now - a.cpuStart).Seconds() >= cpuBoundShare*a.cpuBusy
+		used := (now - a.cpuStart).Seconds()
+		// At a limit of 2 the latencies overlap and sum to up to twice
+		// the time the worker had.
+		a.cpuBound = used >= cpuBoundShare*a.cpuBusy/math.Floor(a.limit)
 		a.cpuJudged = true
+		if a.limit < 2 {
+			// The requests did not overlap: what of their latency the
+			// worker did not compute is the way there and back.
+			legs := max(a.cpuBusy-used, 0) / float64(a.cpuN)
+			if a.legs == 0 {
+				a.legs = legs
+			} else {
+				a.legs = (a.legs + legs) / 2
+			}
+		}
 	}
-	a.cpuStart, a.cpuKnown, a.cpuBusy = now, ok, 0
+	a.cpuStart, a.cpuKnown, a.cpuBusy, a.cpuN = now, ok, 0, 0
+}
+
+// handoff records how long one hand-off of the endpoint to a waiting
+// request took in Go.
+func (a *adaptiveLimit) handoff(d time.Duration) {
+	a.mu.Lock()
+	if a.gap == 0 {
+		a.gap = d.Seconds()
+	} else {
+		a.gap += (d.Seconds() - a.gap) * handoffWeight
+	}
+	a.mu.Unlock()
+}
+
+// shortEnough reports whether requests as slow as slowest are short
+// next to the hand-off: a second slot hides the hand-off and costs
+// little.
+func (a *adaptiveLimit) shortEnough(slowest float64) bool {
+	// The legs cannot take longer than the quickest request's round
+	// trip: on a busy host the worker's CPU time falls behind its
+	// latency for reasons that are no hand-off.
+	h := a.gap + min(a.legs, a.fastest)
+	return h > 0 && slowest <= shortRatio*h
+}
+
+// serial reports whether the worker is known to serve one request at a
+// time: its CPU time says it computes, or (pid unknown) a probe of a
+// second slot found it.
+func (a *adaptiveLimit) serial() bool {
+	if a.cpuTime != nil {
+		return a.cpuJudged && a.cpuBound
+	}
+	return a.nextHold > 0
+}
+
+// floor is the least limit of the moment: 2 while a serial worker's
+// requests are short, else 1.
+func (a *adaptiveLimit) floor() float64 {
+	if a.short {
+		return 2
+	}
+	return 1
 }
 
 func (a *adaptiveLimit) cpuTimeOrZero() (time.Duration, bool) {
@@ -134,6 +229,24 @@ func (a *adaptiveLimit) cpuTimeOrZero() (time.Duration, bool) {
 func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	s := rtt.Seconds()
+	if s > a.slowest {
+		a.slowest += (s - a.slowest) * peakRise
+	} else {
+		a.slowest += (s - a.slowest) * peakDecay
+	}
+	if s < a.fastest || a.fastest == 0 {
+		a.fastest = s
+	} else {
+		a.fastest += (s - a.fastest) * peakDecay / 16
+	}
+	if a.short && a.limit < 3 && !a.shortEnough(s/2) {
+		// A request took long for the second slot (where a request's
+		// latency includes the rest of the one before it, up to twice
+		// its own): back to one at once.
+		a.short, a.limit, a.cpuKnown = false, 1, false
+		a.setLimit(1)
+	}
 	a.accountCPU(rtt.Seconds())
 	a.sum += rtt.Seconds()
 	a.n++
@@ -167,19 +280,30 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 	if a.minRTT == 0 || avg < a.minRTT || a.limit < 2 {
 		a.minRTT = avg
 	}
+	// At the second slot the peak may be twice a request's own latency.
+	scale := 1.0
+	if a.limit >= 2 {
+		scale = 2
+	}
+	a.short = (a.serial() || serial) && a.shortEnough(a.slowest/scale)
 	switch {
-	case a.cpuTime != nil && a.limit < 2 && (a.cpuBound || !a.cpuJudged):
+	case a.cpuTime != nil && a.limit < 3 && (a.cpuBound || !a.cpuJudged):
 		// The worker computes, or we cannot tell yet: a second request
-		// would only wait in it.
+		// would only wait in it, unless requests are short enough that
+		// it hides the hand-off.
+		a.limit = a.floor()
+		a.setLimit(int64(a.limit))
 		return
 	case serial:
 		a.nextHold = min(max(2*a.nextHold, minHold), maxHold)
 		a.hold = a.nextHold
-		a.limit = 1
-		a.setLimit(1)
+		a.limit = a.floor()
+		a.setLimit(int64(a.limit))
 		return
 	case a.hold > 0:
 		a.hold--
+		a.limit = a.floor()
+		a.setLimit(int64(a.limit))
 		return
 	case compared:
 		// Busy and idle requests looked alike: probing may come sooner.
@@ -197,7 +321,7 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 		gradient = 1
 	}
 	was := a.limit
-	a.limit = min(max(a.limit*gradient, 1), adaptiveMax)
+	a.limit = min(max(a.limit*gradient, a.floor()), adaptiveMax)
 	if was >= 2 && a.limit < 2 {
 		// A second request made the worker slower: it serialises. Hold
 		// at 1 as the busy/idle comparison would.

@@ -49,3 +49,47 @@ func TestAdaptiveHoldShrinksWhenBusyLooksLikeIdle(t *testing.T) {
 		t.Fatalf("limit %v after busy looked like idle, want at least 2", a.current())
 	}
 }
+
+// A worker that computes gets a second slot while its requests are
+// short next to the hand-off, loses it at once to a slow request, and
+// never gets it for a mix of 1 ms and 50 ms. The worker's CPU clock is a
+// fake that each request advances by the time it computed.
+func TestAdaptiveSecondSlotForShortRequests(t *testing.T) {
+	var cpu time.Duration
+	a := newAdaptiveLimit(func(int64) {}, func() (time.Duration, bool) { return cpu, true })
+	serve := func(n int, rtt, used time.Duration, inflight int64) {
+		for range n {
+			a.handoff(20 * time.Microsecond)
+			cpu += used
+			a.sample(rtt, inflight)
+		}
+	}
+	// 200 µs at the worker, 150 of them computing: the hand-off is 20 µs
+	// in Go and 50 µs on the socket.
+	serve(2000, 200*time.Microsecond, 150*time.Microsecond, 1)
+	if l := a.current(); l != 2 {
+		t.Fatalf("limit %v for short requests of a worker that computes, want 2", l)
+	}
+	serve(1000, 400*time.Microsecond, 150*time.Microsecond, 2)
+	if l := a.current(); l != 2 {
+		t.Fatalf("limit %v at the second slot, want it kept at 2", l)
+	}
+	serve(1, 5*time.Millisecond, 5*time.Millisecond, 2)
+	if l := a.current(); l != 1 {
+		t.Fatalf("limit %v after a slow request, want 1 at once", l)
+	}
+
+	mix := newAdaptiveLimit(func(int64) {}, func() (time.Duration, bool) { return cpu, true })
+	for i := range 4000 {
+		d := time.Millisecond
+		if i%20 == 0 {
+			d = 50 * time.Millisecond
+		}
+		mix.handoff(20 * time.Microsecond)
+		cpu += d - 50*time.Microsecond
+		mix.sample(d, 1)
+		if l := mix.current(); l != 1 {
+			t.Fatalf("limit %v after %d requests of a 1 ms/50 ms mix, want 1", l, i+1)
+		}
+	}
+}

@@ -27,6 +27,7 @@ type waiter struct {
 	queued     bool
 	ch         chan *Endpoint // capacity 1: dispatch hands over an acquired endpoint
 	pick       *Pick
+	handed     time.Time // when dispatch handed it an adaptive endpoint
 }
 
 // waitQueue is a FIFO of waiters, guarded by Balancer.qmu.
@@ -136,18 +137,19 @@ func (b *Balancer) wait(ctx context.Context, pick *Pick) (*Endpoint, time.Durati
 	defer timer.Stop()
 	select {
 	case e := <-w.ch:
-		return handed(e, start)
+		return handed(e, w, start)
 	case <-timer.C:
 		if b.dequeue(w) {
 			return nil, time.Since(start), errQueueTimeout
 		}
 		// Handed an endpoint just as the time ran out: use it.
-		return handed(<-w.ch, start)
+		return handed(<-w.ch, w, start)
 	case <-ctx.Done():
 		if !b.dequeue(w) {
 			if e := <-w.ch; e != nil {
 				b.release(e)
 			}
+			w.handed = time.Time{}
 		}
 		return nil, time.Since(start), ctx.Err()
 	}
@@ -155,11 +157,19 @@ func (b *Balancer) wait(ctx context.Context, pick *Pick) (*Endpoint, time.Durati
 
 // handed is the outcome of a wait that dispatch or failHopeless ended:
 // an endpoint, or nil when no endpoint is left for the request.
-func handed(e *Endpoint, start time.Time) (*Endpoint, time.Duration, error) {
+func handed(e *Endpoint, w *waiter, start time.Time) (*Endpoint, time.Duration, error) {
+	now := time.Now()
 	if e == nil {
-		return nil, time.Since(start), errNoEndpoint
+		return nil, now.Sub(start), errNoEndpoint
 	}
-	return e, time.Since(start), nil
+	if !w.handed.IsZero() && e.adaptive != nil {
+		// How long the hand-off took, from dispatch to this goroutine
+		// running: the worker's idle time between two requests at a
+		// limit of 1, as far as it happens in Go.
+		e.adaptive.handoff(now.Sub(w.handed))
+	}
+	w.handed = time.Time{}
+	return e, now.Sub(start), nil
 }
 
 // failHopeless answers "no endpoint" to every waiting request that no
@@ -202,6 +212,9 @@ func (b *Balancer) dispatchLocked() {
 		if e := b.selectAcquire(w.pick); e != nil {
 			b.queue.remove(w)
 			b.waiting.Add(-1)
+			if e.adaptive != nil {
+				w.handed = time.Now()
+			}
 			w.ch <- e
 		} else if !b.anyAvailable() {
 			return

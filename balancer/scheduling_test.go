@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -481,6 +482,61 @@ func TestAdaptiveLimitConverges(t *testing.T) {
 					t.Fatalf("limit %d for a worker whose latency does not grow with load, want well above 1", l)
 				}
 			})
+		})
+	}
+}
+
+// A worker that computes, one request at a time, idles at a limit of 1
+// for every hand-off (its response to Go, the next request to it):
+// max_inflight auto gives it a second slot while its requests are short
+// next to that, and keeps it at one for a mix whose slow requests would
+// hold fast ones up inside the worker.
+func TestAdaptiveLimitSecondSlotForShortRequests(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		path func(i int) string
+		each int // requests per client
+		// share of requests that found the limit at 2 or more
+		atLeast, atMost float64
+	}{
+		{"500 µs of CPU", func(int) string { return "/cpu?us=500" }, 300, 0.25, 1},
+		{"1 ms with every 20th 50 ms", func(i int) string {
+			if i%20 == 0 {
+				return "/cpu?ms=50"
+			}
+			return "/cpu?ms=1"
+		}, 100, 0, 0.1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := testworker.Start(t, "serve")
+			bal := newBalancer(t, balancer.Config{AdaptiveLimit: true})
+			e := join(t, bal, p)[0]
+			srv := front(t, bal)
+			const clients = 8
+			each := c.each
+			var second atomic.Int64
+			var wg sync.WaitGroup
+			for g := range clients {
+				wg.Go(func() {
+					for i := range each {
+						resp, err := srv.Client().Get(srv.URL + c.path(g*each+i))
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if e.Limit() >= 2 {
+							second.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			share := float64(second.Load()) / float64(clients*each)
+			if share < c.atLeast || share > c.atMost {
+				t.Fatalf("%.0f%% of requests found a second slot, want %.0f–%.0f%%", 100*share, 100*c.atLeast, 100*c.atMost)
+			}
 		})
 	}
 }

@@ -142,8 +142,9 @@ func serve(mode string) error {
 			_ = conn.Close()
 		}
 	})
-	// GET /cpu?ms=N holds one lock while it spins for N ms: a worker that
-	// serves one request at a time, like a single-threaded runtime.
+	// GET /cpu?ms=N (or ?us=N) holds one lock while it spins for N ms
+	// (µs): a worker that serves one request at a time, like a
+	// single-threaded runtime.
 	mux.HandleFunc("GET /cpu", func(w http.ResponseWriter, r *http.Request) {
 		d := queryMS(r)
 		cpu.Lock()
@@ -270,6 +271,9 @@ func serve(mode string) error {
 }
 
 func queryMS(r *http.Request) time.Duration {
+	if us, err := strconv.Atoi(r.URL.Query().Get("us")); err == nil {
+		return time.Duration(us) * time.Microsecond
+	}
 	ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 	return time.Duration(ms) * time.Millisecond
 }
