@@ -44,10 +44,21 @@ type Config struct {
 	MaxInflight int
 	// AdaptiveLimit lets each endpoint's limit follow its latency.
 	AdaptiveLimit bool
-	// QueueSize bounds the requests waiting for a free endpoint.
+	// QueueSize bounds the requests waiting for a free endpoint: a
+	// memory guard. Admission is by deadline: a request is refused at
+	// once when the requests before it would keep it waiting past
+	// QueueTimeout.
 	QueueSize int
 	// QueueTimeout bounds how long one request waits.
 	QueueTimeout time.Duration
+	// CostKey names the route of a request, whose cost the balancer
+	// learns (see Costs): for example an API's path template. The route
+	// is the method and this key; nil, or an empty key, means the first
+	// segment of the path.
+	CostKey func(*http.Request) string
+	// CostKeys bounds the routes whose cost is kept, the least recently
+	// used making room; zero means DefaultCostKeys.
+	CostKeys int
 	// Retries is how many times a failed attempt may be sent to another
 	// endpoint; -1 means none.
 	Retries int
@@ -118,6 +129,9 @@ func (c Config) withDefaults() Config {
 	if c.QueueTimeout <= 0 {
 		c.QueueTimeout = DefaultQueueTimeout
 	}
+	if c.CostKeys <= 0 {
+		c.CostKeys = DefaultCostKeys
+	}
 	switch {
 	case c.Retries == 0:
 		c.Retries = DefaultRetries
@@ -152,6 +166,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("queue_size %d: must not be negative", c.QueueSize)
 	case c.QueueTimeout < 0:
 		return fmt.Errorf("queue_timeout %v: must not be negative", c.QueueTimeout)
+	case c.CostKeys < 0:
+		return fmt.Errorf("cost keys %d: must not be negative", c.CostKeys)
 	case c.Retries > MaxRetries:
 		return fmt.Errorf("retries %d: at most %d", c.Retries, MaxRetries)
 	case c.RequestTimeout < 0:
@@ -200,6 +216,13 @@ type Balancer struct {
 	qmu     sync.Mutex
 	queue   waitQueue
 	waiting atomic.Int64
+	sweeper *time.Timer
+	// The queue's clock, and what sets its timer to run the sweep after
+	// d: tests of the schedule replace them with a virtual clock.
+	now func() time.Time
+	arm func(d time.Duration)
+
+	costs *costs
 }
 
 // New returns a balancer with an empty set.
@@ -209,8 +232,14 @@ func New(cfg Config) (*Balancer, error) {
 	}
 	cfg = cfg.withDefaults()
 	policy, _ := NewPolicy(cfg.Policy)
-	b := &Balancer{cfg: cfg, policy: policy}
+	b := &Balancer{cfg: cfg, policy: policy, costs: newCosts(cfg.CostKeys)}
 	b.live.Store(&[]*Endpoint{})
+	// The timer exists from the start, stopped: arming it never
+	// allocates, and it starts no goroutine until it fires.
+	b.sweeper = time.AfterFunc(time.Hour, b.sweep)
+	b.sweeper.Stop()
+	b.now = time.Now
+	b.arm = func(d time.Duration) { b.sweeper.Reset(d) }
 	return b, nil
 }
 
@@ -354,6 +383,11 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 	st.pick.Request, st.pick.ClientIP = r, b.cfg.ClientIP
 	st.pick.tried = st.pick.triedBuf[:0]
 	st.result = Result{start: time.Now()}
+	key := ""
+	if b.cfg.CostKey != nil {
+		key = b.cfg.CostKey(r)
+	}
+	st.pick.w.route = b.costs.lookup(r, key)
 	body := r.Body
 	status := 0
 	defer func() {
@@ -377,6 +411,7 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 		b.report(r, st, status)
 		r.Body = body
 		st.pick.Request = nil
+		st.pick.w.route = nil
 		st.aw = attemptWriter{}
 		st.body.ReadCloser = nil
 		st.body.failed.Store(false)
@@ -425,7 +460,13 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 		}
 		st.result.Attempts++
 		st.result.Endpoint = e
+		sent := time.Now()
 		timedOut, err := b.attempt(e, done, w, r, st, waited)
+		if err == nil && !st.aw.released && b.statusVerdict(st.aw.status) == nil {
+			// What the request cost its worker, for its route's estimate;
+			// a stream's length says nothing about that.
+			b.costs.observe(st.pick.w.route, time.Since(sent))
+		}
 		switch {
 		case err == nil || st.aw.released:
 			// Answered; or a protocol switch or stream that started and
@@ -485,7 +526,7 @@ func (b *Balancer) refuse(w http.ResponseWriter, r *http.Request, err, lastErr e
 		return &Error{Status: http.StatusBadGateway, Detail: "no worker answered", Err: lastErr}
 	default:
 		retryAfter := 1
-		if errors.Is(err, errQueueTimeout) {
+		if errors.Is(err, errQueueTimeout) || errors.Is(err, errWaitTooLong) {
 			retryAfter = max(1, int(math.Ceil(b.cfg.QueueTimeout.Seconds()/2)))
 		}
 		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: retryAfter, Detail: err.Error(), Err: err}

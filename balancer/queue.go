@@ -6,9 +6,13 @@ import (
 	"time"
 )
 
-// Queue defaults.
+// Queue defaults. The size is a memory guard, not the admission rule: a
+// request is admitted while the work queued before it can be done within
+// the queue timeout (see admitLocked). A waiting request costs the pool
+// about a kilobyte, and Go's HTTP server a few more per connection (see
+// README, queue_size).
 const (
-	DefaultQueueSize    = 1024
+	DefaultQueueSize    = 50000
 	DefaultQueueTimeout = 10 * time.Second
 )
 
@@ -17,49 +21,38 @@ var (
 	errNoEndpoint   = errors.New("no healthy worker is available")
 	errQueueFull    = errors.New("all workers are busy and the wait queue is full")
 	errQueueTimeout = errors.New("no worker became free within the queue timeout")
+	errWaitTooLong  = errors.New("all workers are busy, and the requests already waiting would keep this one waiting past the queue timeout")
 )
+
+// timedOut is what the deadline sweep hands a waiter whose queue timeout
+// passed.
+var timedOut = new(Endpoint)
 
 // waiter is a request waiting for an endpoint. It lives in the request's
 // pooled state; the queue links waiters intrusively, so queueing does
 // not allocate.
 type waiter struct {
-	prev, next *waiter
+	prev, next *waiter // every waiter, oldest first
 	queued     bool
-	ch         chan *Endpoint // capacity 1: dispatch hands over an acquired endpoint
+	ch         chan *Endpoint // capacity 1: an acquired endpoint, nil (none left) or timedOut
 	pick       *Pick
-	handed     time.Time // when dispatch handed it an adaptive endpoint
+
+	route  *route
+	cost   float64   // expected seconds when it joined, for admission
+	since  time.Time // when it joined
+	handed time.Time // when dispatch handed it an adaptive endpoint
 }
 
-// waitQueue is a FIFO of waiters, guarded by Balancer.qmu.
+// waitQueue holds the waiters, guarded by Balancer.qmu: in one list by
+// arrival, which is also the order of their deadlines (they all have
+// the same timeout).
 type waitQueue struct {
 	head, tail *waiter
 	n          int
-}
-
-func (q *waitQueue) push(w *waiter) {
-	w.prev, w.next, w.queued = q.tail, nil, true
-	if q.tail != nil {
-		q.tail.next = w
-	} else {
-		q.head = w
-	}
-	q.tail = w
-	q.n++
-}
-
-func (q *waitQueue) remove(w *waiter) {
-	if w.prev != nil {
-		w.prev.next = w.next
-	} else {
-		q.head = w.next
-	}
-	if w.next != nil {
-		w.next.prev = w.prev
-	} else {
-		q.tail = w.prev
-	}
-	w.prev, w.next, w.queued = nil, nil, false
-	q.n--
+	work       float64 // the waiters' expected cost, in seconds
+	// sweepAt is when the sweep timer will fire; zero when it is not
+	// armed.
+	sweepAt time.Time
 }
 
 // QueueLen is the number of requests waiting for a worker.
@@ -67,13 +60,14 @@ func (b *Balancer) QueueLen() int { return int(b.waiting.Load()) }
 
 // acquire returns an endpoint that has taken the request into its
 // in-flight count: at once if one is usable, else after waiting in the
-// queue. It fails when no endpoint could ever take the request, the
-// queue is full, the wait times out, or ctx ends.
+// queue. It fails when no endpoint could ever take the request, waiting
+// would take longer than the queue timeout, the queue is full, the wait
+// times out, or ctx ends.
 func (b *Balancer) acquire(ctx context.Context, pick *Pick) (*Endpoint, time.Duration, error) {
 	// Requests already waiting go first: only an empty queue allows the
-	// fast path, which keeps the queue FIFO.
+	// fast path.
 	if b.waiting.Load() == 0 {
-		if e := b.selectAcquire(pick); e != nil {
+		if e := b.takeFree(&pick.w); e != nil {
 			return e, 0, nil
 		}
 	}
@@ -100,67 +94,160 @@ func (b *Balancer) selectAcquire(pick *Pick) *Endpoint {
 	return nil
 }
 
+// takeFree takes a slot for w if one is free.
+func (b *Balancer) takeFree(w *waiter) *Endpoint {
+	return b.selectAcquire(w.pick)
+}
+
+// wait queues the request until dispatch hands it an endpoint, the
+// deadline sweep times it out, or ctx ends. A waiter costs no timer and
+// no goroutine: one timer serves the whole queue.
 func (b *Balancer) wait(ctx context.Context, pick *Pick) (*Endpoint, time.Duration, error) {
-	start := time.Now()
 	w := &pick.w
+	start := b.now()
+	if e, err := b.join(w, start); e != nil || err != nil {
+		return e, 0, err
+	}
+	select {
+	case e := <-w.ch:
+		return b.handed(e, w, start)
+	case <-ctx.Done():
+		if !b.dequeue(w) {
+			if e := <-w.ch; e != nil && e != timedOut {
+				b.release(e)
+			}
+			w.handed = time.Time{}
+		}
+		return nil, b.now().Sub(start), ctx.Err()
+	}
+}
+
+// join takes a free slot for w, or queues it at now (neither, with the
+// reason, when it may not wait).
+func (b *Balancer) join(w *waiter, now time.Time) (*Endpoint, error) {
 	b.qmu.Lock()
+	defer b.qmu.Unlock()
 	// Announce the waiter before looking again: a release that happens
 	// after this sees waiting > 0 and dispatches under qmu, after we have
 	// queued; one that happened before left a slot this look finds. The
 	// look is only for an empty queue: others waiting go first.
 	b.waiting.Add(1)
 	if b.queue.n == 0 {
-		if e := b.selectAcquire(pick); e != nil {
+		if e := b.takeFree(w); e != nil {
 			b.waiting.Add(-1)
-			b.qmu.Unlock()
-			return e, 0, nil
+			return e, nil
 		}
 	}
-	// The last candidate may have left since acquire looked; Remove
-	// answers queued waiters, not this one yet.
-	if !pick.anyCandidate(b.Endpoints()) {
+	if err := b.enqueueLocked(w, now); err != nil {
 		b.waiting.Add(-1)
-		b.qmu.Unlock()
-		return nil, 0, errNoEndpoint
+		return nil, err
 	}
-	if b.queue.n >= b.cfg.QueueSize {
-		b.waiting.Add(-1)
-		b.qmu.Unlock()
-		return nil, 0, errQueueFull
-	}
-	b.queue.push(w)
-	// A slot may be free for an older waiter, or for this one.
-	b.dispatchLocked()
-	b.qmu.Unlock()
-
-	timer := time.NewTimer(b.cfg.QueueTimeout)
-	defer timer.Stop()
-	select {
-	case e := <-w.ch:
-		return handed(e, w, start)
-	case <-timer.C:
-		if b.dequeue(w) {
-			return nil, time.Since(start), errQueueTimeout
-		}
-		// Handed an endpoint just as the time ran out: use it.
-		return handed(<-w.ch, w, start)
-	case <-ctx.Done():
-		if !b.dequeue(w) {
-			if e := <-w.ch; e != nil {
-				b.release(e)
-			}
-			w.handed = time.Time{}
-		}
-		return nil, time.Since(start), ctx.Err()
-	}
+	return nil, nil
 }
 
-// handed is the outcome of a wait that dispatch or failHopeless ended:
-// an endpoint, or nil when no endpoint is left for the request.
-func handed(e *Endpoint, w *waiter, start time.Time) (*Endpoint, time.Duration, error) {
-	now := time.Now()
-	if e == nil {
+// enqueueLocked admits w to the queue at now and hands out what is free,
+// or says why w may not wait. The caller has counted w in waiting.
+func (b *Balancer) enqueueLocked(w *waiter, now time.Time) error {
+	// The last candidate may have left since acquire looked; Remove
+	// answers queued waiters, not this one yet.
+	if !w.pick.anyCandidate(b.Endpoints()) {
+		return errNoEndpoint
+	}
+	if b.queue.n >= b.cfg.QueueSize {
+		return errQueueFull
+	}
+	if w.route == nil {
+		w.route = &b.costs.all // a request Serve did not see: an average one
+	}
+	w.since, w.cost = now, b.costs.expected(w.route)
+	if !b.admitLocked(w) {
+		return errWaitTooLong
+	}
+	b.pushLocked(w)
+	if b.queue.n == 1 {
+		b.armLocked(now.Add(b.cfg.QueueTimeout), now)
+	}
+	// A slot may be free for an older waiter, or for this one.
+	b.dispatchLocked(now)
+	return nil
+}
+
+// admitLocked reports whether w can be served within the queue timeout:
+// whether the work that will go before it (every waiter's) is done by
+// then, at one request per slot of the endpoints in rotation.
+// A request's expected time at a worker is its route's learned cost
+// (latency at the worker, so an endpoint whose requests overlap, at a
+// limit above 1, is counted right: each of its slots turns over once per
+// latency). Where no cost is known yet, or an endpoint has no limit, it
+// is admitted.
+func (b *Balancer) admitLocked(w *waiter) bool {
+	slots := int64(0)
+	for _, e := range b.Endpoints() {
+		l := e.capacity()
+		if l == 0 {
+			return true
+		}
+		slots += l
+	}
+	if slots == 0 {
+		return true
+	}
+	return b.queue.work/float64(slots) <= b.cfg.QueueTimeout.Seconds()
+}
+
+func (b *Balancer) pushLocked(w *waiter) {
+	q := &b.queue
+	w.prev, w.next, w.queued = q.tail, nil, true
+	if q.tail != nil {
+		q.tail.next = w
+	} else {
+		q.head = w
+	}
+	q.tail = w
+	q.n++
+	q.work += w.cost
+}
+
+// removeLocked takes w out of the queue.
+func (b *Balancer) removeLocked(w *waiter) {
+	q := &b.queue
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		q.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		q.tail = w.prev
+	}
+	w.prev, w.next, w.queued = nil, nil, false
+	q.n--
+	q.work -= w.cost
+	if q.n == 0 {
+		q.work = 0 // no rounding drift survives an empty queue
+	}
+	b.waiting.Add(-1)
+}
+
+// hand gives w the endpoint e it has acquired, or nil, or timedOut.
+func (b *Balancer) handLocked(w *waiter, e *Endpoint, now time.Time) {
+	b.removeLocked(w)
+	if e != nil && e != timedOut && e.adaptive != nil {
+		w.handed = now
+	}
+	w.ch <- e
+}
+
+// handed is the outcome of a wait that dispatch, the sweep or
+// failHopeless ended.
+func (b *Balancer) handed(e *Endpoint, w *waiter, start time.Time) (*Endpoint, time.Duration, error) {
+	now := b.now()
+	switch {
+	case e == nil:
 		return nil, now.Sub(start), errNoEndpoint
+	case e == timedOut:
+		return nil, now.Sub(start), errQueueTimeout
 	}
 	if !w.handed.IsZero() && e.adaptive != nil {
 		// How long the hand-off took, from dispatch to this goroutine
@@ -183,39 +270,33 @@ func (b *Balancer) failHopeless() {
 	for w := b.queue.head; w != nil; {
 		next := w.next
 		if !w.pick.anyCandidate(eps) {
-			b.queue.remove(w)
-			b.waiting.Add(-1)
-			w.ch <- nil
+			b.handLocked(w, nil, time.Time{})
 		}
 		w = next
 	}
 }
 
-// dispatch hands free endpoints to waiting requests, oldest first. It is
-// called whenever capacity may have appeared: a request finished, an
-// endpoint joined, a limit grew, a breaker may probe.
+// dispatch hands free endpoints to waiting requests. It is called
+// whenever capacity may have appeared: a request finished, an endpoint
+// joined, a limit grew, a breaker may probe.
 func (b *Balancer) dispatch() {
 	if b.waiting.Load() == 0 {
 		return
 	}
 	b.qmu.Lock()
-	b.dispatchLocked()
+	b.dispatchLocked(b.now())
 	b.qmu.Unlock()
 }
 
-// dispatchLocked is dispatch with qmu held. A waiter that cannot use the
-// free endpoint (it tried it already, or its policy wants another) is
-// passed over, not allowed to hold up those behind it.
-func (b *Balancer) dispatchLocked() {
+// dispatchLocked is dispatch with qmu held, at now.
+func (b *Balancer) dispatchLocked(now time.Time) {
+	// Oldest first. A waiter that cannot use the free endpoint (it tried
+	// it already, or its policy wants another) is passed over, not
+	// allowed to hold up those behind it.
 	for w := b.queue.head; w != nil; {
 		next := w.next
 		if e := b.selectAcquire(w.pick); e != nil {
-			b.queue.remove(w)
-			b.waiting.Add(-1)
-			if e.adaptive != nil {
-				w.handed = time.Now()
-			}
-			w.ch <- e
+			b.handLocked(w, e, now)
 		} else if !b.anyAvailable() {
 			return
 		}
@@ -233,22 +314,53 @@ func (b *Balancer) anyAvailable() bool {
 	return false
 }
 
-// release gives back the slot a request held on e and lets the queue's
-// head have it.
+// release gives back the slot a request held on e and lets the queue
+// have it.
 func (b *Balancer) release(e *Endpoint) {
 	e.inflight.Add(-1)
 	b.dispatch()
 }
 
-// dequeue takes w out of the queue; false means dispatch already handed
-// it an endpoint (or nil), which is waiting in w.ch.
+// dequeue takes w out of the queue; false means it was handed an
+// endpoint (or nil, or timedOut) already, which is waiting in w.ch.
 func (b *Balancer) dequeue(w *waiter) bool {
 	b.qmu.Lock()
 	defer b.qmu.Unlock()
 	if !w.queued {
 		return false
 	}
-	b.queue.remove(w)
-	b.waiting.Add(-1)
+	b.removeLocked(w)
 	return true
+}
+
+// armLocked makes the sweep run at the latest at t. One timer serves
+// the queue: it runs at the oldest waiter's deadline, and the sweep sets
+// it again for the next.
+func (b *Balancer) armLocked(t, now time.Time) {
+	q := &b.queue
+	if q.sweepAt.IsZero() || t.Before(q.sweepAt) {
+		q.sweepAt = t
+		b.arm(t.Sub(now))
+	}
+}
+
+// sweep is the queue timer's function.
+func (b *Balancer) sweep() {
+	b.qmu.Lock()
+	b.sweepLocked(b.now())
+	b.qmu.Unlock()
+}
+
+// sweepLocked times out the waiters whose deadline passed by now, and
+// sets the timer for the next.
+func (b *Balancer) sweepLocked(now time.Time) {
+	q := &b.queue
+	q.sweepAt = time.Time{}
+	timeout := b.cfg.QueueTimeout
+	for w := q.head; w != nil && !now.Before(w.since.Add(timeout)); w = q.head {
+		b.handLocked(w, timedOut, now)
+	}
+	if q.head != nil {
+		b.armLocked(q.head.since.Add(timeout), now)
+	}
 }

@@ -1,0 +1,166 @@
+package balancer
+
+import (
+	"cmp"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// What a request costs, learned per route: admission estimates from it
+// how long a new request would wait.
+//
+// A route is the method and what Config.CostKey returns, else the first
+// segment of the path ("GET /orders"). Each route keeps a decaying
+// average of the time its requests took at a worker; the table holds at
+// most Config.CostKeys routes and drops the least recently used one to
+// make room, so a key made of raw paths or client input costs bounded
+// memory and at worst learns nothing.
+
+// DefaultCostKeys is how many routes' costs are kept by default.
+const DefaultCostKeys = 256
+
+// costWeight is the weight of each new sample in a route's average: the
+// estimate follows a route whose cost changes within a few dozen
+// requests, and one outlier moves it by a tenth of the difference.
+const costWeight = 0.1
+
+type routeKey struct{ method, route string }
+
+// route is one route's cost estimate.
+type route struct {
+	key  routeKey
+	cost atomic.Uint64 // float64 bits: seconds; valid once samples > 0
+	n    atomic.Uint64 // samples
+	used atomic.Uint64 // the table's clock at the last use, for LRU
+}
+
+// costs is the table of routes.
+type costs struct {
+	mu    sync.RWMutex
+	m     map[routeKey]*route
+	max   int
+	clock atomic.Uint64
+	all   route // every request, whatever its route: the pool's average
+}
+
+func newCosts(max int) *costs {
+	return &costs{m: make(map[routeKey]*route), max: max}
+}
+
+// lookup returns the route of r, learned from the key (empty: the first
+// path segment), making room for it if it is new.
+func (t *costs) lookup(r *http.Request, key string) *route {
+	k := routeKey{r.Method, key}
+	if key == "" {
+		k.route = firstSegment(r.URL.Path)
+	}
+	t.mu.RLock()
+	rt := t.m[k]
+	t.mu.RUnlock()
+	if rt == nil {
+		rt = t.insert(k)
+	}
+	rt.used.Store(t.clock.Add(1))
+	return rt
+}
+
+func (t *costs) insert(k routeKey) *route {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if rt := t.m[k]; rt != nil {
+		return rt
+	}
+	if len(t.m) >= t.max {
+		var old *route
+		for _, rt := range t.m {
+			if old == nil || rt.used.Load() < old.used.Load() {
+				old = rt
+			}
+		}
+		delete(t.m, old.key)
+	}
+	// Keys that point into the request must not keep it alive.
+	rt := &route{key: routeKey{strings.Clone(k.method), strings.Clone(k.route)}}
+	t.m[rt.key] = rt
+	return rt
+}
+
+// firstSegment is "/orders" of "/orders/42", "/" of "/".
+func firstSegment(path string) string {
+	if i := strings.IndexByte(path[min(1, len(path)):], '/'); i >= 0 {
+		return path[:i+1]
+	}
+	return path
+}
+
+// observe folds the time a request of rt took into its estimate and the
+// pool's.
+func (t *costs) observe(rt *route, d time.Duration) {
+	s := d.Seconds()
+	rt.fold(s)
+	t.all.fold(s)
+}
+
+func (rt *route) fold(s float64) {
+	for {
+		old := rt.cost.Load()
+		next := s
+		if rt.n.Load() > 0 {
+			next = math.Float64frombits(old)*(1-costWeight) + s*costWeight
+		}
+		if rt.cost.CompareAndSwap(old, math.Float64bits(next)) {
+			rt.n.Add(1)
+			return
+		}
+	}
+}
+
+// estimate is rt's cost in seconds; ok is false until it has a sample.
+func (rt *route) estimate() (float64, bool) {
+	if rt.n.Load() == 0 {
+		return 0, false
+	}
+	return math.Float64frombits(rt.cost.Load()), true
+}
+
+// expected is what a request of rt is expected to cost: its route's
+// estimate, else the pool's average, else 0.
+func (t *costs) expected(rt *route) float64 {
+	if c, ok := rt.estimate(); ok {
+		return c
+	}
+	c, _ := t.all.estimate()
+	return c
+}
+
+// RouteCost is what the balancer has learned about one route.
+type RouteCost struct {
+	// Route is the method and the route, e.g. "GET /orders/{id}".
+	Route string `json:"route"`
+	// CostMS is the decaying average time, in milliseconds, that its
+	// requests took at a worker.
+	CostMS float64 `json:"cost_ms"`
+	// Samples is the number of requests it learned from.
+	Samples uint64 `json:"samples"`
+}
+
+// Costs returns the routes whose cost the balancer knows now, in order
+// of their names: at most Config.CostKeys, the most recently used.
+func (b *Balancer) Costs() []RouteCost {
+	t := b.costs
+	t.mu.RLock()
+	out := make([]RouteCost, 0, len(t.m))
+	for _, rt := range t.m {
+		if c, ok := rt.estimate(); ok {
+			out = append(out, RouteCost{Route: rt.key.method + " " + rt.key.route, CostMS: c * 1000, Samples: rt.n.Load()})
+		}
+	}
+	t.mu.RUnlock()
+	slices.SortFunc(out, func(a, b RouteCost) int { return cmp.Compare(a.Route, b.Route) })
+	return out
+}
