@@ -496,7 +496,10 @@ func TestAdaptiveLimitSecondSlotForShortRequests(t *testing.T) {
 		name string
 		path func(i int) string
 		each int // requests per client
-		// share of requests that found the limit at 2 or more
+		// Share of requests that found the limit at 2 or more. A host
+		// much busier than its cores can make the worker look as if it
+		// waited rather than computed, for a while: the mix may have a
+		// few.
 		atLeast, atMost float64
 	}{
 		{"500 µs of CPU", func(int) string { return "/cpu?us=500" }, 300, 0.25, 1},
@@ -505,7 +508,7 @@ func TestAdaptiveLimitSecondSlotForShortRequests(t *testing.T) {
 				return "/cpu?ms=50"
 			}
 			return "/cpu?ms=1"
-		}, 100, 0, 0.1},
+		}, 100, 0, 0.2},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := testworker.Start(t, "serve")
