@@ -51,6 +51,9 @@ type Config struct {
 	QueueSize int
 	// QueueTimeout bounds how long one request waits.
 	QueueTimeout time.Duration
+	// Schedule orders the waiting requests: ScheduleCost or
+	// ScheduleFIFO; empty means ScheduleCost.
+	Schedule string
 	// CostKey names the route of a request, whose cost the balancer
 	// learns (see Costs): for example an API's path template. The route
 	// is the method and this key; nil, or an empty key, means the first
@@ -129,6 +132,9 @@ func (c Config) withDefaults() Config {
 	if c.QueueTimeout <= 0 {
 		c.QueueTimeout = DefaultQueueTimeout
 	}
+	if c.Schedule == "" {
+		c.Schedule = ScheduleCost
+	}
 	if c.CostKeys <= 0 {
 		c.CostKeys = DefaultCostKeys
 	}
@@ -166,6 +172,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("queue_size %d: must not be negative", c.QueueSize)
 	case c.QueueTimeout < 0:
 		return fmt.Errorf("queue_timeout %v: must not be negative", c.QueueTimeout)
+	case c.Schedule != "" && c.Schedule != ScheduleFIFO && c.Schedule != ScheduleCost:
+		return fmt.Errorf("schedule %q: use cost (the cheapest expected request first) or fifo", c.Schedule)
 	case c.CostKeys < 0:
 		return fmt.Errorf("cost keys %d: must not be negative", c.CostKeys)
 	case c.Retries > MaxRetries:
@@ -222,7 +230,13 @@ type Balancer struct {
 	now func() time.Time
 	arm func(d time.Duration)
 
-	costs *costs
+	byCost bool
+	costs  *costs
+	// Expensive requests holding a slot (schedule cost): their number,
+	// read without a lock, and themselves, under hmu.
+	heavy     atomic.Int64
+	hmu       sync.Mutex
+	busyHeavy []*waiter
 }
 
 // New returns a balancer with an empty set.
@@ -232,7 +246,7 @@ func New(cfg Config) (*Balancer, error) {
 	}
 	cfg = cfg.withDefaults()
 	policy, _ := NewPolicy(cfg.Policy)
-	b := &Balancer{cfg: cfg, policy: policy, costs: newCosts(cfg.CostKeys)}
+	b := &Balancer{cfg: cfg, policy: policy, byCost: cfg.Schedule == ScheduleCost, costs: newCosts(cfg.CostKeys)}
 	b.live.Store(&[]*Endpoint{})
 	// The timer exists from the start, stopped: arming it never
 	// allocates, and it starts no goroutine until it fires.
@@ -448,6 +462,7 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 		}
 		done, err := e.breaker.Allow()
 		if err != nil {
+			b.settle(&st.pick.w)
 			b.release(e)
 			if errors.Is(err, gobreaker.ErrTooManyRequests) && probeWaits < maxProbeWaits {
 				// Half-open with its probes out: wait for their verdict
@@ -462,6 +477,7 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 		st.result.Endpoint = e
 		sent := time.Now()
 		timedOut, err := b.attempt(e, done, w, r, st, waited)
+		b.settle(&st.pick.w)
 		if err == nil && !st.aw.released && b.statusVerdict(st.aw.status) == nil {
 			// What the request cost its worker, for its route's estimate;
 			// a stream's length says nothing about that.

@@ -11,8 +11,9 @@ import (
 	"time"
 )
 
-// What a request costs, learned per route: admission estimates from it
-// how long a new request would wait.
+// What a request costs, learned per route: the queue orders waiting
+// requests by it (schedule cost), and admission estimates from it how
+// long a new request would wait.
 //
 // A route is the method and what Config.CostKey returns, else the first
 // segment of the path ("GET /orders"). Each route keeps a decaying
@@ -31,12 +32,22 @@ const costWeight = 0.1
 
 type routeKey struct{ method, route string }
 
-// route is one route's cost estimate.
+// route is one route's cost estimate, and its waiters when the queue
+// orders by cost.
 type route struct {
 	key  routeKey
 	cost atomic.Uint64 // float64 bits: seconds; valid once samples > 0
 	n    atomic.Uint64 // samples
 	used atomic.Uint64 // the table's clock at the last use, for LRU
+
+	// Its waiting requests, oldest first, and its index in the queue's
+	// list of routes with waiters (-1: none); guarded by Balancer.qmu.
+	// queued mirrors their number for the table, which evicts only
+	// routes without waiters.
+	head, tail *waiter
+	active     int
+	skip       uint64 // the dispatch pass that passed it over
+	queued     atomic.Int32
 }
 
 // costs is the table of routes.
@@ -76,16 +87,23 @@ func (t *costs) insert(k routeKey) *route {
 		return rt
 	}
 	if len(t.m) >= t.max {
+		// Least recently used, among routes nobody waits on: their
+		// waiters must find their route again.
 		var old *route
 		for _, rt := range t.m {
-			if old == nil || rt.used.Load() < old.used.Load() {
+			if rt.queued.Load() == 0 && (old == nil || rt.used.Load() < old.used.Load()) {
 				old = rt
 			}
+		}
+		if old == nil {
+			// Every route has waiters: this request is costed as an
+			// average one, and not remembered.
+			return &route{key: k, active: -1}
 		}
 		delete(t.m, old.key)
 	}
 	// Keys that point into the request must not keep it alive.
-	rt := &route{key: routeKey{strings.Clone(k.method), strings.Clone(k.route)}}
+	rt := &route{key: routeKey{strings.Clone(k.method), strings.Clone(k.route)}, active: -1}
 	t.m[rt.key] = rt
 	return rt
 }

@@ -32,27 +32,35 @@ var timedOut = new(Endpoint)
 // pooled state; the queue links waiters intrusively, so queueing does
 // not allocate.
 type waiter struct {
-	prev, next *waiter // every waiter, oldest first
-	queued     bool
-	ch         chan *Endpoint // capacity 1: an acquired endpoint, nil (none left) or timedOut
-	pick       *Pick
+	prev, next   *waiter // every waiter, oldest first
+	rprev, rnext *waiter // its route's waiters, oldest first (schedule cost)
+	queued       bool
+	ch           chan *Endpoint // capacity 1: an acquired endpoint, nil (none left) or timedOut
+	pick         *Pick
 
 	route  *route
 	cost   float64   // expected seconds when it joined, for admission
 	since  time.Time // when it joined
 	handed time.Time // when dispatch handed it an adaptive endpoint
+	// heavy: it holds a slot as an expensive request, expected to end
+	// at ends, counted in Balancer.heavy until settle.
+	heavy bool
+	ends  time.Time
 }
 
 // waitQueue holds the waiters, guarded by Balancer.qmu: in one list by
 // arrival, which is also the order of their deadlines (they all have
-// the same timeout).
+// the same timeout), and with schedule cost in one list per route too.
 type waitQueue struct {
 	head, tail *waiter
 	n          int
-	work       float64 // the waiters' expected cost, in seconds
+	work       float64  // the waiters' expected cost, in seconds
+	routes     []*route // routes with waiters (schedule cost)
 	// sweepAt is when the sweep timer will fire; zero when it is not
 	// armed.
 	sweepAt time.Time
+	// epoch numbers dispatch passes, to mark the routes a pass skipped.
+	epoch uint64
 }
 
 // QueueLen is the number of requests waiting for a worker.
@@ -94,9 +102,17 @@ func (b *Balancer) selectAcquire(pick *Pick) *Endpoint {
 	return nil
 }
 
-// takeFree takes a slot for w if one is free.
+// takeFree takes a slot for w if one is free and the reservation lets
+// it.
 func (b *Balancer) takeFree(w *waiter) *Endpoint {
-	return b.selectAcquire(w.pick)
+	if b.holdsBack(w) {
+		return nil
+	}
+	e := b.selectAcquire(w.pick)
+	if e != nil {
+		b.took(w)
+	}
+	return e
 }
 
 // wait queues the request until dispatch hands it an endpoint, the
@@ -114,6 +130,7 @@ func (b *Balancer) wait(ctx context.Context, pick *Pick) (*Endpoint, time.Durati
 	case <-ctx.Done():
 		if !b.dequeue(w) {
 			if e := <-w.ch; e != nil && e != timedOut {
+				b.settle(w)
 				b.release(e)
 			}
 			w.handed = time.Time{}
@@ -173,8 +190,9 @@ func (b *Balancer) enqueueLocked(w *waiter, now time.Time) error {
 }
 
 // admitLocked reports whether w can be served within the queue timeout:
-// whether the work that will go before it (every waiter's) is done by
-// then, at one request per slot of the endpoints in rotation.
+// whether the work that will go before it (every waiter's with schedule
+// fifo; with schedule cost, that of routes no dearer than its own) is
+// done by then, at one request per slot of the endpoints in rotation.
 // A request's expected time at a worker is its route's learned cost
 // (latency at the worker, so an endpoint whose requests overlap, at a
 // limit above 1, is counted right: each of its slots turns over once per
@@ -192,7 +210,11 @@ func (b *Balancer) admitLocked(w *waiter) bool {
 	if slots == 0 {
 		return true
 	}
-	return b.queue.work/float64(slots) <= b.cfg.QueueTimeout.Seconds()
+	ahead := b.queue.work
+	if b.byCost {
+		ahead = b.workAheadLocked(w.cost)
+	}
+	return ahead/float64(slots) <= b.cfg.QueueTimeout.Seconds()
 }
 
 func (b *Balancer) pushLocked(w *waiter) {
@@ -206,6 +228,9 @@ func (b *Balancer) pushLocked(w *waiter) {
 	q.tail = w
 	q.n++
 	q.work += w.cost
+	if b.byCost {
+		b.pushRouteLocked(w)
+	}
 }
 
 // removeLocked takes w out of the queue.
@@ -226,6 +251,9 @@ func (b *Balancer) removeLocked(w *waiter) {
 	q.work -= w.cost
 	if q.n == 0 {
 		q.work = 0 // no rounding drift survives an empty queue
+	}
+	if b.byCost {
+		b.removeRouteLocked(w)
 	}
 	b.waiting.Add(-1)
 }
@@ -290,6 +318,10 @@ func (b *Balancer) dispatch() {
 
 // dispatchLocked is dispatch with qmu held, at now.
 func (b *Balancer) dispatchLocked(now time.Time) {
+	if b.byCost {
+		b.dispatchByCostLocked(now)
+		return
+	}
 	// Oldest first. A waiter that cannot use the free endpoint (it tried
 	// it already, or its policy wants another) is passed over, not
 	// allowed to hold up those behind it.
@@ -334,8 +366,9 @@ func (b *Balancer) dequeue(w *waiter) bool {
 }
 
 // armLocked makes the sweep run at the latest at t. One timer serves
-// the queue: it runs at the oldest waiter's deadline, and the sweep sets
-// it again for the next.
+// the queue: it runs at the oldest waiter's deadline (or earlier, when
+// the reservation lets an expensive waiter go), and the sweep sets it
+// again for the next.
 func (b *Balancer) armLocked(t, now time.Time) {
 	q := &b.queue
 	if q.sweepAt.IsZero() || t.Before(q.sweepAt) {
@@ -351,8 +384,9 @@ func (b *Balancer) sweep() {
 	b.qmu.Unlock()
 }
 
-// sweepLocked times out the waiters whose deadline passed by now, and
-// sets the timer for the next.
+// sweepLocked times out the waiters whose deadline passed by now, hands
+// out what the reservation no longer holds back, and sets the timer for
+// what comes next.
 func (b *Balancer) sweepLocked(now time.Time) {
 	q := &b.queue
 	q.sweepAt = time.Time{}
@@ -360,6 +394,7 @@ func (b *Balancer) sweepLocked(now time.Time) {
 	for w := q.head; w != nil && !now.Before(w.since.Add(timeout)); w = q.head {
 		b.handLocked(w, timedOut, now)
 	}
+	b.dispatchLocked(now)
 	if q.head != nil {
 		b.armLocked(q.head.since.Add(timeout), now)
 	}

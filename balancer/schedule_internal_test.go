@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http/httptest"
 	"slices"
@@ -136,6 +137,7 @@ func (s *sim) until(t time.Time) {
 			s.running = slices.DeleteFunc(s.running, func(r *simReq) bool { return r == next })
 			s.done = append(s.done, next)
 			s.b.release(next.e)
+			s.b.settle(&next.pick.w)
 			s.b.costs.observe(next.pick.w.route, next.service)
 		default:
 			s.now = t
@@ -158,6 +160,133 @@ func (s *sim) run(reqs []*simReq, rate float64, rng *rand.Rand) []*simReq {
 	return s.done
 }
 
+// latencies of the done requests of a route, sorted.
+func latencies(done []*simReq, route string) []time.Duration {
+	var l []time.Duration
+	for _, r := range done {
+		if r.route == route && r.refused == nil {
+			l = append(l, r.end.Sub(r.arrive))
+		}
+	}
+	slices.Sort(l)
+	return l
+}
+
+func quantile(l []time.Duration, q float64) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	return l[min(len(l)-1, int(q*float64(len(l))))]
+}
+
+// mixed makes n requests, each slow with probability slowShare.
+func mixed(s *simQueue, n int, rng *rand.Rand, fast, slow time.Duration, slowShare float64) []*simReq {
+	reqs := make([]*simReq, n)
+	for i := range reqs {
+		if rng.Float64() < slowShare {
+			reqs[i] = s.request(i, "/slow", slow)
+		} else {
+			reqs[i] = s.request(i, "/fast", fast)
+		}
+	}
+	return reqs
+}
+
+type simFigures struct {
+	fastP50, fastP99, fastP999, slowP50, slowP99, slowMax time.Duration
+	refused                                               int
+}
+
+func (f simFigures) String() string {
+	return fmt.Sprintf("fast p50 %v p99 %v p99.9 %v, slow p50 %v p99 %v max %v, refused %d",
+		f.fastP50, f.fastP99, f.fastP999, f.slowP50, f.slowP99, f.slowMax, f.refused)
+}
+
+func simulateMix(t *testing.T, schedule string, load float64, n int, seed uint64) simFigures {
+	const (
+		fast, slow = time.Millisecond, 50 * time.Millisecond
+		slowShare  = 0.05
+		workers    = 2
+	)
+	q := newSimQueue(t, Config{Schedule: schedule}, workers)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	reqs := mixed(q, n, rng, fast, slow, slowShare)
+	mean := (1-slowShare)*fast.Seconds() + slowShare*slow.Seconds()
+	done := (&sim{simQueue: q}).run(reqs, load*workers/mean, rng)
+	f := simFigures{}
+	for _, r := range done {
+		if r.refused != nil {
+			f.refused++
+		}
+	}
+	fl, sl := latencies(done, "/fast"), latencies(done, "/slow")
+	f.fastP50, f.fastP99, f.fastP999 = quantile(fl, 0.5), quantile(fl, 0.99), quantile(fl, 0.999)
+	f.slowP50, f.slowP99, f.slowMax = quantile(sl, 0.5), quantile(sl, 0.99), sl[len(sl)-1]
+	return f
+}
+
+// A discrete-event simulation of the queue with Poisson arrivals at two
+// workers, 95% of requests taking 1 ms and 5% taking 50 ms (the mix of
+// the scheduling benchmark): against first come, first served, schedule
+// cost must cut the fast requests' tail by far, keep the slow ones'
+// within a bounded factor, refuse nothing, and let no request wait past
+// queue_timeout.
+func TestScheduleSimulation(t *testing.T) {
+	n := 30000
+	if testing.Short() {
+		n = 10000
+	}
+	for _, c := range []struct {
+		load             float64
+		fastMax, slowMax float64 // of FIFO's p99
+	}{
+		{0.5, 0.5, 1.4},
+		{0.75, 0.35, 1.5},
+	} {
+		fifo := simulateMix(t, ScheduleFIFO, c.load, n, 7)
+		cost := simulateMix(t, ScheduleCost, c.load, n, 7)
+		t.Logf("load %.2f\n\tfifo: %v\n\tcost: %v", c.load, fifo, cost)
+		if cost.refused+fifo.refused > 0 {
+			t.Fatalf("load %.2f: %d and %d requests refused", c.load, fifo.refused, cost.refused)
+		}
+		if f := float64(cost.fastP99) / float64(fifo.fastP99); f > c.fastMax {
+			t.Errorf("load %.2f: fast p99 %.2f× FIFO's, want at most %.2f×", c.load, f, c.fastMax)
+		}
+		if f := float64(cost.slowP99) / float64(fifo.slowP99); f > c.slowMax {
+			t.Errorf("load %.2f: slow p99 %.2f× FIFO's, want at most %.2f×", c.load, f, c.slowMax)
+		}
+		if cost.slowMax > DefaultQueueTimeout {
+			t.Errorf("load %.2f: a slow request waited %v", c.load, cost.slowMax)
+		}
+	}
+}
+
+// With one cost class schedule cost is first come, first served: every
+// request starts when it would in FIFO order, whatever its service time.
+func TestScheduleSingleClassIsFIFO(t *testing.T) {
+	start := map[string][]time.Time{}
+	for _, schedule := range []string{ScheduleFIFO, ScheduleCost} {
+		q := newSimQueue(t, Config{Schedule: schedule}, 2)
+		rng := rand.New(rand.NewPCG(3, 1))
+		reqs := make([]*simReq, 5000)
+		for i := range reqs {
+			reqs[i] = q.request(i, "/work", time.Duration(rng.ExpFloat64()*float64(2*time.Millisecond)))
+		}
+		(&sim{simQueue: q}).run(reqs, 0.9*2/0.002, rng)
+		for _, r := range reqs {
+			if r.refused != nil {
+				t.Fatalf("%s: request %d refused: %v", schedule, r.id, r.refused)
+			}
+			start[schedule] = append(start[schedule], r.start)
+		}
+	}
+	for i, at := range start[ScheduleFIFO] {
+		if !start[ScheduleCost][i].Equal(at) {
+			t.Fatalf("request %d started at %v with schedule cost, %v with fifo", i, start[ScheduleCost][i].Sub(start[ScheduleFIFO][0]), at.Sub(start[ScheduleFIFO][0]))
+		}
+	}
+}
+
 // learn teaches the queue's cost table what the requests of each route
 // take, with the pool's average near the cheapest.
 func learn(s *simQueue, costs map[string]time.Duration, samples int) {
@@ -178,29 +307,172 @@ func learn(s *simQueue, costs map[string]time.Duration, samples int) {
 	}
 }
 
+// startOrder is the ids of reqs by the time they started.
+func startOrder(reqs []*simReq) []int {
+	rs := slices.Clone(reqs)
+	slices.SortStableFunc(rs, func(a, b *simReq) int { return a.start.Compare(b.start) })
+	ids := make([]int, len(rs))
+	for i, r := range rs {
+		ids[i] = r.id
+	}
+	return ids
+}
+
+// Requests that wait go cheapest first, each route's in arrival order.
+func TestScheduleCheapestFirst(t *testing.T) {
+	q := newSimQueue(t, Config{}, 1)
+	learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": 50 * time.Millisecond}, 20)
+	s := &sim{simQueue: q}
+	reqs := []*simReq{
+		q.request(0, "/slow", 50*time.Millisecond), // takes the worker
+		q.request(1, "/slow", 50*time.Millisecond),
+		q.request(2, "/fast", time.Millisecond),
+		q.request(3, "/slow", 50*time.Millisecond),
+		q.request(4, "/fast", time.Millisecond),
+	}
+	for _, r := range reqs {
+		s.arrive(r)
+	}
+	s.until(s.now.Add(time.Second))
+	if got, want := startOrder(reqs), []int{0, 2, 4, 1, 3}; !slices.Equal(got, want) {
+		t.Fatalf("start order %v, want %v", got, want)
+	}
+}
+
+// A request is passed only by cheaper ones that arrived less than (its
+// cost − theirs) / aging after it, and a cost counts for at most
+// aging × queue_timeout / 4: none waits past queue_timeout because
+// cheaper ones keep coming.
+func TestScheduleAgingBound(t *testing.T) {
+	for _, c := range []struct {
+		route string
+		cost  time.Duration
+	}{
+		{"/slow", 50 * time.Millisecond},
+		{"/huge", time.Hour}, // counts as aging × 10 s / 4 = 125 ms
+	} {
+		t.Run(c.route, func(t *testing.T) {
+			q := newSimQueue(t, Config{}, 1)
+			learn(q, map[string]time.Duration{"/fast": time.Millisecond, c.route: c.cost}, 20)
+			s := &sim{simQueue: q}
+			// The worker is busy for 3 s; the expensive request waits from
+			// t0, and a fast one arrives every 100 ms after it.
+			t0 := s.now
+			busy := q.request(-1, "/block", 3*time.Second)
+			s.arrive(busy)
+			old := q.request(0, c.route, time.Millisecond)
+			s.arrive(old)
+			var fast []*simReq
+			for i := 1; i <= 25; i++ {
+				s.until(t0.Add(time.Duration(i) * 100 * time.Millisecond))
+				r := q.request(i, "/fast", time.Millisecond)
+				s.arrive(r)
+				fast = append(fast, r)
+			}
+			s.until(t0.Add(10 * time.Second))
+			counted := min(c.cost.Seconds(), aging*DefaultQueueTimeout.Seconds()/4)
+			window := time.Duration((counted - 0.001) / aging * float64(time.Second))
+			if window > DefaultQueueTimeout/4 {
+				t.Fatalf("window %v: the cap does not bound it", window)
+			}
+			for _, r := range fast {
+				passed := r.start.Before(old.start)
+				if arrivedIn := r.arrive.Sub(old.arrive) < window; passed != arrivedIn {
+					t.Errorf("fast request %v after the expensive one: passed it %v, want %v (window %v)", r.arrive.Sub(old.arrive), passed, arrivedIn, window)
+				}
+			}
+		})
+	}
+}
+
+// An expensive request may not take the last worker free of expensive
+// ones while a cheap request could soon need it: it waits until one in
+// flight is within reserveStagger of its end, or reservePatience times
+// its cost; a cheap one that arrives meanwhile takes that worker at once.
+func TestScheduleReservation(t *testing.T) {
+	const slow = 50 * time.Millisecond
+	q := newSimQueue(t, Config{}, 2)
+	learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": slow}, 20)
+	s := &sim{simQueue: q}
+	t0 := s.now
+	a, b := q.request(0, "/slow", slow), q.request(1, "/slow", slow)
+	s.arrive(a)
+	s.arrive(b)
+	if a.start != t0 || !b.start.IsZero() {
+		t.Fatalf("first expensive request started at %v, second at %v; want the first at once and the second held", a.start.Sub(t0), b.start.Sub(t0))
+	}
+	s.until(t0.Add(10 * time.Millisecond))
+	c := q.request(2, "/fast", time.Millisecond)
+	s.arrive(c)
+	if c.start != s.now {
+		t.Fatalf("a cheap request waited %v with a worker kept for it", c.start.Sub(s.now))
+	}
+	s.until(t0.Add(time.Second))
+	stagger := time.Duration((1 - reserveStagger) * float64(slow))
+	if got := b.start.Sub(t0); got != stagger {
+		t.Fatalf("held expensive request started after %v, want %v, when the first was within %.0f%% of its end", got, stagger, 100*reserveStagger)
+	}
+
+	// The worker kept free is not kept from an expensive request forever:
+	// one whose predecessor overruns its estimate goes after
+	// reservePatience times its cost.
+	q = newSimQueue(t, Config{}, 2)
+	learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": slow}, 20)
+	s = &sim{simQueue: q}
+	t0 = s.now
+	a, b = q.request(0, "/slow", time.Hour), q.request(1, "/slow", slow)
+	s.arrive(a)
+	s.until(t0.Add(slow))
+	s.arrive(b)
+	s.until(t0.Add(time.Second))
+	if got, want := b.start.Sub(t0), slow; got != want {
+		t.Fatalf("expensive request behind an overrunning one started after %v, want %v (its predecessor's estimate ran out)", got, want)
+	}
+
+	// With one worker nothing is held: the queue stays work-conserving.
+	q = newSimQueue(t, Config{}, 1)
+	learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": slow}, 20)
+	s = &sim{simQueue: q}
+	a = q.request(0, "/slow", slow)
+	s.arrive(a)
+	if a.start != s.now {
+		t.Fatal("an expensive request was held with one worker")
+	}
+}
+
 // Admission is by deadline: a request is refused at once when the work
 // queued before it would keep it past queue_timeout, at the learned
-// cost per request and one request per slot.
+// cost per request and one request per slot; cheaper requests, which
+// schedule cost serves first, still get in.
 func TestAdmissionByDeadline(t *testing.T) {
-	q := newSimQueue(t, Config{QueueTimeout: 1050 * time.Millisecond}, 1)
-	learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": 100 * time.Millisecond}, 20)
-	s := &sim{simQueue: q}
-	s.arrive(q.request(0, "/block", time.Hour))
-	// 1.05 s holds 10 requests of 100 ms: the 11th waits behind
-	// 1 s of them, the 12th would wait 1.1 s.
-	var slow []*simReq
-	for i := 1; i <= 12; i++ {
-		r := q.request(i, "/slow", 100*time.Millisecond)
-		s.arrive(r)
-		slow = append(slow, r)
-	}
-	for i, r := range slow {
-		if refused := r.refused != nil; refused != (i == 11) {
-			t.Fatalf("request %d with %d before it: refused %v (%v)", i+1, i, refused, r.refused)
-		}
-	}
-	if !errors.Is(slow[11].refused, errWaitTooLong) || slow[11].end != s.now {
-		t.Fatalf("refused with %v after %v, want errWaitTooLong at once", slow[11].refused, slow[11].end.Sub(slow[11].arrive))
+	for _, schedule := range []string{ScheduleFIFO, ScheduleCost} {
+		t.Run(schedule, func(t *testing.T) {
+			q := newSimQueue(t, Config{Schedule: schedule, QueueTimeout: 1050 * time.Millisecond}, 1)
+			learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": 100 * time.Millisecond}, 20)
+			s := &sim{simQueue: q}
+			s.arrive(q.request(0, "/block", time.Hour))
+			// 1.05 s holds 10 requests of 100 ms: the 11th waits behind
+			// 1 s of them, the 12th would wait 1.1 s.
+			var slow []*simReq
+			for i := 1; i <= 12; i++ {
+				r := q.request(i, "/slow", 100*time.Millisecond)
+				s.arrive(r)
+				slow = append(slow, r)
+			}
+			for i, r := range slow {
+				if refused := r.refused != nil; refused != (i == 11) {
+					t.Fatalf("request %d with %d before it: refused %v (%v)", i+1, i, refused, r.refused)
+				}
+			}
+			if !errors.Is(slow[11].refused, errWaitTooLong) || slow[11].end != s.now {
+				t.Fatalf("refused with %v after %v, want errWaitTooLong at once", slow[11].refused, slow[11].end.Sub(slow[11].arrive))
+			}
+			fast := q.request(13, "/fast", time.Millisecond)
+			s.arrive(fast)
+			if refused := fast.refused != nil; refused != (schedule == ScheduleFIFO) {
+				t.Fatalf("a cheap request: refused %v, want %v", refused, schedule == ScheduleFIFO)
+			}
+		})
 	}
 }
 
