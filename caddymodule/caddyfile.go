@@ -49,6 +49,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    balance         least_inflight|p2c_ewma [<decay>]|round_robin|random|first
 //	                    |hash header <name>|hash cookie <name>|hash client_ip
 //	    max_inflight    <n>|auto
+//	    schedule        cost|fifo
+//	    cost_key        <placeholder>
 //	    queue_size      <n>
 //	    queue_timeout   <duration>
 //	    retries         <n>
@@ -259,6 +261,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("queue_timeout: %q is not a positive duration; write e.g. 500ms, 5s or 1m", d.Val())
 			}
 			h.QueueTimeout = caddy.Duration(dur)
+		case "schedule", "cost_key":
+			if err := h.parseScheduling(d, opt); err != nil {
+				return err
+			}
 		case "tracing":
 			if err := h.parseTracing(d); err != nil {
 				return err

@@ -235,6 +235,8 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"max_requests 100 spread 5", "only 'jitter <n>' may follow", 0},
 		{"max_memory lots", `max_memory: "lots" is not a size`, 0},
 		{"max_lifetime forever", `max_lifetime: "forever"`, 0},
+		{"schedule lifo", `schedule: "lifo" is not a schedule`, 0},
+		{"cost_key", "wrong argument count", 0},
 		// The bad value sits on the line after "breaker {".
 		{"breaker {\n\t\t\tfailures 0\n\t\t}", `breaker failures: "0"`, 15},
 	}
@@ -265,6 +267,8 @@ func TestCaddyfileSchedulingOptions(t *testing.T) {
 		max_inflight auto
 		queue_size 10
 		queue_timeout 2s
+		schedule fifo
+		cost_key {http.request.header.X-Operation}
 		retries 0
 		breaker {
 			failures 3
@@ -297,13 +301,13 @@ func TestCaddyfileSchedulingOptions(t *testing.T) {
 	got, _ := json.Marshal(map[string]any{
 		"balance": h["balance"], "hash_on": h["hash_on"], "hash_key": h["hash_key"],
 		"max_inflight": h["max_inflight"], "queue_size": h["queue_size"], "queue_timeout": h["queue_timeout"],
-		"retries": h["retries"], "breaker": h["breaker"],
+		"retries": h["retries"], "breaker": h["breaker"], "schedule": h["schedule"], "cost_key": h["cost_key"],
 		"max_requests": h["max_requests"], "max_requests_jitter": h["max_requests_jitter"],
 		"max_memory": h["max_memory"], "max_lifetime": h["max_lifetime"],
 	})
 	want := `{"balance":"hash","breaker":{"failures":3,"half_open_requests":2,"open_for":5000000000,"statuses":[502,503]},` +
-		`"hash_key":"session","hash_on":"cookie","max_inflight":"auto","max_lifetime":3600000000000,"max_memory":536870912,` +
-		`"max_requests":1000,"max_requests_jitter":100,"queue_size":10,"queue_timeout":2000000000,"retries":0}`
+		`"cost_key":"{http.request.header.X-Operation}","hash_key":"session","hash_on":"cookie","max_inflight":"auto","max_lifetime":3600000000000,"max_memory":536870912,` +
+		`"max_requests":1000,"max_requests_jitter":100,"queue_size":10,"queue_timeout":2000000000,"retries":0,"schedule":"fifo"}`
 	if string(got) != want {
 		t.Fatalf("adapted handler:\n got %s\nwant %s", got, want)
 	}
@@ -326,6 +330,7 @@ func TestProvisionRefusesBadConfig(t *testing.T) {
 		{`{"handler":"worker_pool","command":["/bin/sh"],"balance":"hash","hash_on":"header"}`, "give the header name"},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"max_inflight":"lots"}`, `neither a number nor "auto"`},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"retries":9}`, "retries 9: at most 5"},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"schedule":"lifo"}`, `schedule "lifo": use cost`},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"watch":["/no/such/dir/*.js"]}`, "watch"},
 	}
 	for _, c := range cases {
@@ -403,6 +408,9 @@ func TestAdminAPIStatusAndRollingRestart(t *testing.T) {
 	st := status()
 	if len(st) != 1 || st[0].Name != "api" || st[0].Healthy != 2 || len(st[0].Workers) != 2 {
 		t.Fatalf("status %+v", st)
+	}
+	if c := st[0].Costs; len(c) != 1 || c[0].Route != "GET /" || c[0].Samples == 0 || c[0].CostMS <= 0 {
+		t.Fatalf("costs %+v, want what GET / cost", c)
 	}
 	for _, w := range st[0].Workers {
 		if served[w.PID] == 0 {
@@ -501,6 +509,9 @@ func TestMetrics(t *testing.T) {
 	}
 	if metric(text, "caddy_worker_pool_request_duration_seconds_count", `pool="m"`) < float64(total) {
 		t.Fatal("request durations not observed")
+	}
+	if metric(text, "caddy_worker_pool_route_cost_seconds", `pool="m"`, `route="GET /"`) <= 0 {
+		t.Fatalf("no cost learned for GET /:\n%s", text)
 	}
 	// Kill a worker: a crash restart is counted.
 	var victim int

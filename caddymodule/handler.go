@@ -156,13 +156,27 @@ type Handler struct {
 	// I/O. A number fixes it; 0 means no limit.
 	MaxInflight *Limit `json:"max_inflight,omitempty"`
 
-	// QueueSize bounds the requests waiting for a free worker; more get
-	// 503. Default: 1024.
+	// QueueSize bounds the requests waiting for a free worker, as a
+	// memory guard: more get 503. Admission is by deadline: a request
+	// that the requests before it would keep waiting past QueueTimeout
+	// gets 503 at once. Default: 50000.
 	QueueSize int `json:"queue_size,omitempty"`
 
 	// QueueTimeout bounds how long a request waits for a free worker
 	// before it gets 503. Default: 10s.
 	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
+
+	// Schedule orders the requests that wait: "cost" (the default) serves
+	// the cheapest expected request first, with aging, and keeps a
+	// worker for cheap requests while expensive ones can wait; "fifo"
+	// serves them first come, first served.
+	Schedule string `json:"schedule,omitempty"`
+
+	// CostKey names a request's route, whose cost the pool learns, when
+	// validation matched no OpenAPI route: a placeholder such as
+	// {http.request.uri.path} or {http.request.header.X-Operation}.
+	// Default: the method and the first segment of the path.
+	CostKey string `json:"cost_key,omitempty"`
 
 	// Retries is how many times a failed attempt is sent to another
 	// worker: only if the request never reached a worker, or, for
@@ -429,6 +443,8 @@ func (h *Handler) balancerConfig(log *zap.Logger) balancer.Config {
 		AdaptiveLimit:  h.maxInflight().Auto,
 		QueueSize:      h.QueueSize,
 		QueueTimeout:   time.Duration(h.QueueTimeout),
+		Schedule:       h.Schedule,
+		CostKey:        h.costKey(),
 		RequestTimeout: time.Duration(h.RequestTimeout),
 		TrustForwarded: trustedProxy,
 		ClientIP:       clientIP,

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -27,7 +28,7 @@ type poolMetrics struct {
 	retries   prometheus.Counter
 	vecs      []prometheus.Collector
 
-	workers, healthy, inflight, limit, queue, restarts, breaker *prometheus.Desc
+	workers, healthy, inflight, limit, queue, restarts, breaker, cost *prometheus.Desc
 
 	mu      sync.Mutex               // serialises growing workerL
 	workerL atomic.Pointer[[]string] // "0", "1", …: label values, made once
@@ -68,6 +69,8 @@ func newPoolMetrics(name string) *poolMetrics {
 		queue:    desc("queue_depth", "Requests waiting for a free worker."),
 		restarts: desc("worker_restarts_total", "Processes replaced, by reason: crash (exited, killed as hung or never healthy) or recycle (rolling restart, max_requests, max_memory, max_lifetime, watch).", "worker", "reason"),
 		breaker:  desc("worker_breaker_state", "The worker's circuit breaker: 0 closed, 1 half-open, 2 open.", "worker"),
+		cost: desc("route_cost_seconds", fmt.Sprintf("What a route's requests cost: the decaying average time they took at a worker (at most %d routes, the most recently used).",
+			balancer.DefaultCostKeys), "route"),
 	}
 }
 
@@ -117,7 +120,7 @@ func (m *poolMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range m.vecs {
 		c.Describe(ch)
 	}
-	for _, d := range []*prometheus.Desc{m.workers, m.healthy, m.inflight, m.limit, m.queue, m.restarts, m.breaker} {
+	for _, d := range []*prometheus.Desc{m.workers, m.healthy, m.inflight, m.limit, m.queue, m.restarts, m.breaker, m.cost} {
 		ch <- d
 	}
 }
@@ -146,6 +149,9 @@ func (m *poolMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.workers, prometheus.GaugeValue, float64(states[s]), s)
 	}
 	ch <- prometheus.MustNewConstMetric(m.queue, prometheus.GaugeValue, float64(st.Queued))
+	for _, c := range st.Costs {
+		ch <- prometheus.MustNewConstMetric(m.cost, prometheus.GaugeValue, c.CostMS/1000, c.Route)
+	}
 }
 
 func b2f(b bool) float64 {

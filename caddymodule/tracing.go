@@ -59,12 +59,8 @@ func (h *Handler) cleanupTracing() error {
 // route is the request's route: the template that validation matched,
 // else the configured name.
 func (h *Handler) route(r *http.Request) string {
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		if v, ok := repl.Get(RoutePlaceholder); ok {
-			if s, ok := v.(string); ok && s != "" {
-				return s
-			}
-		}
+	if route := matchedRoute(r); route != "" {
+		return route
 	}
 	if h.Tracing != nil {
 		return h.Tracing.Route

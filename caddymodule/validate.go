@@ -59,6 +59,18 @@ func serveValidation(v *validate.Validator, w http.ResponseWriter, r *http.Reque
 	return w, r, true
 }
 
+// matchedRoute is the OpenAPI route that validation matched for r, or "".
+func matchedRoute(r *http.Request) string {
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		if v, ok := repl.Get(RoutePlaceholder); ok {
+			if s, ok := v.(string); ok {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
 // ValidateHandler checks requests as worker_pool's validate block does,
 // in front of any handler (reverse_proxy, file_server, …): limits and an
 // optional OpenAPI document. Refused requests get problem+json and never

@@ -3,6 +3,7 @@ package pool
 import (
 	"time"
 
+	"github.com/caddy-workerpool/caddy-workerpool/balancer"
 	"github.com/caddy-workerpool/caddy-workerpool/worker"
 )
 
@@ -37,12 +38,14 @@ type Status struct {
 	Total   int            `json:"total"`
 	Queued  int            `json:"queued"`
 	Workers []WorkerStatus `json:"workers"`
+	// Costs are the routes' learned costs.
+	Costs []balancer.RouteCost `json:"costs,omitempty"`
 }
 
 // Status reports every worker slot, or every endpoint found.
 func (p *Pool) Status() Status {
 	slots := p.src.slotStatus()
-	st := Status{Name: p.cfg.Name, Total: len(slots), Queued: p.bal.QueueLen(), Workers: make([]WorkerStatus, len(slots))}
+	st := Status{Name: p.cfg.Name, Total: len(slots), Queued: p.bal.QueueLen(), Workers: make([]WorkerStatus, len(slots)), Costs: p.bal.Costs()}
 	// Copy what the lock guards; the breaker and /proc are read after,
 	// outside it (a breaker tells the pool of its changes under its own
 	// lock).
