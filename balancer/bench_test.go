@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func BenchmarkProxy(b *testing.B) {
 			defer client.CloseIdleConnections()
 			b.ReportAllocs()
 			for b.Loop() {
-				get(b, client, c.url)
+				get(b, client, c.url, 200)
 			}
 		})
 	}
@@ -45,17 +46,26 @@ func BenchmarkProxy(b *testing.B) {
 // clients send tiny requests through the balancer to one real worker,
 // with no in-flight limit ("direct": no request ever waits) and with
 // max_inflight 1 ("queued": nearly every request waits in the queue).
+// "refused" is a request the queue turns away at once (the worker's slot
+// and the one place in the queue are held): what overload costs the
+// front per request it cannot serve.
+//
 // cpu-ns/op is the CPU this process (clients and balancer; the worker is
 // another process) used per request: queued/direct is the queue's cost,
 // a ratio that a busy machine skews less than ns/op.
 func BenchmarkQueuedPath(b *testing.B) {
 	p := testworker.Start(b, "serve")
 	for _, c := range []struct {
-		name  string
-		limit int
-	}{{"direct", 0}, {"queued", 1}} {
+		name   string
+		limit  int
+		status int
+	}{{"direct", 0, 200}, {"queued", 1, 200}, {"refused", 1, 503}} {
 		b.Run(c.name, func(b *testing.B) {
-			bal, _ := balancer.New(balancer.Config{MaxInflight: c.limit})
+			cfg := balancer.Config{MaxInflight: c.limit}
+			if c.status != 200 {
+				cfg.QueueSize = 1
+			}
+			bal, _ := balancer.New(cfg)
 			e := bal.NewEndpoint(1, p.PID, p.Network, p.Address)
 			defer e.Close()
 			bal.Add(e)
@@ -63,13 +73,36 @@ func BenchmarkQueuedPath(b *testing.B) {
 			defer srv.Close()
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 			defer client.CloseIdleConnections()
+			if c.status != 200 {
+				held := make(chan struct{}, 2)
+				for range 2 {
+					go func() {
+						get(b, client, srv.URL+"/block", 200)
+						held <- struct{}{}
+					}()
+				}
+				for p.Blocked() != 1 || bal.QueueLen() != 1 {
+					runtime.Gosched()
+				}
+				defer func() {
+					_, _ = p.Do(http.MethodPost, "/release")
+					<-held
+					// The queued one goes to the worker, which must hold it
+					// before it can be let go.
+					for p.Blocked() != 1 {
+						runtime.Gosched()
+					}
+					_, _ = p.Do(http.MethodPost, "/release")
+					<-held
+				}()
+			}
 			b.ReportAllocs()
 			b.SetParallelism(4) // 8 clients on 2 CPUs
 			cpu := processCPU()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					get(b, client, srv.URL+"/pid")
+					get(b, client, srv.URL+"/pid", c.status)
 				}
 			})
 			b.StopTimer()
@@ -78,15 +111,16 @@ func BenchmarkQueuedPath(b *testing.B) {
 	}
 }
 
-func get(b *testing.B, client *http.Client, url string) {
+func get(b *testing.B, client *http.Client, url string, status int) {
 	resp, err := client.Get(url)
 	if err != nil {
-		b.Fatal(err)
+		b.Error(err)
+		return
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		b.Fatal(resp.Status)
+	if resp.StatusCode != status {
+		b.Errorf("%s: %s", url, resp.Status)
 	}
 }
 
