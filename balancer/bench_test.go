@@ -132,3 +132,35 @@ func processCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkLimitShortRequests is max_inflight on short requests of a
+// worker that computes (100 µs of CPU each, one at a time), eight
+// clients: at a limit of 1 the worker idles for every hand-off, which a
+// second slot hides. ns/op is the time per request of the whole pool:
+// auto should come near the best fixed limit.
+func BenchmarkLimitShortRequests(b *testing.B) {
+	p := testworker.Start(b, "serve")
+	for _, c := range []struct {
+		name  string
+		limit int
+		auto  bool
+	}{{"1", 1, false}, {"2", 2, false}, {"0", 0, false}, {"auto", 0, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			bal, _ := balancer.New(balancer.Config{MaxInflight: c.limit, AdaptiveLimit: c.auto})
+			e := bal.NewEndpoint(1, p.PID, p.Network, p.Address)
+			defer e.Close()
+			bal.Add(e)
+			srv := httptest.NewServer(bal)
+			defer srv.Close()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			defer client.CloseIdleConnections()
+			b.SetParallelism(4)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					get(b, client, srv.URL+"/cpu?us=100", 200)
+				}
+			})
+			b.ReportMetric(float64(e.Limit()), "limit")
+		})
+	}
+}

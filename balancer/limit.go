@@ -44,7 +44,9 @@ import (
 // is given while the slowest recent requests (a peak that rises by an
 // eighth towards a slower one and decays over about 256 requests) took
 // at most shortRatio hand-offs, and taken back as soon as one request
-// takes twice that at the second slot. The hand-off is measured: the
+// takes twice that at the second slot. Where the hand-off outlasts a
+// request (tiny requests), one slot per request it lasts, up to
+// shortSlots. The hand-off is measured: the
 // time from dispatch handing the endpoint to a waiting request until
 // that request's goroutine runs, plus, where the worker's CPU time is
 // known, the part of a request's latency at a limit of 1 that the
@@ -82,8 +84,12 @@ const (
 	// shortRatio: a second slot while the slowest recent request took at
 	// most this many hand-offs; the hand-off is then at least 1/16 of
 	// the worker's time, and a request in the second slot waits at most
-	// that long behind the first.
+	// that long behind the first. Where the hand-off outlasts a request
+	// more slots hide it (one per request it lasts), up to shortSlots and
+	// as long as the wait behind the others stays under shortRatio
+	// hand-offs.
 	shortRatio = 16
+	shortSlots = 4
 	// The slowest-request peak rises by peakRise of its distance to a
 	// slower sample, so that one stall of a busy host moves it little
 	// and a slow class (one request in 20 or 100) holds it near its
@@ -116,6 +122,8 @@ type adaptiveLimit struct {
 	// requests are short enough for a floor of 2.
 	slowest, fastest, gap, legs float64
 	short                       bool
+	slots                       float64 // the floor while short
+	cpuPer                      float64 // CPU seconds per request, where known
 
 	// CPU accounting at a limit of 1, when cpuTime is known.
 	cpuTime   func() (time.Duration, bool)
@@ -139,7 +147,7 @@ func newAdaptiveLimit(set func(int64), cpuTime func() (time.Duration, bool)) *ad
 // latency of requests served one (or two) at a time, and the legs of the
 // hand-off from what of it the worker did not compute.
 func (a *adaptiveLimit) accountCPU(rtt float64) {
-	if a.cpuTime == nil || a.limit >= 3 {
+	if a.cpuTime == nil || a.limit > shortSlots {
 		a.cpuKnown = false
 		return
 	}
@@ -156,7 +164,8 @@ func (a *adaptiveLimit) accountCPU(rtt float64) {
 	now, ok := a.cpuTimeOrZero()
 	if ok {
 		used := (now - a.cpuStart).Seconds()
-		// At a limit of 2 the latencies overlap and sum to up to twice
+		a.cpuPer = used / float64(a.cpuN)
+		// At a limit of k the latencies overlap and sum to up to k times
 		// the time the worker had.
 		a.cpuBound = used >= cpuBoundShare*a.cpuBusy/math.Floor(a.limit)
 		a.cpuJudged = true
@@ -207,13 +216,28 @@ func (a *adaptiveLimit) serial() bool {
 	return a.nextHold > 0
 }
 
-// floor is the least limit of the moment: 2 while a serial worker's
-// requests are short, else 1.
+// floor is the least limit of the moment: the short slots while a
+// serial worker's requests are short, else 1.
 func (a *adaptiveLimit) floor() float64 {
 	if a.short {
-		return 2
+		return a.slots
 	}
 	return 1
+}
+
+// shortFloor is how many slots hide the hand-off for requests as slow as
+// slowest: one per request the hand-off lasts (a request's own time is
+// its CPU time where known, else the quickest latency), while waiting
+// behind the others stays within shortRatio hand-offs.
+func (a *adaptiveLimit) shortFloor(slowest float64) float64 {
+	h := a.gap + min(a.legs, a.fastest)
+	own := a.fastest
+	if a.cpuPer > 0 {
+		own = a.cpuPer
+	}
+	k := 1 + math.Ceil(h/max(own, 1e-6))
+	k = min(k, 1+math.Floor(shortRatio*h/slowest), shortSlots)
+	return max(k, 2)
 }
 
 func (a *adaptiveLimit) cpuTimeOrZero() (time.Duration, bool) {
@@ -240,10 +264,10 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 	} else {
 		a.fastest += (s - a.fastest) * peakDecay / 16
 	}
-	if a.short && a.limit < 3 && !a.shortEnough(s/2) {
-		// A request took long for the second slot (where a request's
-		// latency includes the rest of the one before it, up to twice
-		// its own): back to one at once.
+	if a.short && a.limit <= a.slots && !a.shortEnough(s/a.slots) {
+		// A request took long for the short slots (where a request's
+		// latency includes the rest of those before it, up to slots
+		// times its own): back to one at once.
 		a.short, a.limit, a.cpuKnown = false, 1, false
 		a.setLimit(1)
 	}
@@ -280,14 +304,18 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 	if a.minRTT == 0 || avg < a.minRTT || a.limit < 2 {
 		a.minRTT = avg
 	}
-	// At the second slot the peak may be twice a request's own latency.
+	// At k short slots the peak may be k times a request's own latency.
 	scale := 1.0
-	if a.limit >= 2 {
-		scale = 2
+	if a.short && a.limit <= a.slots {
+		scale = a.slots
 	}
-	a.short = (a.serial() || serial) && a.shortEnough(a.slowest/scale)
+	short := (a.serial() || serial) && a.shortEnough(a.slowest/scale)
+	if short {
+		a.slots = a.shortFloor(a.slowest / scale)
+	}
+	a.short = short
 	switch {
-	case a.cpuTime != nil && a.limit < 3 && (a.cpuBound || !a.cpuJudged):
+	case a.cpuTime != nil && a.limit <= shortSlots && (a.cpuBound || !a.cpuJudged):
 		// The worker computes, or we cannot tell yet: a second request
 		// would only wait in it, unless requests are short enough that
 		// it hides the hand-off.

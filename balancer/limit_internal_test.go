@@ -51,8 +51,9 @@ func TestAdaptiveHoldShrinksWhenBusyLooksLikeIdle(t *testing.T) {
 }
 
 // A worker that computes gets a second slot while its requests are
-// short next to the hand-off, loses it at once to a slow request, and
-// never gets it for a mix of 1 ms and 50 ms. The worker's CPU clock is a
+// short next to the hand-off (more where the hand-off outlasts them),
+// loses it at once to a slow request, and never gets it for a mix of
+// 1 ms and 50 ms. The worker's CPU clock is a
 // fake that each request advances by the time it computed.
 func TestAdaptiveSecondSlotForShortRequests(t *testing.T) {
 	var cpu time.Duration
@@ -77,6 +78,19 @@ func TestAdaptiveSecondSlotForShortRequests(t *testing.T) {
 	serve(1, 5*time.Millisecond, 5*time.Millisecond, 2)
 	if l := a.current(); l != 1 {
 		t.Fatalf("limit %v after a slow request, want 1 at once", l)
+	}
+
+	// A request of 100 µs whose hand-off takes 300 µs (50 in Go, 250 on
+	// the socket): one slot per request the hand-off lasts, up to
+	// shortSlots.
+	tiny := newAdaptiveLimit(func(int64) {}, func() (time.Duration, bool) { return cpu, true })
+	for range 4000 {
+		tiny.handoff(50 * time.Microsecond)
+		cpu += 100 * time.Microsecond
+		tiny.sample(350*time.Microsecond, 1)
+	}
+	if l := tiny.current(); l != shortSlots {
+		t.Fatalf("limit %v for requests a third of their hand-off, want %d", l, shortSlots)
 	}
 
 	mix := newAdaptiveLimit(func(int64) {}, func() (time.Duration, bool) { return cpu, true })
