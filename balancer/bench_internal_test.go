@@ -8,9 +8,9 @@ import (
 
 // BenchmarkQueueHandoff is the queue alone, without sockets or workers:
 // eight goroutines take a slot on one endpoint, let the others run, and
-// give the slot back. With no
-// limit none waits ("direct"); with max_inflight 1 all but one wait
-// ("queued"), so queued/direct is what a wait and its wake-up cost.
+// give the slot back. With no limit none waits ("direct"); with
+// max_inflight 1 all but one wait ("queued"), so queued/direct is what a
+// wait and its wake-up cost.
 func BenchmarkQueueHandoff(b *testing.B) {
 	for _, c := range []struct {
 		name  string

@@ -65,19 +65,12 @@ func BenchmarkQueuedPath(b *testing.B) {
 			if c.status != 200 {
 				cfg.QueueSize = 1
 			}
-			bal, _ := balancer.New(cfg)
-			e := bal.NewEndpoint(1, p.PID, p.Network, p.Address)
-			defer e.Close()
-			bal.Add(e)
-			srv := httptest.NewServer(bal)
-			defer srv.Close()
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-			defer client.CloseIdleConnections()
+			bal, _, url, client := through(b, cfg, p)
 			if c.status != 200 {
 				held := make(chan struct{}, 2)
 				for range 2 {
 					go func() {
-						get(b, client, srv.URL+"/block", 200)
+						get(b, client, url+"/block", 200)
 						held <- struct{}{}
 					}()
 				}
@@ -102,13 +95,31 @@ func BenchmarkQueuedPath(b *testing.B) {
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					get(b, client, srv.URL+"/pid", c.status)
+					get(b, client, url+"/pid", c.status)
 				}
 			})
 			b.StopTimer()
 			b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
 		})
 	}
+}
+
+// through serves a balancer of cfg in front of worker p on a real
+// socket, until the benchmark ends; it returns the balancer, p's
+// endpoint, the server's URL and a client with room for eight
+// connections.
+func through(b *testing.B, cfg balancer.Config, p *testworker.Proc) (*balancer.Balancer, *balancer.Endpoint, string, *http.Client) {
+	bal, _ := balancer.New(cfg)
+	e := bal.NewEndpoint(1, p.PID, p.Network, p.Address)
+	bal.Add(e)
+	srv := httptest.NewServer(bal)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	b.Cleanup(func() {
+		client.CloseIdleConnections()
+		srv.Close()
+		e.Close()
+	})
+	return bal, e, srv.URL, client
 }
 
 func get(b *testing.B, client *http.Client, url string, status int) {
@@ -146,18 +157,11 @@ func BenchmarkLimitShortRequests(b *testing.B) {
 		auto  bool
 	}{{"1", 1, false}, {"2", 2, false}, {"0", 0, false}, {"auto", 0, true}} {
 		b.Run(c.name, func(b *testing.B) {
-			bal, _ := balancer.New(balancer.Config{MaxInflight: c.limit, AdaptiveLimit: c.auto})
-			e := bal.NewEndpoint(1, p.PID, p.Network, p.Address)
-			defer e.Close()
-			bal.Add(e)
-			srv := httptest.NewServer(bal)
-			defer srv.Close()
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-			defer client.CloseIdleConnections()
+			_, e, url, client := through(b, balancer.Config{MaxInflight: c.limit, AdaptiveLimit: c.auto}, p)
 			b.SetParallelism(4)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					get(b, client, srv.URL+"/cpu?us=100", 200)
+					get(b, client, url+"/cpu?us=100", 200)
 				}
 			})
 			b.ReportMetric(float64(e.Limit()), "limit")

@@ -44,10 +44,10 @@ type route struct {
 	// list of routes with waiters (-1: none); guarded by Balancer.qmu.
 	// queued mirrors their number for the table, which evicts only
 	// routes without waiters.
-	head, tail *waiter
-	active     int
-	skip       uint64 // the dispatch pass that passed it over
-	queued     atomic.Int32
+	waitList
+	active int
+	skip   uint64 // the dispatch pass that passed it over
+	queued atomic.Int32
 }
 
 // costs is the table of routes.

@@ -32,11 +32,12 @@ var timedOut = new(Endpoint)
 // pooled state; the queue links waiters intrusively, so queueing does
 // not allocate.
 type waiter struct {
-	prev, next   *waiter // every waiter, oldest first
-	rprev, rnext *waiter // its route's waiters, oldest first (schedule cost)
-	queued       bool
-	ch           chan *Endpoint // capacity 1: an acquired endpoint, nil (none left) or timedOut
-	pick         *Pick
+	// Its places in the list of every waiter, and in its route's (with
+	// schedule cost), both oldest first.
+	links  [2]link
+	queued bool
+	ch     chan *Endpoint // capacity 1: an acquired endpoint, nil (none left) or timedOut
+	pick   *Pick
 
 	route  *route
 	cost   float64   // expected seconds when it joined, for admission
@@ -48,14 +49,51 @@ type waiter struct {
 	ends  time.Time
 }
 
+// The lists a waiter is in: every waiter's, and its route's.
+const (
+	byArrival = iota
+	byRoute
+)
+
+// link is a waiter's place in one list.
+type link struct{ prev, next *waiter }
+
+// waitList is a list of waiters, linked through one of their links.
+type waitList struct{ head, tail *waiter }
+
+func (l *waitList) push(w *waiter, by int) {
+	w.links[by] = link{prev: l.tail}
+	if l.tail != nil {
+		l.tail.links[by].next = w
+	} else {
+		l.head = w
+	}
+	l.tail = w
+}
+
+func (l *waitList) remove(w *waiter, by int) {
+	k := w.links[by]
+	if k.prev != nil {
+		k.prev.links[by].next = k.next
+	} else {
+		l.head = k.next
+	}
+	if k.next != nil {
+		k.next.links[by].prev = k.prev
+	} else {
+		l.tail = k.prev
+	}
+	w.links[by] = link{}
+}
+
 // waitQueue holds the waiters, guarded by Balancer.qmu: in one list by
 // arrival, which is also the order of their deadlines (they all have
 // the same timeout), and with schedule cost in one list per route too.
 type waitQueue struct {
-	head, tail *waiter
-	n          int
-	work       float64  // the waiters' expected cost, in seconds
-	routes     []*route // routes with waiters (schedule cost)
+	waitList
+	n      int
+	work   float64  // the waiters' expected cost, in seconds
+	routes []*route // routes with waiters (schedule cost)
 	// sweepAt is when the sweep timer will fire; zero when it is not
 	// armed.
 	sweepAt time.Time
@@ -219,13 +257,8 @@ func (b *Balancer) admitLocked(w *waiter) bool {
 
 func (b *Balancer) pushLocked(w *waiter) {
 	q := &b.queue
-	w.prev, w.next, w.queued = q.tail, nil, true
-	if q.tail != nil {
-		q.tail.next = w
-	} else {
-		q.head = w
-	}
-	q.tail = w
+	q.push(w, byArrival)
+	w.queued = true
 	q.n++
 	q.work += w.cost
 	if b.byCost {
@@ -236,17 +269,8 @@ func (b *Balancer) pushLocked(w *waiter) {
 // removeLocked takes w out of the queue.
 func (b *Balancer) removeLocked(w *waiter) {
 	q := &b.queue
-	if w.prev != nil {
-		w.prev.next = w.next
-	} else {
-		q.head = w.next
-	}
-	if w.next != nil {
-		w.next.prev = w.prev
-	} else {
-		q.tail = w.prev
-	}
-	w.prev, w.next, w.queued = nil, nil, false
+	q.remove(w, byArrival)
+	w.queued = false
 	q.n--
 	q.work -= w.cost
 	if q.n == 0 {
@@ -296,7 +320,7 @@ func (b *Balancer) failHopeless() {
 	b.qmu.Lock()
 	defer b.qmu.Unlock()
 	for w := b.queue.head; w != nil; {
-		next := w.next
+		next := w.links[byArrival].next
 		if !w.pick.anyCandidate(eps) {
 			b.handLocked(w, nil, time.Time{})
 		}
@@ -326,7 +350,7 @@ func (b *Balancer) dispatchLocked(now time.Time) {
 	// it already, or its policy wants another) is passed over, not
 	// allowed to hold up those behind it.
 	for w := b.queue.head; w != nil; {
-		next := w.next
+		next := w.links[byArrival].next
 		if e := b.selectAcquire(w.pick); e != nil {
 			b.handLocked(w, e, now)
 		} else if !b.anyAvailable() {

@@ -60,31 +60,17 @@ const (
 
 func (b *Balancer) pushRouteLocked(w *waiter) {
 	rt := w.route
-	w.rprev, w.rnext = rt.tail, nil
-	if rt.tail != nil {
-		rt.tail.rnext = w
-	} else {
-		rt.head = w
+	if rt.head == nil {
 		rt.active = len(b.queue.routes)
 		b.queue.routes = append(b.queue.routes, rt)
 	}
-	rt.tail = w
+	rt.push(w, byRoute)
 	rt.queued.Add(1)
 }
 
 func (b *Balancer) removeRouteLocked(w *waiter) {
 	rt := w.route
-	if w.rprev != nil {
-		w.rprev.rnext = w.rnext
-	} else {
-		rt.head = w.rnext
-	}
-	if w.rnext != nil {
-		w.rnext.rprev = w.rprev
-	} else {
-		rt.tail = w.rprev
-	}
-	w.rprev, w.rnext = nil, nil
+	rt.remove(w, byRoute)
 	rt.queued.Add(-1)
 	if rt.head == nil {
 		rs := b.queue.routes
@@ -133,7 +119,7 @@ func (b *Balancer) dispatchByCostLocked(now time.Time) {
 		// that tried it already (a retry) lets the next one have it.
 		var w *waiter
 		var e *Endpoint
-		for w = best.head; w != nil; w = w.rnext {
+		for w = best.head; w != nil; w = w.links[byRoute].next {
 			if e = b.selectAcquire(w.pick); e != nil {
 				break
 			}
