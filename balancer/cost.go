@@ -56,7 +56,8 @@ type costs struct {
 	m     map[routeKey]*route
 	max   int
 	clock atomic.Uint64
-	all   route // every request, whatever its route: the pool's average
+	all   route        // every request, whatever its route: the pool's average
+	work  atomic.Int64 // nanoseconds of all requests' observed cost
 }
 
 func newCosts(max int) *costs {
@@ -122,7 +123,11 @@ func (t *costs) observe(rt *route, d time.Duration) {
 	s := d.Seconds()
 	rt.fold(s)
 	t.all.fold(s)
+	t.work.Add(int64(d))
 }
+
+// done is the observed cost of every request so far.
+func (t *costs) done() time.Duration { return time.Duration(t.work.Load()) }
 
 func (rt *route) fold(s float64) {
 	for {

@@ -99,7 +99,19 @@ type waitQueue struct {
 	sweepAt time.Time
 	// epoch numbers dispatch passes, to mark the routes a pass skipped.
 	epoch uint64
+
+	// The pool's pace while requests wait: seconds of requests' cost
+	// done per second, measured over windows of at least paceWindow; a
+	// window in which the queue emptied only ever raises it (the
+	// workers were not all busy then).
+	pace     float64
+	paceFrom time.Time
+	paceDone time.Duration
+	emptied  bool
 }
+
+// paceWindow is the shortest time over which the pace is measured.
+const paceWindow = 200 * time.Millisecond
 
 // QueueLen is the number of requests waiting for a worker.
 func (b *Balancer) QueueLen() int { return int(b.waiting.Load()) }
@@ -230,29 +242,21 @@ func (b *Balancer) enqueueLocked(w *waiter, now time.Time) error {
 // admitLocked reports whether w can be served within the queue timeout:
 // whether the work that will go before it (every waiter's with schedule
 // fifo; with schedule cost, that of routes no dearer than its own) is
-// done by then, at one request per slot of the endpoints in rotation.
-// A request's expected time at a worker is its route's learned cost
-// (latency at the worker, so an endpoint whose requests overlap, at a
-// limit above 1, is counted right: each of its slots turns over once per
-// latency). Where no cost is known yet, or an endpoint has no limit, it
-// is admitted.
+// done by then at the pool's pace. Work is counted in the routes'
+// learned costs and the pace in the costs of the requests that finished
+// per second while requests waited: both are latencies, which a
+// saturated host stretches alike, so only their ratio counts. Until the
+// pace is known, or where no cost is, it is admitted.
 func (b *Balancer) admitLocked(w *waiter) bool {
-	slots := int64(0)
-	for _, e := range b.Endpoints() {
-		l := e.capacity()
-		if l == 0 {
-			return true
-		}
-		slots += l
-	}
-	if slots == 0 {
+	q := &b.queue
+	if q.pace == 0 {
 		return true
 	}
-	ahead := b.queue.work
+	ahead := q.work
 	if b.byCost {
 		ahead = b.workAheadLocked(w.cost)
 	}
-	return ahead/float64(slots) <= b.cfg.QueueTimeout.Seconds()
+	return ahead/q.pace <= b.cfg.QueueTimeout.Seconds()
 }
 
 func (b *Balancer) pushLocked(w *waiter) {
@@ -275,6 +279,7 @@ func (b *Balancer) removeLocked(w *waiter) {
 	q.work -= w.cost
 	if q.n == 0 {
 		q.work = 0 // no rounding drift survives an empty queue
+		q.emptied = true
 	}
 	if b.byCost {
 		b.removeRouteLocked(w)
@@ -342,6 +347,7 @@ func (b *Balancer) dispatch() {
 
 // dispatchLocked is dispatch with qmu held, at now.
 func (b *Balancer) dispatchLocked(now time.Time) {
+	b.measurePaceLocked(now)
 	if b.byCost {
 		b.dispatchByCostLocked(now)
 		return
@@ -375,6 +381,25 @@ func (b *Balancer) anyAvailable() bool {
 func (b *Balancer) release(e *Endpoint) {
 	e.inflight.Add(-1)
 	b.dispatch()
+}
+
+// measurePaceLocked closes the pace's window if it is long enough.
+func (b *Balancer) measurePaceLocked(now time.Time) {
+	q := &b.queue
+	d := now.Sub(q.paceFrom)
+	if d < paceWindow {
+		return
+	}
+	done := b.costs.done()
+	if !q.paceFrom.IsZero() && q.n > 0 {
+		switch r := (done - q.paceDone).Seconds() / d.Seconds(); {
+		case !q.emptied && q.pace > 0:
+			q.pace = (q.pace + r) / 2
+		case !q.emptied, r > q.pace:
+			q.pace = r
+		}
+	}
+	q.paceFrom, q.paceDone, q.emptied = now, done, q.n == 0
 }
 
 // dequeue takes w out of the queue; false means it was handed an

@@ -441,33 +441,40 @@ func TestScheduleReservation(t *testing.T) {
 }
 
 // Admission is by deadline: a request is refused at once when the work
-// queued before it would keep it past queue_timeout, at the learned
-// cost per request and one request per slot; cheaper requests, which
-// schedule cost serves first, still get in.
+// queued before it would keep it past queue_timeout at the pace the
+// pool has kept while requests waited; cheaper requests, which schedule
+// cost serves first, still get in.
 func TestAdmissionByDeadline(t *testing.T) {
 	for _, schedule := range []string{ScheduleFIFO, ScheduleCost} {
 		t.Run(schedule, func(t *testing.T) {
+			const slow = 100 * time.Millisecond
 			q := newSimQueue(t, Config{Schedule: schedule, QueueTimeout: 1050 * time.Millisecond}, 1)
-			learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": 100 * time.Millisecond}, 20)
+			learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": slow}, 20)
 			s := &sim{simQueue: q}
-			s.arrive(q.request(0, "/block", time.Hour))
-			// 1.05 s holds 10 requests of 100 ms: the 11th waits behind
-			// 1 s of them, the 12th would wait 1.1 s.
-			var slow []*simReq
-			for i := 1; i <= 12; i++ {
-				r := q.request(i, "/slow", 100*time.Millisecond)
-				s.arrive(r)
-				slow = append(slow, r)
+			// A second of one worker busy with a request always waiting:
+			// the pace is 100 ms of work done every 100 ms.
+			s.arrive(q.request(0, "/slow", slow))
+			for i := 1; i <= 10; i++ {
+				s.arrive(q.request(i, "/slow", slow))
+				s.until(s.now.Add(slow))
 			}
-			for i, r := range slow {
-				if refused := r.refused != nil; refused != (i == 11) {
-					t.Fatalf("request %d with %d before it: refused %v (%v)", i+1, i, refused, r.refused)
+			if p := q.b.queue.pace; p < 0.9 || p > 1.1 {
+				t.Fatalf("pace %v, want 1 s of work per second", p)
+			}
+			// Then a burst: 1.05 s holds ten requests of 100 ms before a
+			// new one.
+			for i := 11; i <= 25; i++ {
+				before := q.b.queue.n
+				r := q.request(i, "/slow", slow)
+				s.arrive(r)
+				if refused := r.refused != nil; refused != (before > 10) {
+					t.Fatalf("request with %d waiting before it: refused %v (%v)", before, refused, r.refused)
+				}
+				if r.refused != nil && (!errors.Is(r.refused, errWaitTooLong) || r.end != s.now) {
+					t.Fatalf("refused with %v after %v, want errWaitTooLong at once", r.refused, r.end.Sub(r.arrive))
 				}
 			}
-			if !errors.Is(slow[11].refused, errWaitTooLong) || slow[11].end != s.now {
-				t.Fatalf("refused with %v after %v, want errWaitTooLong at once", slow[11].refused, slow[11].end.Sub(slow[11].arrive))
-			}
-			fast := q.request(13, "/fast", time.Millisecond)
+			fast := q.request(26, "/fast", time.Millisecond)
 			s.arrive(fast)
 			if refused := fast.refused != nil; refused != (schedule == ScheduleFIFO) {
 				t.Fatalf("a cheap request: refused %v, want %v", refused, schedule == ScheduleFIFO)

@@ -546,6 +546,42 @@ func TestAdaptiveLimitSecondSlotForShortRequests(t *testing.T) {
 	}
 }
 
+// Many more clients than the workers can serve at once (1500 against two
+// workers, each request 300 µs of CPU) all wait their turn: the queue
+// admits whoever can be served within queue_timeout, so nobody is turned
+// away to come straight back and cost the workers' CPU in refusals.
+func TestOverloadIsQueuedNotRefused(t *testing.T) {
+	a, b := testworker.Start(t, "serve"), testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{AdaptiveLimit: true})
+	join(t, bal, a, b)
+	srv := front(t, bal)
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2000}}
+	t.Cleanup(c.CloseIdleConnections)
+	const clients, each = 1500, 4
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for range each {
+				resp, err := c.Get(srv.URL + "/cpu?us=300")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					refused.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := refused.Load(); n > clients*each/100 {
+		t.Fatalf("%d of %d requests refused, want at most 1%%", n, clients*each)
+	}
+}
+
 func TestQueueDrainsWhenLastWorkerLeaves(t *testing.T) {
 	p := testworker.Start(t, "serve")
 	bal := newBalancer(t, balancer.Config{MaxInflight: 1})
