@@ -45,6 +45,7 @@ type route struct {
 	// queued mirrors their number for the table, which evicts only
 	// routes without waiters.
 	waitList
+	work   float64 // its waiters' expected cost when they joined
 	active int
 	skip   uint64 // the dispatch pass that passed it over
 	queued atomic.Int32
@@ -56,8 +57,7 @@ type costs struct {
 	m     map[routeKey]*route
 	max   int
 	clock atomic.Uint64
-	all   route        // every request, whatever its route: the pool's average
-	work  atomic.Int64 // nanoseconds of all requests' observed cost
+	all   route // every request, whatever its route: the pool's average
 }
 
 func newCosts(max int) *costs {
@@ -123,11 +123,7 @@ func (t *costs) observe(rt *route, d time.Duration) {
 	s := d.Seconds()
 	rt.fold(s)
 	t.all.fold(s)
-	t.work.Add(int64(d))
 }
-
-// done is the observed cost of every request so far.
-func (t *costs) done() time.Duration { return time.Duration(t.work.Load()) }
 
 func (rt *route) fold(s float64) {
 	for {

@@ -100,13 +100,15 @@ type waitQueue struct {
 	// epoch numbers dispatch passes, to mark the routes a pass skipped.
 	epoch uint64
 
-	// The pool's pace while requests wait: seconds of requests' cost
-	// done per second, measured over windows of at least paceWindow; a
-	// window in which the queue emptied only ever raises it (the
+	// The queue's pace: the expected cost of the waiters it handed an
+	// endpoint, per second, measured over windows of at least
+	// paceWindow; a window in which it emptied only ever raises it (the
 	// workers were not all busy then).
+	drained  float64
 	pace     float64
+	since    time.Time // when the queue last stopped being empty
 	paceFrom time.Time
-	paceDone time.Duration
+	paceDone float64
 	emptied  bool
 }
 
@@ -241,15 +243,19 @@ func (b *Balancer) enqueueLocked(w *waiter, now time.Time) error {
 
 // admitLocked reports whether w can be served within the queue timeout:
 // whether the work that will go before it (every waiter's with schedule
-// fifo; with schedule cost, that of routes no dearer than its own) is
-// done by then at the pool's pace. Work is counted in the routes'
-// learned costs and the pace in the costs of the requests that finished
-// per second while requests waited: both are latencies, which a
-// saturated host stretches alike, so only their ratio counts. Until the
-// pace is known, or where no cost is, it is admitted.
+// fifo; with schedule cost, that of routes no dearer than its own)
+// leaves the queue by then at the queue's pace. Both count each waiter
+// at the cost its route was expected to have when it joined: costs are
+// latencies, which a saturated host stretches (and a lagging average
+// keeps stretched for a while), alike for the waiters ahead and those
+// that left, so only their ratio counts. Until the pace is known, or
+// where no cost is, it is admitted; and so it is until the queue has
+// stood for a quarter of the timeout, so that a burst, or a host that
+// stalls for a moment (a thousand connections opening at once), waits
+// its turn rather than being turned away to come straight back.
 func (b *Balancer) admitLocked(w *waiter) bool {
 	q := &b.queue
-	if q.pace == 0 {
+	if q.pace == 0 || q.n == 0 || w.since.Sub(q.since) < b.cfg.QueueTimeout/4 {
 		return true
 	}
 	ahead := q.work
@@ -261,6 +267,9 @@ func (b *Balancer) admitLocked(w *waiter) bool {
 
 func (b *Balancer) pushLocked(w *waiter) {
 	q := &b.queue
+	if q.n == 0 {
+		q.since = w.since
+	}
 	q.push(w, byArrival)
 	w.queued = true
 	q.n++
@@ -290,8 +299,11 @@ func (b *Balancer) removeLocked(w *waiter) {
 // hand gives w the endpoint e it has acquired, or nil, or timedOut.
 func (b *Balancer) handLocked(w *waiter, e *Endpoint, now time.Time) {
 	b.removeLocked(w)
-	if e != nil && e != timedOut && e.adaptive != nil {
-		w.handed = now
+	if e != nil && e != timedOut {
+		b.queue.drained += w.cost
+		if e.adaptive != nil {
+			w.handed = now
+		}
 	}
 	w.ch <- e
 }
@@ -390,9 +402,9 @@ func (b *Balancer) measurePaceLocked(now time.Time) {
 	if d < paceWindow {
 		return
 	}
-	done := b.costs.done()
+	done := q.drained
 	if !q.paceFrom.IsZero() && q.n > 0 {
-		switch r := (done - q.paceDone).Seconds() / d.Seconds(); {
+		switch r := (done - q.paceDone) / d.Seconds(); {
 		case !q.emptied && q.pace > 0:
 			q.pace = (q.pace + r) / 2
 		case !q.emptied, r > q.pace:

@@ -65,14 +65,17 @@ func (b *Balancer) pushRouteLocked(w *waiter) {
 		b.queue.routes = append(b.queue.routes, rt)
 	}
 	rt.push(w, byRoute)
+	rt.work += w.cost
 	rt.queued.Add(1)
 }
 
 func (b *Balancer) removeRouteLocked(w *waiter) {
 	rt := w.route
 	rt.remove(w, byRoute)
+	rt.work -= w.cost
 	rt.queued.Add(-1)
 	if rt.head == nil {
+		rt.work = 0 // no rounding drift survives an empty route
 		rs := b.queue.routes
 		last := rs[len(rs)-1]
 		rs[rt.active], last.active = last, rt.active
@@ -139,8 +142,8 @@ func (b *Balancer) dispatchByCostLocked(now time.Time) {
 func (b *Balancer) workAheadLocked(c float64) float64 {
 	ahead := 0.0
 	for _, rt := range b.queue.routes {
-		if rc := b.costs.expected(rt); rc <= c {
-			ahead += rc * float64(rt.queued.Load())
+		if b.costs.expected(rt) <= c {
+			ahead += rt.work
 		}
 	}
 	return ahead

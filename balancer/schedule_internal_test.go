@@ -440,10 +440,11 @@ func TestScheduleReservation(t *testing.T) {
 	}
 }
 
-// Admission is by deadline: a request is refused at once when the work
-// queued before it would keep it past queue_timeout at the pace the
-// pool has kept while requests waited; cheaper requests, which schedule
-// cost serves first, still get in.
+// Admission is by deadline: once the queue has stood for a quarter of
+// queue_timeout, a request is refused at once when the work queued
+// before it would keep it past queue_timeout at the pace the queue has
+// kept; cheaper requests, which schedule cost serves first, still get
+// in.
 func TestAdmissionByDeadline(t *testing.T) {
 	for _, schedule := range []string{ScheduleFIFO, ScheduleCost} {
 		t.Run(schedule, func(t *testing.T) {
@@ -451,8 +452,10 @@ func TestAdmissionByDeadline(t *testing.T) {
 			q := newSimQueue(t, Config{Schedule: schedule, QueueTimeout: 1050 * time.Millisecond}, 1)
 			learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": slow}, 20)
 			s := &sim{simQueue: q}
-			// A second of one worker busy with a request always waiting:
-			// the pace is 100 ms of work done every 100 ms.
+			// A second of one worker busy with requests always waiting:
+			// the pace is 100 ms of work done every 100 ms, and the queue
+			// has stood for more than a quarter of the timeout.
+			s.arrive(q.request(-1, "/slow", slow))
 			s.arrive(q.request(0, "/slow", slow))
 			for i := 1; i <= 10; i++ {
 				s.arrive(q.request(i, "/slow", slow))
