@@ -29,11 +29,11 @@ const DefaultSchemaBodyLimit = 1 << 20
 // config of the worker_pool handler's "validate" field and of the
 // worker_pool_validate handler.
 type Config struct {
-	// MaxBody is the largest request body in bytes. A larger declared
-	// Content-Length gets 413 at once; a streamed (chunked) body is cut
-	// off with 413 as it passes the limit, without being buffered. A
-	// body checked against an OpenAPI schema is read into memory, up to
-	// MaxBody or, if unset, 1 MiB.
+	// MaxBody is the largest request body in bytes, whatever its media
+	// type. A larger declared Content-Length gets 413 at once; a streamed
+	// (chunked) body is cut off with 413 as it passes the limit, without
+	// being buffered. A body checked against an OpenAPI schema is read
+	// into memory, up to MaxBody or, if unset, 1 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
 	// MaxQuery is the longest raw query string in bytes; longer gets 414.
@@ -179,7 +179,7 @@ func Route(r *http.Request) string {
 // A streamed body with MaxBody set is limited as it is read: use Serve,
 // which also turns a body cut off later into a 413 answer.
 func (v *Validator) Check(r *http.Request) (*http.Request, error) {
-	r, _, err := v.check(r)
+	r, _, err := v.check(nil, r)
 	return r, err
 }
 
@@ -187,7 +187,7 @@ func (v *Validator) Check(r *http.Request) (*http.Request, error) {
 // returns ok false; otherwise it returns the writer and request to pass
 // on to the next handler.
 func (v *Validator) Serve(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *http.Request, bool) {
-	r, lb, err := v.check(r)
+	r, lb, err := v.check(w, r)
 	if err != nil {
 		var e *Error
 		if !errors.As(err, &e) {
@@ -202,7 +202,8 @@ func (v *Validator) Serve(w http.ResponseWriter, r *http.Request) (http.Response
 	return w, r, true
 }
 
-func (v *Validator) check(r *http.Request) (*http.Request, *limitedBody, error) {
+// check validates r; w, if not nil, is the writer of its answer.
+func (v *Validator) check(w http.ResponseWriter, r *http.Request) (*http.Request, *limitedBody, error) {
 	if v.cfg.MaxQuery > 0 && len(r.URL.RawQuery) > v.cfg.MaxQuery {
 		return r, nil, &Error{Status: http.StatusRequestURITooLong,
 			Detail: fmt.Sprintf("the query string is longer than %d bytes", v.cfg.MaxQuery)}
@@ -250,25 +251,25 @@ func (v *Validator) check(r *http.Request) (*http.Request, *limitedBody, error) 
 	if route != "" {
 		ctx = context.WithValue(r.Context(), RouteKey, route)
 	}
-	var lb *limitedBody
-	switch {
-	case op != nil && op.body != nil:
+	if op != nil && op.body != nil {
 		body, err := op.body.check(r, hasBody, mediaType, v.schemaLimit())
 		if err != nil {
 			return r, nil, err
 		}
 		if body != nil {
-			r = withBody(r, ctx, body)
-			return r, nil, nil
+			return withBody(r, ctx, body), nil, nil
 		}
-	case hasBody && v.cfg.MaxBody > 0 && r.ContentLength < 0:
-		// Streamed: counted as the worker reads it, never held whole.
+	}
+	// Every body not read above (any media type, declared or not) that
+	// streams is counted as the worker reads it, never held whole; one
+	// with a Content-Length was refused above if too large.
+	if hasBody && v.cfg.MaxBody > 0 && r.ContentLength < 0 {
 		if ctx == nil {
 			ctx = r.Context()
 		}
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
-		lb = &limitedBody{rc: r.Body, left: v.cfg.MaxBody, limit: v.cfg.MaxBody, cancel: cancel}
+		lb := newLimitedBody(w, r.Body, v.cfg.MaxBody, cancel)
 		r = r.WithContext(ctx)
 		r.Body = lb
 		return r, lb, nil

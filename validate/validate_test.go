@@ -418,3 +418,27 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+// max_body holds for every body, whatever its framing and media type: a
+// declared type whose body is not checked against a schema (text/plain
+// here) is limited as it streams, like an undeclared one.
+func TestMaxBodyHoldsForEveryMediaType(t *testing.T) {
+	for _, doc := range []string{"orders-3.0.yaml", "orders-3.1.yaml"} {
+		v := newValidator(t, validate.Config{OpenAPI: filepath.Join("testdata", doc), MaxBody: 1000})
+		for _, ctype := range []string{"text/plain", "application/octet-stream", "application/json"} {
+			t.Run(doc+" "+ctype, func(t *testing.T) {
+				body := strings.Repeat("x", 100_000)
+				if ctype == "application/json" {
+					body = `"` + body + `"`
+				}
+				r := httptest.NewRequest("POST", "/echo", strings.NewReader(body))
+				r.Header.Set("Content-Type", ctype)
+				r.ContentLength = -1
+				rec, got, _ := serve(v, r)
+				if rec.Code != http.StatusRequestEntityTooLarge || len(got) > 1000 {
+					t.Fatalf("status %d, the handler read %d bytes; want 413 and at most 1000", rec.Code, len(got))
+				}
+			})
+		}
+	}
+}

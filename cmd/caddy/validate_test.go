@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,4 +154,47 @@ func TestStreamedBodyCutWhileProxied(t *testing.T) {
 		_, code, err := get(c.url + "/")
 		return err == nil && code == 200
 	})
+}
+
+// A streamed body to an operation whose media type is not checked
+// against a schema (text/plain, application/octet-stream) is held to
+// max_body like any other: 413, and the client's 10 MB are not taken.
+func TestMaxBodyHoldsForStreamedBodiesOfEveryType(t *testing.T) {
+	doc, _ := filepath.Abs("../../examples/node/openapi.json")
+	c := startValidatingCaddy(t, "max_body 64KiB\n\t\t\topenapi "+doc)
+	const size = 10 << 20
+	for _, ctype := range []string{"text/plain", "application/octet-stream"} {
+		t.Run(ctype, func(t *testing.T) {
+			body := &countingReader{r: strings.NewReader(strings.Repeat("x", size))}
+			req, err := http.NewRequest("POST", c.url+"/upload", chunked{body})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", ctype)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			answer, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 413 || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Fatalf("%s %q: %s", resp.Status, resp.Header.Get("Content-Type"), answer)
+			}
+			if n := body.n.Load(); n >= size {
+				t.Fatalf("all %d bytes were taken from the client", n)
+			}
+		})
+	}
+}
+
+// countingReader counts what the client's transport has read.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
