@@ -442,3 +442,34 @@ func TestMaxBodyHoldsForEveryMediaType(t *testing.T) {
 		}
 	}
 }
+
+// A path that a worker's URL parser would resolve to another path (dot
+// segments, percent-encoded or not) or that it might merge (//) cannot
+// dodge the document with unknown_routes pass: it is refused.
+func TestAmbiguousPathsAreRefused(t *testing.T) {
+	for _, unknown := range []string{"reject", "pass"} {
+		v := newValidator(t, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", UnknownRoutes: unknown})
+		for _, target := range []string{
+			"/x/../orders", "/./orders", "/orders/.", "/orders/..", "/echo/%2e%2e/orders", "/echo/.%2E/orders",
+			"/echo/%2E/orders", "//orders", "/orders//7c9e6679-7425-40de-944b-e07fc1f90ae7", "/x/..",
+		} {
+			t.Run(unknown+" "+target, func(t *testing.T) {
+				rec, _, reached := serve(v, request(badCase{method: "POST", target: target, body: `{}`}))
+				if reached || rec.Code != 400 {
+					t.Fatalf("%s: %d reached=%v, want 400", target, rec.Code, reached)
+				}
+				if d := decodeProblem(t, rec); len(d.Errors) != 1 || d.Errors[0].Pointer != "/path" {
+					t.Fatalf("%s: errors %+v, want one at /path", target, d.Errors)
+				}
+			})
+		}
+	}
+	// Segments that merely hold dots, and a trailing slash, are paths
+	// like any other.
+	v := newValidator(t, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", UnknownRoutes: "pass"})
+	for _, target := range []string{"/a..b", "/...", "/.well-known/x", "/orders/", "/%2e%2e%2e", "/"} {
+		if rec, _, reached := serve(v, httptest.NewRequest("GET", target, nil)); !reached {
+			t.Errorf("%s refused: %d %s", target, rec.Code, rec.Body)
+		}
+	}
+}

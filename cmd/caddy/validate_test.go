@@ -198,3 +198,34 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// With unknown_routes pass, a path that the worker's URL parser resolves
+// to a documented path (Node's new URL() removes dot segments, %2e
+// included) is refused instead of passing unchecked as unknown.
+func TestDotSegmentsDoNotDodgeTheSchema(t *testing.T) {
+	doc, _ := filepath.Abs("../../examples/node/openapi.json")
+	c := startValidatingCaddy(t, "openapi "+doc+"\n\t\t\tunknown_routes pass")
+	for _, path := range []string{"/x/../orders", "/./orders", "/echo/%2e%2e/orders", "/echo/.%2E/orders", "//orders"} {
+		t.Run(path, func(t *testing.T) {
+			before := served(t, c)
+			resp, err := client.Post(c.url+path, "application/json", strings.NewReader(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 400 || !strings.Contains(string(body), `"pointer":"/path"`) {
+				t.Fatalf("POST %s: %s %s", path, resp.Status, body)
+			}
+			if after := served(t, c); after != before {
+				t.Fatalf("POST %s reached the worker", path)
+			}
+		})
+	}
+	// An unknown path still passes.
+	if resp, err := client.Get(c.url + "/nowhere"); err != nil || resp.StatusCode != 404 {
+		t.Fatalf("unknown path: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+}
