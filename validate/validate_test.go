@@ -473,3 +473,51 @@ func TestAmbiguousPathsAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// A scalar query parameter given twice, or in the bracket forms some
+// frameworks read as an array or object (qs: limit[]=, limit[a]=), is
+// refused: the worker might read a value other than the one checked.
+func TestRepeatedScalarQueryParameters(t *testing.T) {
+	doc := filepath.Join(t.TempDir(), "api.yaml")
+	if err := os.WriteFile(doc, []byte(`openapi: 3.1.0
+info: {title: x, version: "1"}
+paths:
+  /items:
+    get:
+      parameters:
+        - {name: limit, in: query, schema: {type: integer, maximum: 100}}
+        - {name: tag, in: query, schema: {type: array, items: {type: string}}}
+        - {name: ids, in: query, explode: false, schema: {type: array, items: {type: integer}}}
+      responses: {"200": {description: ok}}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := newValidator(t, validate.Config{OpenAPI: doc})
+	for _, c := range []struct {
+		query   string
+		pointer string // "" if it passes
+	}{
+		{"limit=5", ""},
+		{"limit=5&limit=100000", "/query/limit"},
+		{"limit=5&limit=5", "/query/limit"},
+		{"limit[]=100000", "/query/limit"},
+		{"limit%5B%5D=100000", "/query/limit"},
+		{"limit[x]=1", "/query/limit"},
+		{"tag=a&tag=b", ""},
+		{"tag[]=a", "/query/tag"},
+		{"ids=1,2", ""},
+		{"ids=1,2&ids=3", ""},
+		{"other=1&other=2&other[]=3", ""},
+	} {
+		rec, _, reached := serve(v, httptest.NewRequest("GET", "/items?"+c.query, nil))
+		if c.pointer == "" {
+			if !reached {
+				t.Errorf("?%s refused: %d %s", c.query, rec.Code, rec.Body)
+			}
+			continue
+		}
+		if reached || rec.Code != 400 || !strings.Contains(rec.Body.String(), `"pointer":"`+c.pointer+`"`) {
+			t.Errorf("?%s: %d reached=%v %s; want 400 at %s", c.query, rec.Code, reached, rec.Body, c.pointer)
+		}
+	}
+}
