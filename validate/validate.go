@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"slices"
@@ -62,7 +63,8 @@ type Config struct {
 	// UnknownRoutes is what happens to a request whose path matches no
 	// path of the OpenAPI document: "reject" (the default, 404) or
 	// "pass" (it goes on, with the limits checked). A known path with an
-	// undeclared method always gets 405 with Allow.
+	// undeclared method always gets 405 with Allow. With "reject", a
+	// body sent to an operation that declares no requestBody gets 400.
 	UnknownRoutes string `json:"unknown_routes,omitempty"`
 }
 
@@ -246,6 +248,14 @@ func (v *Validator) check(w http.ResponseWriter, r *http.Request) (*http.Request
 		if errs := op.checkParams(r, path); len(errs) > 0 {
 			return r, nil, &Error{Status: http.StatusBadRequest, Detail: "the request's parameters do not match the API", Errors: errs}
 		}
+		if op.body == nil && hasBody && !v.api.passUnknown {
+			// The document says what the operation takes; with reject,
+			// what it does not declare does not reach the worker.
+			if err := noBody(r); err != nil {
+				return r, nil, err
+			}
+			hasBody = false
+		}
 	}
 	var ctx context.Context
 	if route != "" {
@@ -278,6 +288,23 @@ func (v *Validator) check(w http.ResponseWriter, r *http.Request) (*http.Request
 		r = r.WithContext(ctx)
 	}
 	return r, nil, nil
+}
+
+// noBody refuses r's body unless it is empty: a streamed body is read
+// for its first byte to tell.
+func noBody(r *http.Request) error {
+	if r.ContentLength < 0 {
+		var one [1]byte
+		switch _, err := io.ReadFull(r.Body, one[:]); err {
+		case io.EOF:
+			return nil
+		case nil:
+		default:
+			return &Error{Status: http.StatusBadRequest, Detail: "the request body could not be read"}
+		}
+	}
+	return &Error{Status: http.StatusBadRequest, Detail: "the request's body does not match the API",
+		Errors: []problem.FieldError{{Pointer: "/body", Detail: "this operation takes no request body"}}}
 }
 
 // schemaLimit bounds a body read into memory for a schema check.

@@ -521,3 +521,38 @@ paths:
 		}
 	}
 }
+
+// With unknown_routes reject, an operation that declares no requestBody
+// takes none: a body sent to it is refused, not passed on unchecked.
+func TestBodyToAnOperationWithoutOne(t *testing.T) {
+	const target = "/orders/7c9e6679-7425-40de-944b-e07fc1f90ae7"
+	send := func(v *validate.Validator, body string, chunked bool) (*httptest.ResponseRecorder, bool) {
+		r := httptest.NewRequest("DELETE", target, strings.NewReader(body))
+		if body == "" {
+			r = httptest.NewRequest("DELETE", target, nil)
+		}
+		if chunked {
+			r.Body = io.NopCloser(strings.NewReader(body))
+			r.ContentLength = -1
+		}
+		rec, _, reached := serve(v, r)
+		return rec, reached
+	}
+	for _, unknown := range []string{"", "reject"} {
+		v := newValidator(t, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", UnknownRoutes: unknown})
+		for _, chunked := range []bool{false, true} {
+			rec, reached := send(v, `{"why":"no"}`, chunked)
+			if reached || rec.Code != 400 || !strings.Contains(rec.Body.String(), `"pointer":"/body"`) {
+				t.Errorf("unknown_routes %q, chunked %v: %d reached=%v %s", unknown, chunked, rec.Code, reached, rec.Body)
+			}
+			// An empty body is no body.
+			if rec, reached := send(v, "", chunked); !reached {
+				t.Errorf("unknown_routes %q, chunked %v, empty body: %d %s", unknown, chunked, rec.Code, rec.Body)
+			}
+		}
+	}
+	v := newValidator(t, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", UnknownRoutes: "pass"})
+	if rec, reached := send(v, `{"why":"no"}`, false); !reached {
+		t.Errorf("unknown_routes pass: refused %d %s", rec.Code, rec.Body)
+	}
+}
