@@ -513,7 +513,11 @@ func (rb *requestBody) check(r *http.Request, hasBody bool, mt string, limit int
 // that refuses the body (or there is none).
 func checkJSON(s *jsonschema.Schema, fast *fastSchema, body []byte, prefix string) []problem.FieldError {
 	v, err := decodeJSON(body)
-	if err != nil {
+	var ne *numberError
+	switch {
+	case errors.As(err, &ne):
+		return []problem.FieldError{ne.field(prefix)}
+	case err != nil:
 		return []problem.FieldError{{Pointer: prefix, Detail: jsonSyntaxDetail(err)}}
 	}
 	if fast != nil && fast.valid(v) {

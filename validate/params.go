@@ -172,7 +172,12 @@ func (op *operation) checkParams(r *http.Request, path map[string]string) []prob
 		if p.schema == nil {
 			continue
 		}
-		errs = append(errs, schemaErrors(p.schema.Validate(p.value(raw)), p.pointer)...)
+		v := p.value(raw)
+		if ptr, ok := oversizedNumber(v); ok {
+			errs = append(errs, (&numberError{pointer: ptr, offset: -1}).field(p.pointer))
+			continue
+		}
+		errs = append(errs, schemaErrors(p.schema.Validate(v), p.pointer)...)
 		if len(errs) >= maxErrors {
 			break
 		}

@@ -556,3 +556,67 @@ func TestBodyToAnOperationWithoutOne(t *testing.T) {
 		t.Errorf("unknown_routes pass: refused %d %s", rec.Code, rec.Body)
 	}
 }
+
+// A number literal beyond the limits (digits, exponent) is refused
+// before any exact comparison, wherever it is: in a body the fast
+// decoder reads, in one it hands over (a \u escape), in a parameter.
+func TestHugeNumbersAreRefused(t *testing.T) {
+	v := newValidator(t, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", MaxBody: 1 << 20})
+	digits := "1" + strings.Repeat("0", 900_000)
+	for _, c := range []struct {
+		name, number, note, pointer string
+	}{
+		{"900,000 digits", digits, "", "/body"},
+		{"900,000 digits after a \\u escape", digits, `\u0041`, "/body/items/0/qty"},
+		{"900,000 fraction digits", "0." + strings.Repeat("0", 899_990) + "1", "", "/body"},
+		{"exponent", "1e999999", "", "/body"},
+		{"exponent after a \\u escape", "1e999999", `\u0041`, "/body/items/0/qty"},
+		{"negative exponent", "1E-1001", "", "/body"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			body := order(t, func(m map[string]any) { item(m, 0)["qty"] = json.Number(c.number) })
+			if c.note != "" {
+				body = strings.Replace(body, `"note":null`, `"note":"`+c.note+`"`, 1)
+			}
+			rec, _, reached := serve(v, request(badCase{method: "POST", target: "/orders", body: body}))
+			if reached || rec.Code != 400 {
+				t.Fatalf("%d reached=%v", rec.Code, reached)
+			}
+			d := decodeProblem(t, rec)
+			if len(d.Errors) != 1 || d.Errors[0].Pointer != c.pointer || !strings.Contains(d.Errors[0].Detail, "more than 1000 digits") {
+				t.Fatalf("errors %+v, want one at %s about the number's size", d.Errors, c.pointer)
+			}
+		})
+	}
+	// A query parameter.
+	rec, _, reached := serve(v, httptest.NewRequest("GET", "/orders?limit="+digits, nil))
+	if reached || rec.Code != 400 || !strings.Contains(rec.Body.String(), `"pointer":"/query/limit","detail":"has more than 1000 digits`) {
+		t.Fatalf("query: %d reached=%v %.300s", rec.Code, reached, rec.Body)
+	}
+	// Within the limits, numbers are compared exactly.
+	for number, ok := range map[string]bool{
+		"1" + strings.Repeat("0", 999): false, "1000." + strings.Repeat("0", 995): true,
+		"1000." + strings.Repeat("0", 994) + "1": false, "1e3": true, "1000e-0003": true, "0.001e1000": false,
+	} {
+		body := order(t, func(m map[string]any) { item(m, 0)["qty"] = json.Number(number) })
+		rec, _, reached := serve(v, request(badCase{method: "POST", target: "/orders", body: body}))
+		if reached != ok || (!ok && !strings.Contains(rec.Body.String(), `"pointer":"/body/items/0/qty"`)) {
+			t.Errorf("qty %.20s… (%d bytes): %d reached=%v %s", number, len(number), rec.Code, reached, rec.Body)
+		}
+	}
+}
+
+// BenchmarkHugeNumber is the cost of refusing a body of one number of
+// 900,000 digits (it took seconds before the limits of numbers.go).
+func BenchmarkHugeNumber(b *testing.B) {
+	v := newValidator(b, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", MaxBody: 1 << 20})
+	body := []byte(strings.Replace(goodOrder, `"qty":2`, `"qty":1`+strings.Repeat("0", 900_000), 1))
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		r := httptest.NewRequest("POST", "/orders", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		if _, err := v.Check(r); err == nil {
+			b.Fatal("accepted")
+		}
+	}
+}
