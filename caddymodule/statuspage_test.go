@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -213,5 +215,74 @@ func TestStatusPageCaddyfile(t *testing.T) {
 	err := (&caddymodule.StatusPage{}).UnmarshalCaddyfile(caddyfile.NewTestDispenser("worker_pool_status {\n public\n}"))
 	if err == nil || !strings.Contains(err.Error(), `unrecognized worker_pool_status option "public"`) {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// nonLoopbackIP is an IPv4 address of this machine other than loopback,
+// for a client that Caddy sees as remote: dialling it from here makes it
+// the connection's peer.
+func nonLoopbackIP(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	t.Skip("this machine has no IPv4 address but loopback: no client can look remote")
+	return ""
+}
+
+// Without allow_remote the page answers only clients on this machine,
+// judged by the connection's peer: a remote client that a trusted proxy
+// forwards cannot claim 127.0.0.1 in X-Forwarded-For, and a remote client
+// forwarded by a trusted proxy on loopback is still remote.
+func TestStatusPageJudgesTheTCPPeer(t *testing.T) {
+	ip := nonLoopbackIP(t)
+	port := testworker.FreePort(t)
+	load(t, fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+	servers {
+		trusted_proxies static %s/32 127.0.0.1/32
+	}
+}
+
+http://:%d {
+	worker_pool_status
+}
+`, ip, port))
+	defer stop(t)
+	for _, c := range []struct {
+		from, forwardedFor string
+		status             int
+	}{
+		{ip, "127.0.0.1", http.StatusForbidden},
+		{ip, "::1", http.StatusForbidden},
+		{ip, "", http.StatusForbidden},
+		{"127.0.0.1", "203.0.113.7", http.StatusForbidden},
+		{"127.0.0.1", "", http.StatusOK},
+		{"127.0.0.1", "127.0.0.1", http.StatusOK},
+	} {
+		req, err := http.NewRequest("GET", fmt.Sprintf("http://%s/?format=json", net.JoinHostPort(c.from, strconv.Itoa(port))), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.forwardedFor != "" {
+			req.Header.Set("X-Forwarded-For", c.forwardedFor)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status {
+			t.Errorf("from %s, X-Forwarded-For %q: %s %s; want %d", c.from, c.forwardedFor, resp.Status, body, c.status)
+		}
 	}
 }
