@@ -36,7 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    stop_timeout    <duration>
 //	    unhealthy_kill_after <duration>
 //	    max_consecutive_failures <n>
-//	    request_timeout <duration>
+//	    request_timeout <duration>|off
 //	    watch           <glob...>
 //	    max_requests    <n> [jitter <n>]
 //	    max_memory      <size>
@@ -128,7 +128,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("listen: %q is not a mode; use tcp or unix", v)
 			}
 			h.Listen = d.Val()
-		case "startup_timeout", "stop_timeout", "health_interval", "health_timeout", "unhealthy_kill_after", "request_timeout":
+		case "request_timeout":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				h.RequestTimeout = -1
+				break
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("request_timeout: %q is not a positive duration; write e.g. 30s or 2m, or off for no limit", d.Val())
+			}
+			h.RequestTimeout = caddy.Duration(dur)
+		case "startup_timeout", "stop_timeout", "health_interval", "health_timeout", "unhealthy_kill_after":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -147,8 +160,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.HealthTimeout = caddy.Duration(dur)
 			case "unhealthy_kill_after":
 				h.UnhealthyKillAfter = caddy.Duration(dur)
-			case "request_timeout":
-				h.RequestTimeout = caddy.Duration(dur)
 			}
 		case "health_uri":
 			if !d.NextArg() {

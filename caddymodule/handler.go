@@ -82,10 +82,14 @@ type Handler struct {
 	// restarted only every 10s. Default: 5.
 	MaxConsecutiveFailures int `json:"max_consecutive_failures,omitempty"`
 
-	// RequestTimeout bounds the time a worker may take to answer one
-	// request; past it the client gets 504, the request is not retried,
-	// and the worker is treated as hung (out of rotation, killed after
-	// UnhealthyKillAfter unless its health check passes). Default: none.
+	// RequestTimeout bounds the time a worker may take to start its
+	// answer to one request (its response headers; a stream, a long
+	// download or a WebSocket that has started is never cut by it); past
+	// it the client gets 504, the request is not retried, and the worker
+	// is treated as hung (out of rotation, killed after
+	// UnhealthyKillAfter unless its health check passes). Default: 60s,
+	// as nginx's proxy_read_timeout. A negative value turns it off
+	// (Caddyfile: request_timeout off).
 	RequestTimeout caddy.Duration `json:"request_timeout,omitempty"`
 
 	// MaxRequests recycles a worker after this many requests, plus a
@@ -210,6 +214,22 @@ type Breaker struct {
 	// Statuses are the response codes that count as failures. Default:
 	// every 5xx.
 	Statuses []int `json:"statuses,omitempty"`
+}
+
+// DefaultRequestTimeout is RequestTimeout when it is not set: without a
+// limit, requests to a worker that never answers would hold its slots,
+// and a pool of single-threaded workers, until their clients give up.
+const DefaultRequestTimeout = 60 * time.Second
+
+// requestTimeout is the balancer's request timeout: 0 for none.
+func (h *Handler) requestTimeout() time.Duration {
+	switch {
+	case h.RequestTimeout == 0:
+		return DefaultRequestTimeout
+	case h.RequestTimeout < 0:
+		return 0
+	}
+	return time.Duration(h.RequestTimeout)
 }
 
 // maxInflight is the configured limit, auto unless set.
@@ -422,7 +442,7 @@ func (h *Handler) balancerConfig(log *zap.Logger) balancer.Config {
 		AdaptiveLimit:  h.maxInflight().Auto,
 		QueueSize:      h.QueueSize,
 		QueueTimeout:   time.Duration(h.QueueTimeout),
-		RequestTimeout: time.Duration(h.RequestTimeout),
+		RequestTimeout: h.requestTimeout(),
 		TrustForwarded: trustedProxy,
 		ClientIP:       clientIP,
 		// Traces the attempts of the requests that a handler with
@@ -482,8 +502,7 @@ func (h *Handler) Validate() error {
 	}
 	for field, d := range map[string]caddy.Duration{
 		"startup_timeout": h.StartupTimeout, "stop_timeout": h.StopTimeout,
-		"unhealthy_kill_after": h.UnhealthyKillAfter, "request_timeout": h.RequestTimeout,
-		"max_lifetime":    h.MaxLifetime,
+		"unhealthy_kill_after": h.UnhealthyKillAfter, "max_lifetime": h.MaxLifetime,
 		"health_interval": h.HealthInterval, "health_timeout": h.HealthTimeout,
 	} {
 		if d < 0 {

@@ -1,0 +1,46 @@
+package caddymodule
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// Without request_timeout a worker's answer must start within a minute;
+// off (a negative duration in JSON) takes the limit away.
+func TestRequestTimeoutDefault(t *testing.T) {
+	for _, c := range []struct {
+		caddyfile string
+		want      time.Duration
+	}{
+		{"worker_pool node app.js", DefaultRequestTimeout},
+		{"worker_pool node app.js {\n request_timeout 2s\n}", 2 * time.Second},
+		{"worker_pool node app.js {\n request_timeout off\n}", 0},
+	} {
+		var h Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.caddyfile)); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Validate(); err != nil {
+			t.Fatalf("%q: %v", c.caddyfile, err)
+		}
+		if got := h.balancerConfig(nil).RequestTimeout; got != c.want {
+			t.Errorf("%q: the balancer's request timeout is %v, want %v", c.caddyfile, got, c.want)
+		}
+	}
+	if DefaultRequestTimeout != 60*time.Second {
+		t.Errorf("DefaultRequestTimeout %v, want nginx's 60s", DefaultRequestTimeout)
+	}
+	off := Handler{Command: []string{"node", "app.js"}, RequestTimeout: caddy.Duration(-time.Second)}
+	if err := off.Validate(); err != nil || off.balancerConfig(nil).RequestTimeout != 0 {
+		t.Errorf("a negative request_timeout in JSON: %v, timeout %v", err, off.balancerConfig(nil).RequestTimeout)
+	}
+	var h Handler
+	err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("worker_pool node app.js {\n request_timeout 0\n}"))
+	if err == nil || !strings.Contains(err.Error(), "off") {
+		t.Errorf("request_timeout 0: %v; want an error that offers off", err)
+	}
+}
