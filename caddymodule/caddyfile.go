@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"fmt"
 	"strconv"
 
 	"github.com/dustin/go-humanize"
@@ -19,8 +20,35 @@ func init() {
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var handler Handler
-	err := handler.UnmarshalCaddyfile(h.Dispenser)
-	return &handler, err
+	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return &handler, handler.claimNameInCaddyfile(h)
+}
+
+// claimNameInCaddyfile refuses a name that a different pool of the same
+// Caddyfile has (see names.go), naming both lines. Named routes are
+// adapted with a State of their own; provisioning checks those.
+func (h *Handler) claimNameInCaddyfile(helper httpcaddyfile.Helper) error {
+	if helper.IsNamedRoute() {
+		return nil
+	}
+	named := *h
+	if named.Name == "" {
+		named.Name = "default"
+	}
+	key, err := named.poolKey()
+	if err != nil {
+		return err
+	}
+	names, _ := helper.State["worker_pool_names"].(poolNames)
+	if names == nil {
+		names = poolNames{}
+		helper.State["worker_pool_names"] = names
+	}
+	helper.Reset()
+	helper.Next()
+	return names.claim(named.Name, key, fmt.Sprintf("at %s:%d", helper.File(), helper.Line()))
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:

@@ -39,7 +39,10 @@ func init() {
 // least busy. Workers are started when the config loads and stopped when
 // it unloads.
 type Handler struct {
-	// Name identifies the pool in logs and status. Default: "default".
+	// Name identifies the pool in logs, status, metrics and the admin
+	// API. Two different pools of one config may not have the same name
+	// (the config is refused); handlers with the very same pool config
+	// share one pool. Default: "default".
 	Name string `json:"name,omitempty"`
 
 	// Command is the program to run and its arguments, e.g.
@@ -313,6 +316,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	key, err := h.poolKey()
 	if err != nil {
+		return err
+	}
+	if err := h.claimName(ctx, key); err != nil {
 		return err
 	}
 	val, loaded, err := pools.LoadOrNew(key, func() (caddy.Destructor, error) {
