@@ -311,7 +311,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	if err := h.provisionValidation(); err != nil {
+	if err := h.provisionValidation(ctx); err != nil {
 		return err
 	}
 	key, err := h.poolKey()

@@ -71,6 +71,12 @@ func startCaddyWith(t *testing.T, count int, command string) *caddyProc {
 // count with more worker_pool options.
 func startPool(t *testing.T, count int, command, options string) *caddyProc {
 	t.Helper()
+	return startPoolWith(t, "", count, command, options)
+}
+
+// startPoolWith is startPool with more global options.
+func startPoolWith(t *testing.T, globals string, count int, command, options string) *caddyProc {
+	t.Helper()
 	app, err := filepath.Abs("../../examples/node/server.js")
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +87,7 @@ func startPool(t *testing.T, count int, command, options string) *caddyProc {
 	admin off
 	auto_https off
 	persist_config off
+	%s
 }
 
 http://127.0.0.1:%d {
@@ -93,7 +100,7 @@ http://127.0.0.1:%d {
 		%s
 	}
 }
-`, port, fmt.Sprintf(command, app), count, options)
+`, globals, port, fmt.Sprintf(command, app), count, options)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -227,5 +228,54 @@ func TestDotSegmentsDoNotDodgeTheSchema(t *testing.T) {
 		t.Fatalf("unknown path: %v %v", resp, err)
 	} else {
 		resp.Body.Close()
+	}
+}
+
+// A request that declares its body's length twice is answered 400 with
+// Connection: close, and the connection closed, before any handler: a
+// proxy in front that took Content-Length (where Caddy takes
+// Transfer-Encoding) would otherwise read the rest as another request.
+func TestAmbiguousFramingRefused(t *testing.T) {
+	doc, _ := filepath.Abs("../../examples/node/openapi.json")
+	c := startPoolWith(t, "servers {\n\t\tlistener_wrappers {\n\t\t\tworker_pool_framing\n\t\t}\n\t}",
+		1, "node %s", "validate {\n\t\t\topenapi "+doc+"\n\t\t}")
+	waitPIDs(t, c, 1)
+	const body = "3\r\nabc\r\n0\r\n\r\n"
+	host := strings.TrimPrefix(c.url, "http://")
+	raw := func(head string) (string, error) {
+		conn, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(conn, head+body); err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(conn) // to the server's close
+		return string(b), err
+	}
+	before := served(t, c)
+	for _, head := range []string{
+		"POST /upload HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST /upload HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n",
+		"POST /upload HTTP/1.0\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+	} {
+		answer, err := raw(head)
+		if err != nil {
+			t.Fatalf("%q: %v; want the connection closed after the answer", head, err)
+		}
+		if !strings.HasPrefix(answer, "HTTP/1.1 400 ") || !strings.Contains(answer, "\r\nConnection: close\r\n") {
+			t.Fatalf("%q: answered %q; want 400 with Connection: close", head, answer)
+		}
+	}
+	if after := served(t, c); after != before {
+		t.Fatalf("the worker received %d of the requests", after-before)
+	}
+	// The same body, framed once, is served; Connection: close only ends
+	// the exchange.
+	answer, err := raw("POST /upload HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+	if err != nil || !strings.HasPrefix(answer, "HTTP/1.1 200 ") || !strings.Contains(answer, `"bytes":3`) {
+		t.Fatalf("a chunked upload: %q %v", answer, err)
 	}
 }
