@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -65,30 +66,43 @@ func cmdWorkerPool(fs caddycmd.Flags) (int, error) {
 	if err := h.Validate(); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-
-	server := &caddyhttp.Server{
-		Listen:            []string{listen},
-		AutoHTTPS:         &caddyhttp.AutoHTTPSConfig{Disabled: true},
-		Routes:            caddyhttp.RouteList{{HandlersRaw: []json.RawMessage{caddyconfig.JSONModuleObject(h, "handler", "worker_pool", nil)}}},
-		ReadHeaderTimeout: caddy.Duration(10e9),
-	}
-	if fs.Bool("access-log") {
-		server.Logs = &caddyhttp.ServerLogConfig{}
-	}
-	httpApp := caddyhttp.App{Servers: map[string]*caddyhttp.Server{"worker_pool": server}}
-	cfg := &caddy.Config{
-		Admin:   &caddy.AdminConfig{Listen: fs.String("admin")},
-		AppsRaw: caddy.ModuleMap{"http": caddyconfig.JSON(httpApp, nil)},
-	}
-	if cfg.Admin.Listen == "off" {
-		cfg.Admin = &caddy.AdminConfig{Disabled: true}
-	}
-	persist := false
-	cfg.Admin.Config = &caddy.ConfigSettings{Persist: &persist}
+	cfg := workerPoolConfig(h, listen, fs.String("admin"), fs.Bool("access-log"))
 	if err := caddy.Run(cfg); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
 	caddy.Log().Info("worker pool serving", zap.String("listen", listen), zap.Strings("command", command))
 	fmt.Printf("worker pool serving on %s: %s\n", listen, strings.Join(command, " "))
 	select {}
+}
+
+// commandReadHeaderTimeout is the time a client of caddy worker-pool has
+// to send a request's headers: Caddy's default is a minute, for which
+// connections that trickle their headers stay open.
+const commandReadHeaderTimeout = 10 * time.Second
+
+// workerPoolConfig is the config that caddy worker-pool runs: h on one
+// plain-HTTP server, with the framing wrapper and a short header timeout
+// for slow clients.
+func workerPoolConfig(h Handler, listen, admin string, accessLog bool) *caddy.Config {
+	server := &caddyhttp.Server{
+		Listen:              []string{listen},
+		AutoHTTPS:           &caddyhttp.AutoHTTPSConfig{Disabled: true},
+		Routes:              caddyhttp.RouteList{{HandlersRaw: []json.RawMessage{caddyconfig.JSONModuleObject(h, "handler", "worker_pool", nil)}}},
+		ReadHeaderTimeout:   caddy.Duration(commandReadHeaderTimeout),
+		ListenerWrappersRaw: []json.RawMessage{caddyconfig.JSONModuleObject(StrictFraming{}, "wrapper", "worker_pool_framing", nil)},
+	}
+	if accessLog {
+		server.Logs = &caddyhttp.ServerLogConfig{}
+	}
+	httpApp := caddyhttp.App{Servers: map[string]*caddyhttp.Server{"worker_pool": server}}
+	cfg := &caddy.Config{
+		Admin:   &caddy.AdminConfig{Listen: admin},
+		AppsRaw: caddy.ModuleMap{"http": caddyconfig.JSON(httpApp, nil)},
+	}
+	if admin == "off" {
+		cfg.Admin = &caddy.AdminConfig{Disabled: true}
+	}
+	persist := false
+	cfg.Admin.Config = &caddy.ConfigSettings{Persist: &persist}
+	return cfg
 }

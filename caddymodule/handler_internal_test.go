@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -42,5 +43,26 @@ func TestRequestTimeoutDefault(t *testing.T) {
 	err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("worker_pool node app.js {\n request_timeout 0\n}"))
 	if err == nil || !strings.Contains(err.Error(), "off") {
 		t.Errorf("request_timeout 0: %v; want an error that offers off", err)
+	}
+}
+
+// caddy worker-pool gives clients 10 s for their headers and refuses
+// requests that declare their body's length twice.
+func TestWorkerPoolCommandBoundsSlowClients(t *testing.T) {
+	cfg := workerPoolConfig(Handler{Name: "default", Command: []string{"node", "app.js"}}, ":8080", "off", false)
+	var app struct {
+		Servers map[string]struct {
+			ReadHeaderTimeout time.Duration `json:"read_header_timeout"`
+			ListenerWrappers  []struct {
+				Wrapper string `json:"wrapper"`
+			} `json:"listener_wrappers"`
+		} `json:"servers"`
+	}
+	if err := json.Unmarshal(cfg.AppsRaw["http"], &app); err != nil {
+		t.Fatal(err)
+	}
+	s := app.Servers["worker_pool"]
+	if s.ReadHeaderTimeout != 10*time.Second || len(s.ListenerWrappers) != 1 || s.ListenerWrappers[0].Wrapper != "worker_pool_framing" {
+		t.Fatalf("server %+v; want read_header_timeout 10s and the worker_pool_framing wrapper", s)
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
 )
 
@@ -278,6 +280,7 @@ func TestWorkerPoolCommand(t *testing.T) {
 	if !strings.Contains(out.String(), fmt.Sprintf("worker pool serving on 127.0.0.1:%d: node %s", port, app)) {
 		t.Fatalf("it does not say where it listens:\n%s", out.String())
 	}
+	refusesAmbiguousFraming(t, c.url)
 	groups := map[int]int{}
 	for pid := range pids {
 		groups[pid] = testworker.PGID(pid)
@@ -332,4 +335,31 @@ func TestCaddyfileExample(t *testing.T) {
 	if resp.StatusCode != 400 || !strings.Contains(string(body), `"pointer":"/body/items"`) {
 		t.Fatalf("bad order: %s %s", resp.Status, body)
 	}
+
+	// Slow clients and ambiguous requests: a short time for headers
+	// (Caddy's default is a minute), and the framing wrapper.
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(example, map[string]any{"filename": "Caddyfile.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var servers struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					ReadHeaderTimeout time.Duration     `json:"read_header_timeout"`
+					ListenerWrappers  []json.RawMessage `json:"listener_wrappers"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(adapted, &servers); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range servers.Apps.HTTP.Servers {
+		if s.ReadHeaderTimeout <= 0 || s.ReadHeaderTimeout > 30*time.Second || len(s.ListenerWrappers) == 0 ||
+			!strings.Contains(string(s.ListenerWrappers[len(s.ListenerWrappers)-1]), `"worker_pool_framing"`) {
+			t.Errorf("server %s: read_header_timeout %v, listener wrappers %s; want at most 30s and worker_pool_framing", name, s.ReadHeaderTimeout, s.ListenerWrappers)
+		}
+	}
+	refusesAmbiguousFraming(t, c.url)
 }

@@ -231,6 +231,44 @@ func TestDotSegmentsDoNotDodgeTheSchema(t *testing.T) {
 	}
 }
 
+// exchange sends request on a new connection to host and returns all
+// that comes back until the server closes the connection.
+func exchange(t *testing.T, host, request string) (string, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(conn)
+	return string(b), err
+}
+
+// ambiguousUpload is a POST /upload to host whose body's length is
+// declared twice.
+func ambiguousUpload(host string) string {
+	return "POST /upload HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: text/plain\r\n" +
+		"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+}
+
+// refusesAmbiguousFraming checks that the Caddy at url answers an
+// ambiguous request 400 with Connection: close, and closes.
+func refusesAmbiguousFraming(t *testing.T, url string) {
+	t.Helper()
+	host := strings.TrimPrefix(url, "http://")
+	answer, err := exchange(t, host, ambiguousUpload(host))
+	if err != nil {
+		t.Fatalf("ambiguous request: %v; want the connection closed after the answer", err)
+	}
+	if !strings.HasPrefix(answer, "HTTP/1.1 400 ") || !strings.Contains(answer, "\r\nConnection: close\r\n") {
+		t.Fatalf("ambiguous request: answered %q; want 400 with Connection: close", answer)
+	}
+}
+
 // A request that declares its body's length twice is answered 400 with
 // Connection: close, and the connection closed, before any handler: a
 // proxy in front that took Content-Length (where Caddy takes
@@ -240,33 +278,16 @@ func TestAmbiguousFramingRefused(t *testing.T) {
 	c := startPoolWith(t, "servers {\n\t\tlistener_wrappers {\n\t\t\tworker_pool_framing\n\t\t}\n\t}",
 		1, "node %s", "validate {\n\t\t\topenapi "+doc+"\n\t\t}")
 	waitPIDs(t, c, 1)
-	const body = "3\r\nabc\r\n0\r\n\r\n"
 	host := strings.TrimPrefix(c.url, "http://")
-	raw := func(head string) (string, error) {
-		conn, err := net.Dial("tcp", host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(conn, head+body); err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(conn) // to the server's close
-		return string(b), err
-	}
 	before := served(t, c)
-	for _, head := range []string{
-		"POST /upload HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-		"POST /upload HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n",
-		"POST /upload HTTP/1.0\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+	refusesAmbiguousFraming(t, c.url)
+	for _, request := range []string{
+		"POST /upload HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"POST /upload HTTP/1.0\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
 	} {
-		answer, err := raw(head)
-		if err != nil {
-			t.Fatalf("%q: %v; want the connection closed after the answer", head, err)
-		}
-		if !strings.HasPrefix(answer, "HTTP/1.1 400 ") || !strings.Contains(answer, "\r\nConnection: close\r\n") {
-			t.Fatalf("%q: answered %q; want 400 with Connection: close", head, answer)
+		answer, err := exchange(t, host, request)
+		if err != nil || !strings.HasPrefix(answer, "HTTP/1.1 400 ") || !strings.Contains(answer, "\r\nConnection: close\r\n") {
+			t.Fatalf("%q: answered %q, %v; want 400 with Connection: close, then the close", request, answer, err)
 		}
 	}
 	if after := served(t, c); after != before {
@@ -274,7 +295,8 @@ func TestAmbiguousFramingRefused(t *testing.T) {
 	}
 	// The same body, framed once, is served; Connection: close only ends
 	// the exchange.
-	answer, err := raw("POST /upload HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+	answer, err := exchange(t, host, "POST /upload HTTP/1.1\r\nHost: "+host+"\r\nContent-Type: text/plain\r\n"+
+		"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
 	if err != nil || !strings.HasPrefix(answer, "HTTP/1.1 200 ") || !strings.Contains(answer, `"bytes":3`) {
 		t.Fatalf("a chunked upload: %q %v", answer, err)
 	}
