@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -210,6 +211,22 @@ func (s *framingScanner) scan(p []byte) int {
 				}
 			}
 			continue
+		case stRequestLine, stTrailerLine, stHeaderValue:
+			// Up to the line's end, only the request line's last bytes
+			// and a Content-Length's value matter: skip the rest.
+			if s.state != stHeaderValue || !s.inCL {
+				end := bytes.IndexByte(p[i:], '\n')
+				if end < 0 {
+					end = len(p) - i
+				}
+				if s.state == stRequestLine {
+					s.keep(p[i : i+end])
+				}
+				i += end
+				if i == len(p) {
+					return -1
+				}
+			}
 		}
 		if s.step(p[i]) {
 			return i
@@ -218,16 +235,23 @@ func (s *framingScanner) scan(p []byte) int {
 	return -1
 }
 
+// keep adds part of the request line: the ring holds its last bytes.
+func (s *framingScanner) keep(part []byte) {
+	if len(part) > len(s.ring) {
+		s.lineLen += len(part) - len(s.ring)
+		part = part[len(part)-len(s.ring):]
+	}
+	for _, c := range part {
+		s.ring[s.lineLen%len(s.ring)] = c
+		s.lineLen++
+	}
+}
+
 // step takes one byte of a head, a chunk line or a trailer. It reports
 // whether the byte ends a head whose body length is ambiguous.
 func (s *framingScanner) step(c byte) bool {
 	switch s.state {
-	case stRequestLine:
-		if c != '\n' {
-			s.ring[s.lineLen%len(s.ring)] = c
-			s.lineLen++
-			return false
-		}
+	case stRequestLine: // at its end: scan skips to it
 		s.requestLine()
 	case stHeaderStart:
 		switch c {

@@ -60,3 +60,45 @@ func TestFramingScanner(t *testing.T) {
 		})
 	}
 }
+
+// FuzzFramingScanner holds the scanner to one verdict however a stream
+// arrives: whole, or cut anywhere into two reads.
+func FuzzFramingScanner(f *testing.F) {
+	f.Add([]byte("POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), uint16(20))
+	f.Add([]byte("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;x\r\nhello\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.0\r\nTransfer-Encoding: x\r\n\r\n"), uint16(60))
+	f.Add([]byte("POST / HTTP/1.1\r\nContent-Length:\r\n 2\r\n\r\nhiPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), uint16(33))
+	f.Add([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), uint16(3))
+	f.Fuzz(func(t *testing.T, stream []byte, cut uint16) {
+		var whole framingScanner
+		want := whole.scan(stream)
+		at := int(cut) % (len(stream) + 1)
+		var split framingScanner
+		got := split.scan(stream[:at])
+		if got < 0 {
+			if got = split.scan(stream[at:]); got >= 0 {
+				got += at
+			}
+		}
+		if got != want {
+			t.Fatalf("%q cut at %d: refused at %d, whole at %d", stream, at, got, want)
+		}
+	})
+}
+
+// BenchmarkFramingScanner is what the framing wrapper costs a request:
+// a browser-like head of 480 bytes, and a 64 KiB body it skips.
+func BenchmarkFramingScanner(b *testing.B) {
+	head := "POST /orders?dry_run=true HTTP/1.1\r\nHost: shop.example.com\r\n" +
+		"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36\r\n" +
+		"Accept: application/json\r\nAccept-Language: en-GB,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n" +
+		"Content-Type: application/json\r\nContent-Length: 65536\r\nCookie: session=0123456789abcdef0123456789abcdef\r\n" +
+		"X-Request-Id: 7c9e6679-7425-40de-944b-e07fc1f90ae7\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n"
+	stream := []byte(head + strings.Repeat("x", 65536))
+	b.SetBytes(int64(len(head)))
+	for b.Loop() {
+		var s framingScanner
+		if s.scan(stream) >= 0 {
+			b.Fatal("refused")
+		}
+	}
+}
