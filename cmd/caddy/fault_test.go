@@ -68,7 +68,6 @@ func (f *faultPool) post(t *testing.T, path, contentType, body string) {
 
 // poolCaddyfile is the Caddyfile of the suite, with extra pool options.
 func poolCaddyfile(port, adminPort int, extra string) string {
-	app, _ := filepath.Abs("../../examples/node/server.js")
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	auto_https off
@@ -76,7 +75,15 @@ func poolCaddyfile(port, adminPort int, extra string) string {
 }
 
 http://127.0.0.1:%d {
-	worker_pool {
+	%s
+}
+`, adminPort, port, faultPoolBlock(extra))
+}
+
+// faultPoolBlock is the suite's worker_pool, with extra options.
+func faultPoolBlock(extra string) string {
+	app, _ := filepath.Abs("../../examples/node/server.js")
+	return fmt.Sprintf(`worker_pool {
 		command node %s
 		count %d
 		health_uri /healthz
@@ -86,16 +93,22 @@ http://127.0.0.1:%d {
 		request_timeout 2s
 		stop_timeout 5s
 		%s
-	}
-}
-`, adminPort, port, app, faultWorkers, extra)
+	}`, app, faultWorkers, extra)
 }
 
 func startFaultPool(t *testing.T, extra string, env ...string) *faultPool {
 	t.Helper()
+	return startFaultCaddy(t, func(port, adminPort int) string { return poolCaddyfile(port, adminPort, extra) }, env...)
+}
+
+// startFaultCaddy runs our Caddy with the Caddyfile that caddyfile gives
+// for its site's port and its admin port, and waits until the pool's
+// workers are healthy.
+func startFaultCaddy(t *testing.T, caddyfile func(port, adminPort int) string, env ...string) *faultPool {
+	t.Helper()
 	port, adminPort := testworker.FreePort(t), testworker.FreePort(t)
 	dir := t.TempDir()
-	f := &faultPool{admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), caddyfile: poolCaddyfile(port, adminPort, extra)}
+	f := &faultPool{admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), caddyfile: caddyfile(port, adminPort)}
 	f.path = filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(f.path, []byte(f.caddyfile), 0o600); err != nil {
 		t.Fatal(err)
@@ -262,6 +275,8 @@ func TestFaultInjection(t *testing.T) {
 		t.Skip("the fault-injection suite runs for about a minute")
 	}
 	t.Cleanup(func() { writeReliabilityReport(t) })
+
+	t.Run("bad input", runBadInput)
 
 	t.Run("SIGKILL a worker", func(t *testing.T) {
 		f := startFaultPool(t, "")
@@ -462,6 +477,7 @@ Recovery is the time from the fault until every worker is healthy again
 		}
 		fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s |\n", r.scenario, r.sent, r.failed, r.allowed, r.detail, rec)
 	}
+	writeBadInputReport(&b)
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Error(err)
 	}
