@@ -55,7 +55,7 @@ var framingServers sync.Map // *caddyhttp.Server → struct{}
 
 // Provision notes the server it wraps.
 func (f *StrictFraming) Provision(ctx caddy.Context) error {
-	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil {
+	if srv := configServer(ctx); srv != nil {
 		f.server = srv
 		framingServers.Store(srv, struct{}{})
 	}
@@ -88,8 +88,8 @@ func (*StrictFraming) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // a server without the wrapper, that requests with ambiguous framing
 // reach it.
 func warnWithoutStrictFraming(ctx caddy.Context, log *zap.Logger) {
-	srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	if !ok || srv == nil {
+	srv := configServer(ctx)
+	if srv == nil {
 		return
 	}
 	if _, ok := framingServers.Load(srv); ok {

@@ -558,6 +558,13 @@ func (h *Handler) Cleanup() error {
 	return errors.Join(errs...)
 }
 
+// configServer is the server whose handlers (or listener wrappers) ctx
+// provisions, or nil.
+func configServer(ctx caddy.Context) *caddyhttp.Server {
+	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return srv
+}
+
 // trustedProxy reports whether Caddy's server found the client to be one
 // of its trusted_proxies.
 func trustedProxy(r *http.Request) bool {

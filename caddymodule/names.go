@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // A pool's name is how the admin API, the status page, the health
@@ -98,7 +97,7 @@ func (h *Handler) site(ctx caddy.Context) string {
 	default:
 		src = "the pool running " + strings.Join(h.Command, " ")
 	}
-	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok && srv != nil {
+	if srv := configServer(ctx); srv != nil {
 		return fmt.Sprintf("%s (server %s on %s)", src, srv.Name(), strings.Join(srv.Listen, ", "))
 	}
 	return src

@@ -218,30 +218,15 @@ func TestStatusPageCaddyfile(t *testing.T) {
 	}
 }
 
-// nonLoopbackIP is an IPv4 address of this machine other than loopback,
-// for a client that Caddy sees as remote: dialling it from here makes it
-// the connection's peer.
-func nonLoopbackIP(t *testing.T) string {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
-			return n.IP.String()
-		}
-	}
-	t.Skip("this machine has no IPv4 address but loopback: no client can look remote")
-	return ""
-}
-
 // Without allow_remote the page answers only clients on this machine,
 // judged by the connection's peer: a remote client that a trusted proxy
 // forwards cannot claim 127.0.0.1 in X-Forwarded-For, and a remote client
 // forwarded by a trusted proxy on loopback is still remote.
 func TestStatusPageJudgesTheTCPPeer(t *testing.T) {
-	ip := nonLoopbackIP(t)
+	ip := testworker.NonLoopbackIPv4()
+	if ip == "" {
+		t.Skip("this machine has no IPv4 address but loopback: no client can look remote")
+	}
 	port := testworker.FreePort(t)
 	load(t, fmt.Sprintf(`{
 	admin off

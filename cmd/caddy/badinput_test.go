@@ -232,15 +232,7 @@ func slowHeaders(t *testing.T, host string, n int) string {
 
 // runBadInput measures the bad inputs and records the table.
 func runBadInput(t *testing.T) {
-	remote := ""
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
-				remote = n.IP.String()
-				break
-			}
-		}
-	}
+	remote := testworker.NonLoopbackIPv4() // "": no status page row
 	passPort := testworker.FreePort(t)
 	f := startFaultCaddy(t, func(port, adminPort int) string { return badInputCaddyfile(port, adminPort, passPort, remote) })
 	passURL := "http://127.0.0.1:" + strconv.Itoa(passPort)
