@@ -4,9 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -299,5 +302,32 @@ func TestAmbiguousFramingRefused(t *testing.T) {
 		"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
 	if err != nil || !strings.HasPrefix(answer, "HTTP/1.1 200 ") || !strings.Contains(answer, `"bytes":3`) {
 		t.Fatalf("a chunked upload: %q %v", answer, err)
+	}
+}
+
+// caddy validate refuses a config with two different pools of one name,
+// naming the lines of both.
+func TestCaddyValidateRefusesTwoPoolsWithOneName(t *testing.T) {
+	app, _ := filepath.Abs("../../examples/node/server.js")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "Caddyfile")
+	caddyfile := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n}\n\n"+
+		"http://127.0.0.1:%d {\n\tworker_pool {\n\t\tname app\n\t\tcommand node %s\n\t}\n}\n\n"+
+		"http://127.0.0.1:%d {\n\tworker_pool {\n\t\tname app\n\t\tcommand node %s --other\n\t}\n}\n",
+		testworker.FreePort(t), app, testworker.FreePort(t), app)
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Executable()
+	cmd := exec.Command(self, "validate", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), caddyEnv+"=1", "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("caddy validate accepted two pools named app:\n%s", out)
+	}
+	for _, want := range []string{`name: \"app\" is the name of two different pools`, "Caddyfile:7", "Caddyfile:14"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("caddy validate does not say %q:\n%s", want, out)
+		}
 	}
 }
