@@ -369,10 +369,11 @@ func ambiguousPath(path string) string {
 	if !strings.HasPrefix(path, "/") {
 		return ""
 	}
-	segs := strings.Split(path[1:], "/")
-	for i, seg := range segs {
+	for rest, more := path[1:], true; more; {
+		var seg string
+		seg, rest, more = strings.Cut(rest, "/")
 		switch {
-		case seg == "" && i < len(segs)-1:
+		case seg == "" && more:
 			return "has an empty segment (//): send the path without it"
 		case isDotSegment(seg):
 			return "has a dot segment (. or .., also as %2e): send the path with dot segments removed"
