@@ -368,3 +368,20 @@ func TestRecycling(t *testing.T) {
 		})
 	}
 }
+
+// On its first start a pool serves at once: a request that arrives
+// before any worker is healthy waits for the first one rather than get
+// 503. Once the pool has booted, a pool without a worker answers 503 at
+// once (TestNeverHealthyWorkerIsRestartedAndPoolAnswers503).
+func TestRequestsWaitForTheFirstWorkerWhileThePoolBoots(t *testing.T) {
+	p, srv := newPool(t, pool.Config{
+		Workers: worker.Spec{Env: testworker.Env("slow-start"), Count: 2},
+		Health:  health.Config{URI: "/healthz"},
+	}, nil)
+	if p.Healthy() != 0 {
+		t.Fatal("a slow-starting worker is healthy at once")
+	}
+	if pid := pidOf(t, srv.Client(), srv.URL+"/"); pid == 0 {
+		t.Fatal("no pid")
+	}
+}

@@ -68,6 +68,9 @@ func (s *spawner) stop() {
 
 func (s *spawner) slots() int { return s.sup.Count() }
 
+// arriving: every worker is being started.
+func (s *spawner) arriving() int { return s.sup.Count() }
+
 func (s *spawner) settled() bool { return s.p.Healthy() >= s.sup.Count() }
 
 func (s *spawner) kill(m *member, reason string) { s.sup.Restart(m.proc, reason) }

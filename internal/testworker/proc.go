@@ -65,3 +65,27 @@ func Alive(pid int) bool {
 	f := strings.Fields(s[i+1:])
 	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
+
+// WithArg lists the pids of live processes that have arg among their
+// command-line arguments, read from /proc: how a test finds the workers
+// a process it runs has started, by a marker argument it gave them.
+func WithArg(arg string) []int {
+	var pids []int
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, a := range strings.Split(string(b), "\x00") {
+			if a == arg {
+				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+				if Alive(pid) {
+					pids = append(pids, pid)
+				}
+				break
+			}
+		}
+	}
+	return pids
+}

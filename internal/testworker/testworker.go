@@ -33,6 +33,7 @@ import (
 //	grandchild   serve, and start a child that sleeps in the same group
 //	no-health    serve, but /healthz answers 503
 //	sleep        block forever without listening
+//	slow-start   serve, after half a second without listening
 const ModeEnv = "WORKERPOOL_TEST_MODE"
 
 // Env returns the environment that makes the test binary a worker. It
@@ -76,6 +77,8 @@ func RunIfWorker() {
 		os.Exit(1)
 	case "sleep":
 		select {}
+	case "slow-start":
+		time.Sleep(500 * time.Millisecond) // an app that takes a while to start
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
 	case "grandchild":
