@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -508,7 +507,7 @@ func TestMetrics(t *testing.T) {
 		victim = pid
 		break
 	}
-	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+	if err := testworker.Kill(victim); err != nil {
 		t.Fatal(err)
 	}
 	testworker.Eventually(t, 10*time.Second, "the crash counted", func() bool {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -61,6 +60,7 @@ type Supervisor struct {
 
 	sockDir    string
 	ownSockDir bool
+	launcher   *launcher // set by Start
 
 	stop     chan struct{}
 	stopCtx  context.Context // cancelled by Stop
@@ -133,20 +133,24 @@ func (s *Supervisor) Count() int { return s.spec.Count }
 
 // Start starts every worker slot.
 func (s *Supervisor) Start() {
+	s.launcher = newLauncher(s.log)
 	for id := 1; id <= s.spec.Count; id++ {
 		s.wg.Add(1)
 		go s.run(id)
 	}
 }
 
-// Stop stops every worker gracefully (SIGTERM to its process group, then
-// SIGKILL after StopTimeout) and returns once all of them are gone.
+// Stop stops every worker gracefully (SIGTERM to each of its processes,
+// then SIGKILL after StopTimeout) and returns once all of them are gone.
 func (s *Supervisor) Stop() {
 	s.stopOnce.Do(func() {
 		close(s.stop)
 		s.stopAll()
 	})
 	s.wg.Wait()
+	if s.launcher != nil {
+		s.launcher.close()
+	}
 	if s.ownSockDir {
 		_ = os.RemoveAll(s.sockDir)
 	}
@@ -162,7 +166,7 @@ func (s *Supervisor) Restart(inst *Instance, reason string) {
 	default:
 	}
 	s.log.Warn("killing worker", zap.Int("worker", inst.Worker), zap.Int("pid", inst.PID), zap.String("reason", reason))
-	inst.signalGroup(syscall.SIGKILL)
+	inst.group.kill()
 }
 
 // replaceRequest asks a slot to replace its process.
@@ -219,7 +223,7 @@ func (s *Supervisor) surge(id int, log *zap.Logger, inst *Instance, req *replace
 	default:
 	}
 	if err != nil {
-		next.signalGroup(syscall.SIGKILL)
+		next.group.kill()
 		<-next.exited
 		s.exited(next)
 		log.Warn("replacement abandoned; the worker keeps running", zap.Int("pid", inst.PID), zap.Error(err))
@@ -235,8 +239,10 @@ func (s *Supervisor) surge(id int, log *zap.Logger, inst *Instance, req *replace
 	return next, nil
 }
 
-// exited runs the Exited hook and removes the process's socket.
+// exited kills what the process left behind, frees its job object,
+// runs the Exited hook and removes the process's socket.
 func (s *Supervisor) exited(inst *Instance) {
+	discard(inst.group)
 	if s.hooks.Exited != nil {
 		s.hooks.Exited(inst, inst.err)
 	}
@@ -305,8 +311,6 @@ func (s *Supervisor) run(id int) {
 				}
 				req.reply <- err
 			case <-inst.exited:
-				// Kill what the worker left behind in its group.
-				inst.signalGroup(syscall.SIGKILL)
 				break wait
 			case <-s.stop:
 				stopping = true

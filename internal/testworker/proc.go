@@ -65,3 +65,13 @@ func Alive(pid int) bool {
 	f := strings.Fields(s[i+1:])
 	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
+
+// Kill kills process pid at once: SIGKILL, or TerminateProcess on
+// Windows.
+func Kill(pid int) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	return p.Kill()
+}
