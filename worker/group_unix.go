@@ -4,6 +4,7 @@ package worker
 
 import (
 	"errors"
+	"os"
 	"syscall"
 )
 
@@ -21,4 +22,18 @@ func signalPgrp(pgid int, sig syscall.Signal) {
 // mistakes another process for ours.
 func pgrpAlive(pgid int) bool {
 	return syscall.Kill(-pgid, 0) == nil
+}
+
+// processAlive reports whether a process with this pid exists, also one
+// that we may not signal.
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// ownedByUs reports whether a file, as Lstat describes it, belongs to
+// the user we run as.
+func ownedByUs(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Getuid()
 }

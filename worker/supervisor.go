@@ -106,8 +106,9 @@ func New(spec Spec, hooks Hooks, log *zap.Logger) (*Supervisor, error) {
 	}
 	if spec.Listen == ListenUnix {
 		if spec.SocketDir == "" {
+			removeStaleSocketDirs(log)
 			// MkdirTemp creates the directory with mode 0700.
-			dir, err := os.MkdirTemp("", "workerpool-")
+			dir, err := os.MkdirTemp("", ownedName())
 			if err != nil {
 				return nil, fmt.Errorf("socket directory: %w", err)
 			}

@@ -26,6 +26,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testworker.RunIfWorker()
+	superviseIfAsked()
 	goleak.VerifyTestMain(m)
 }
 
