@@ -10,14 +10,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
 	"github.com/caddy-workerpool/caddy-workerpool/worker"
 )
 
-// Tests that nothing a supervisor made outlives it: no socket directory.
+// Tests that nothing a supervisor started or made outlives it: no
+// process, also none that left its worker's process group, no cgroup, no
+// socket directory.
 
 // superviseEnv makes the test binary a supervisor of one worker in the
 // mode it names (see superviseIfAsked).
@@ -78,9 +86,116 @@ func killSupervisor(t *testing.T, cmd *exec.Cmd) {
 	_ = cmd.Wait()
 }
 
+// detachedChild has the worker of a test start a child in a session of
+// its own, and returns the environment for it and a function that waits
+// for the child's pid. The child is killed when the test ends, in case
+// it survives.
+func detachedChild(t *testing.T) (env string, pid func() int) {
+	file := filepath.Join(t.TempDir(), "child.pid")
+	return "CHILD_PID_FILE=" + file, func() int {
+		t.Helper()
+		child := testworker.PIDFile(t, file)
+		t.Cleanup(func() { _ = testworker.Kill(child) })
+		return child
+	}
+}
+
 func gone(path string) bool {
 	_, err := os.Stat(path)
 	return errors.Is(err, fs.ErrNotExist)
+}
+
+// noCgroupReason says why a supervisor started no cgroup, from its log.
+func noCgroupReason(logs *observer.ObservedLogs) string {
+	for _, e := range logs.All() {
+		if strings.HasPrefix(e.Message, "no cgroup for the workers") {
+			return e.Message + ": " + e.ContextMap()["reason"].(string)
+		}
+	}
+	return "no cgroup for the workers on " + runtime.GOOS
+}
+
+func TestStopKillsWhatLeftTheProcessGroup(t *testing.T) {
+	env, childPID := detachedChild(t)
+	k, v, _ := strings.Cut(env, "=")
+	spec := worker.Spec{Command: testworker.Command(), Env: testworker.Env("detached"), Count: 1}
+	spec.Env[k] = v
+	core, logs := observer.New(zap.InfoLevel)
+	rec := &recorder{}
+	s, err := worker.New(spec, rec.hooks(), zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Stop()
+	child := childPID()
+	inst := rec.current()[1]
+	if inst.Cgroup == "" {
+		t.Skip(noCgroupReason(logs) + "; a process that leaves its process group survives Stop")
+	}
+	if g := testworker.PGID(child); g == inst.PGID {
+		t.Fatalf("the child %d is in the worker's group %d: it should have left it", child, g)
+	}
+	s.Stop()
+	if testworker.Alive(child) {
+		t.Fatalf("the worker's child %d, in a session of its own, survived Stop", child)
+	}
+	for _, dir := range []string{inst.Cgroup, filepath.Dir(inst.Cgroup)} {
+		if !gone(dir) {
+			t.Errorf("cgroup %s left behind after Stop", dir)
+		}
+	}
+}
+
+// supervisedDetachedChild runs a supervisor process whose worker starts
+// a detached child, and returns them. It skips the test where no cgroup
+// holds that child.
+func supervisedDetachedChild(t *testing.T) (sup *exec.Cmd, inst *worker.Instance, child int) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("cgroups are Linux's: elsewhere a worker's detached child outlives a supervisor killed with SIGKILL")
+	}
+	env, childPID := detachedChild(t)
+	sup, inst = startSupervisor(t, "detached", worker.ListenTCP, env)
+	child = childPID()
+	if inst.Cgroup == "" {
+		t.Skip("no writable cgroup v2 here: a worker's detached child outlives a supervisor killed with SIGKILL")
+	}
+	return sup, inst, child
+}
+
+func TestKilledSupervisorLeavesNoProcess(t *testing.T) {
+	sup, inst, child := supervisedDetachedChild(t)
+	killSupervisor(t, sup)
+	testworker.Eventually(t, 5*time.Second, "the worker, its reaper and its detached child gone", func() bool {
+		return !testworker.Alive(inst.PID) && !testworker.Alive(inst.PGID) && !testworker.Alive(child)
+	})
+	testworker.Eventually(t, 5*time.Second, "the cgroups removed by the reaper", func() bool {
+		return gone(inst.Cgroup) && gone(filepath.Dir(inst.Cgroup))
+	})
+}
+
+func TestNextStartCleansCgroupOfKilledSupervisorAndReaper(t *testing.T) {
+	sup, inst, child := supervisedDetachedChild(t)
+	// Kill the reaper too, so that nobody is left to kill the cgroup:
+	// the worker dies with its reaper, its detached child stays.
+	if err := testworker.Kill(inst.PGID); err != nil {
+		t.Fatal(err)
+	}
+	killSupervisor(t, sup)
+	testworker.Eventually(t, 5*time.Second, "the worker gone", func() bool { return !testworker.Alive(inst.PID) })
+	if !testworker.Alive(child) || gone(inst.Cgroup) {
+		t.Fatal("the detached child and its cgroup should be left behind here")
+	}
+
+	_, rec := start(t, worker.Spec{Command: testworker.Command(), Env: testworker.Env("serve"), Count: 1})
+	testworker.Eventually(t, 10*time.Second, "the next supervisor's worker", func() bool { return rec.startedCount() == 1 })
+	if testworker.Alive(child) {
+		t.Errorf("the next supervisor left the detached child %d of a killed one alive", child)
+	}
+	if !gone(filepath.Dir(inst.Cgroup)) {
+		t.Errorf("the next supervisor left the cgroup %s of a killed one", filepath.Dir(inst.Cgroup))
+	}
 }
 
 func TestNextStartRemovesStaleSocketDirs(t *testing.T) {

@@ -27,6 +27,11 @@ type Instance struct {
 	// worker itself. On Windows it is the worker's pid, the id of the
 	// console process group it leads.
 	PGID int
+	// Cgroup is the cgroup v2 directory that holds the worker and every
+	// process it starts, also those that leave its process group; empty
+	// where there is none (outside Linux, or where cgroup v2 is not
+	// writable).
+	Cgroup string
 	// Network is "tcp" or "unix"; Address is where the worker was told to
 	// listen (host:port or a socket path).
 	Network, Address string
@@ -82,7 +87,7 @@ func (i *Instance) terminate(timeout time.Duration) {
 }
 
 // discard kills whatever is left of g, waits briefly for it to go, and
-// frees what held it (a job object).
+// frees what held it (a cgroup, a job object).
 func discard(g procGroup) {
 	g.kill()
 	awaitGone(g, time.Second)
@@ -102,11 +107,12 @@ func (s *Supervisor) spawn(id int) (*Instance, error) {
 	inst := &Instance{Worker: id, Network: s.spec.Listen, exited: make(chan struct{}), replace: make(chan *replaceRequest)}
 	env := append(os.Environ(), s.env...)
 	env = append(env, "WORKER_ID="+strconv.Itoa(id), "WORKER_COUNT="+strconv.Itoa(s.spec.Count))
+	// A replacement runs beside the process it replaces: each process
+	// gets a socket and a cgroup of its own.
+	seq := s.spawned.Add(1)
 	switch s.spec.Listen {
 	case ListenUnix:
-		// A replacement runs beside the process it replaces: each
-		// process gets a socket of its own.
-		inst.Address = filepath.Join(s.sockDir, "worker-"+strconv.Itoa(id)+"-"+strconv.FormatUint(s.spawned.Add(1), 10)+".sock")
+		inst.Address = filepath.Join(s.sockDir, "worker-"+strconv.Itoa(id)+"-"+strconv.FormatUint(seq, 10)+".sock")
 		if err := os.Remove(inst.Address); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
@@ -130,7 +136,7 @@ func (s *Supervisor) spawn(id int) (*Instance, error) {
 	stderr := newLineLogger(zapcore.WarnLevel)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	base := s.log.With(zap.Int("worker", id))
-	pid, group, err := s.launcher.start(cmd)
+	pid, group, err := s.launcher.start(cmd, "w"+strconv.Itoa(id)+"-"+strconv.FormatUint(seq, 10))
 	if err != nil {
 		// Let whatever the failed start printed through, without a pid.
 		stdout.setLogger(base.With(zap.String("stream", "stdout")))
@@ -145,7 +151,7 @@ func (s *Supervisor) spawn(id int) (*Instance, error) {
 	inst.cmd = cmd
 	inst.group = group
 	inst.PID = pid
-	inst.PGID = group.pgid
+	inst.PGID, inst.Cgroup = group.pgid, group.cgroupDir()
 	inst.Started = time.Now()
 	withPID := base.With(zap.Int("pid", inst.PID))
 	stdout.setLogger(withPID.With(zap.String("stream", "stdout")))

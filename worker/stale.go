@@ -9,8 +9,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// Directories that a supervisor makes for itself (its socket directory)
-// are named workerpool-<pid>-<suffix>. A supervisor that
+// Directories that a supervisor makes for itself (its socket directory,
+// its cgroup tree) are named workerpool-<pid>-<suffix>. A supervisor that
 // is killed with SIGKILL cannot remove them; the pid lets a later one
 // tell them from those of a live process and remove them.
 //

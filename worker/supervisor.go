@@ -240,7 +240,7 @@ func (s *Supervisor) surge(id int, log *zap.Logger, inst *Instance, req *replace
 	return next, nil
 }
 
-// exited kills what the process left behind, frees its job object,
+// exited kills what the process left behind, frees its cgroup or job,
 // runs the Exited hook and removes the process's socket.
 func (s *Supervisor) exited(inst *Instance) {
 	discard(inst.group)

@@ -17,10 +17,11 @@ type procGroup struct {
 	pgid int
 }
 
-func (g procGroup) interrupt()  { signalPgrp(g.pgid, syscall.SIGTERM) }
-func (g procGroup) kill()       { signalPgrp(g.pgid, syscall.SIGKILL) }
-func (g procGroup) alive() bool { return g.pgid > 0 && pgrpAlive(g.pgid) }
-func (g procGroup) free()       {}
+func (g procGroup) interrupt()        { signalPgrp(g.pgid, syscall.SIGTERM) }
+func (g procGroup) kill()             { signalPgrp(g.pgid, syscall.SIGKILL) }
+func (g procGroup) alive() bool       { return g.pgid > 0 && pgrpAlive(g.pgid) }
+func (g procGroup) free()             {}
+func (g procGroup) cgroupDir() string { return "" }
 
 // launcher starts the processes of one supervisor.
 type launcher struct{}
@@ -31,8 +32,9 @@ func newLauncher(*zap.Logger) *launcher { return &launcher{} }
 func (*launcher) close() {}
 
 // start starts cmd in a process group of its own, so one signal reaches
-// its children too, and returns its pid and group.
-func (*launcher) start(cmd *exec.Cmd) (int, procGroup, error) {
+// its children too, and returns its pid and group. The name is for
+// platforms that make a container per process.
+func (*launcher) start(cmd *exec.Cmd, _ string) (int, procGroup, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, procGroup{}, err

@@ -66,6 +66,8 @@ func (g procGroup) free() {
 	}
 }
 
+func (g procGroup) cgroupDir() string { return "" }
+
 // launcher starts the processes of one supervisor.
 type launcher struct{}
 
@@ -79,7 +81,7 @@ func (*launcher) close() {}
 // run: it cannot start a process before it is in the job. If start
 // fails after the process started, cmd.Process is set and the caller
 // must Wait for it; the group it returns is to discard.
-func (*launcher) start(cmd *exec.Cmd) (int, procGroup, error) {
+func (*launcher) start(cmd *exec.Cmd, _ string) (int, procGroup, error) {
 	job, err := windows.CreateJobObject(nil, nil)
 	if err != nil {
 		return 0, procGroup{}, fmt.Errorf("create a job object: %w", err)
