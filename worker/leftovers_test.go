@@ -249,3 +249,25 @@ func TestNextStartRemovesStaleSocketDirs(t *testing.T) {
 		}
 	}
 }
+
+func TestStopWhileStarting(t *testing.T) {
+	// Workers that never listen, each marked by an argument of its own.
+	mark := "starting-" + strconv.Itoa(os.Getpid())
+	s, err := worker.New(worker.Spec{
+		Command: testworker.Command(), Args: []string{mark}, Env: testworker.Env("sleep"),
+		Count: 4, StopTimeout: time.Minute,
+	}, worker.Hooks{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	began := time.Now()
+	s.Stop()
+	// A stop that waited for StopTimeout would take a minute.
+	if took := time.Since(began); took > 5*time.Second {
+		t.Errorf("Stop right after Start took %v", took)
+	}
+	if pids := testworker.WithArg(mark); len(pids) > 0 {
+		t.Errorf("processes %v of starting workers outlived Stop", pids)
+	}
+}

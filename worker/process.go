@@ -136,7 +136,7 @@ func (s *Supervisor) spawn(id int) (*Instance, error) {
 	stderr := newLineLogger(zapcore.WarnLevel)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	base := s.log.With(zap.Int("worker", id))
-	pid, group, err := s.launcher.start(cmd, "w"+strconv.Itoa(id)+"-"+strconv.FormatUint(seq, 10))
+	pid, group, err := s.launcher.start(s.stopCtx, cmd, "w"+strconv.Itoa(id)+"-"+strconv.FormatUint(seq, 10))
 	if err != nil {
 		// Let whatever the failed start printed through, without a pid.
 		stdout.setLogger(base.With(zap.String("stream", "stdout")))

@@ -143,6 +143,8 @@ func (s *Supervisor) Start() {
 
 // Stop stops every worker gracefully (SIGTERM to each of its processes,
 // then SIGKILL after StopTimeout) and returns once all of them are gone.
+// A process still being started is stopped too, and a slot that waits
+// to restart its worker starts none.
 func (s *Supervisor) Stop() {
 	s.stopOnce.Do(func() {
 		close(s.stop)
@@ -282,6 +284,11 @@ func (s *Supervisor) run(id int) {
 		s.update(id, func(st *Status) { st.State, st.Since = StateStarting, time.Now() })
 		inst, err := s.spawn(id)
 		if err != nil {
+			select {
+			case <-s.stop:
+				return // the start was cut short by Stop
+			default:
+			}
 			failures++
 			log.Error("worker did not start", zap.Error(err), zap.Int("consecutive_failures", failures))
 			s.update(id, func(st *Status) { st.LastExit = err.Error() })

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -88,9 +89,10 @@ func (l *launcher) close() {
 // worker's own parent-death signal. It returns the worker's pid and its
 // group; cmd.Process is the reaper, whose pid is the group id. If our
 // own executable cannot be found, the worker runs directly, without a
-// reaper or cgroup. If start fails after the process started, cmd.Process is set
+// reaper or cgroup. Stop (ctx done) ends the wait for the reaper's
+// report. If start fails after the process started, cmd.Process is set
 // and the caller must Wait for it; the group it returns is to discard.
-func (l *launcher) start(cmd *exec.Cmd, name string) (int, procGroup, error) {
+func (l *launcher) start(ctx context.Context, cmd *exec.Cmd, name string) (int, procGroup, error) {
 	self, err := os.Executable()
 	if err != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -125,10 +127,17 @@ func (l *launcher) start(cmd *exec.Cmd, name string) (int, procGroup, error) {
 	}
 	g.pgid = cmd.Process.Pid
 	_ = r.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, _ := bufio.NewReader(r).ReadString('\n')
+	defer context.AfterFunc(ctx, func() { _ = r.SetReadDeadline(time.Now()) })()
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if ctx.Err() != nil {
+		return 0, g, errors.New("stopped while starting")
+	}
 	report, outside := strings.CutSuffix(strings.TrimSpace(line), " "+notInCgroup)
-	pid, err := strconv.Atoi(report)
-	if err != nil {
+	pid, perr := strconv.Atoi(report)
+	if perr != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, g, errors.New("the reaper did not report within 10s")
+		}
 		// The reaper could not run the program and said why on stderr.
 		return 0, g, errors.New("the program did not start (its error is logged on stderr)")
 	}

@@ -3,6 +3,7 @@
 package worker
 
 import (
+	"context"
 	"os/exec"
 	"syscall"
 
@@ -34,7 +35,7 @@ func (*launcher) close() {}
 // start starts cmd in a process group of its own, so one signal reaches
 // its children too, and returns its pid and group. The name is for
 // platforms that make a container per process.
-func (*launcher) start(cmd *exec.Cmd, _ string) (int, procGroup, error) {
+func (*launcher) start(_ context.Context, cmd *exec.Cmd, _ string) (int, procGroup, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, procGroup{}, err

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -81,7 +82,7 @@ func (*launcher) close() {}
 // run: it cannot start a process before it is in the job. If start
 // fails after the process started, cmd.Process is set and the caller
 // must Wait for it; the group it returns is to discard.
-func (*launcher) start(cmd *exec.Cmd, _ string) (int, procGroup, error) {
+func (*launcher) start(_ context.Context, cmd *exec.Cmd, _ string) (int, procGroup, error) {
 	job, err := windows.CreateJobObject(nil, nil)
 	if err != nil {
 		return 0, procGroup{}, fmt.Errorf("create a job object: %w", err)

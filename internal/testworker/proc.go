@@ -3,6 +3,7 @@ package testworker
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -74,4 +75,22 @@ func Kill(pid int) error {
 		return err
 	}
 	return p.Kill()
+}
+
+// WithArg lists the pids of live processes that have arg among their
+// command-line arguments, read from /proc.
+func WithArg(arg string) []int {
+	var pids []int
+	lines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range lines {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		if slices.Contains(strings.Split(string(b), "\x00"), arg) && Alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
