@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -520,7 +519,7 @@ func TestMetrics(t *testing.T) {
 		victim = pid
 		break
 	}
-	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+	if err := testworker.Kill(victim); err != nil {
 		t.Fatal(err)
 	}
 	testworker.Eventually(t, 10*time.Second, "the crash counted", func() bool {
@@ -624,10 +623,13 @@ func TestChangedReloadReturnsPromptlyAndKeepsWebSockets(t *testing.T) {
 
 	began := time.Now()
 	load(t, site(port, "count 2\n\t\tstop_timeout 10s\n\t\tenv DEPLOY 2"))
+	// The reload waits for the new workers (about 0.4s here, more with
+	// the race detector on a busy machine), never for the old ones to
+	// drain, which would take the sockets' lifetime or stop_timeout.
 	took := time.Since(began)
 	t.Logf("the reload took %v with 6 open WebSockets", took)
-	if took > time.Second {
-		t.Errorf("the reload took %v with open WebSockets, want under 1s", took)
+	if took > 5*time.Second {
+		t.Errorf("the reload took %v with open WebSockets: it waited for the old workers to drain", took)
 	}
 	now := waitServing(t, url, 2)
 	for pid := range now {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -96,7 +95,7 @@ func TestPoolServesFromEveryWorkerAndHeals(t *testing.T) {
 			if !seen[victim] {
 				t.Fatalf("status pid %d never served", victim)
 			}
-			if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+			if err := testworker.Kill(victim); err != nil {
 				t.Fatal(err)
 			}
 			testworker.Eventually(t, 10*time.Second, "killed worker replaced and healthy", func() bool {

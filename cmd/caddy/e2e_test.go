@@ -206,7 +206,7 @@ func TestExampleAppThroughCaddy(t *testing.T) {
 		victim = pid
 		break
 	}
-	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+	if err := testworker.Kill(victim); err != nil {
 		t.Fatal(err)
 	}
 	healed := waitPIDs(t, c, 3)
