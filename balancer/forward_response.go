@@ -57,6 +57,11 @@ func (f *forwarder) readResponse(c *conn, w http.ResponseWriter, head bool) (sta
 	sc.copyFields(h, fr)
 	stream := !fr.noBody && (fr.length < 0 || isEventStream(h.Get("Content-Type")))
 	sc.release()
+	if _, typed := h["Content-Type"]; stream && !typed {
+		// ReverseProxy sends a stream's head before its body, so the server
+		// has nothing to sniff a type from; a nil value says the same.
+		h["Content-Type"] = nil
+	}
 	w.WriteHeader(status)
 	if stream {
 		// As ReverseProxy with FlushInterval -1, but flushed only before a
