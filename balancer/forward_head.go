@@ -158,7 +158,8 @@ func (sc *headScratch) frame(code int, http10, head bool) (framing, error) {
 			cl = v
 			ncl++
 		case "Trailer":
-			fr.trailers = true
+			// As net/http: only a field that names something announces.
+			fr.trailers = fr.trailers || strings.ContainsFunc(v, func(r rune) bool { return r != ',' && r != ' ' && r != '\t' })
 		}
 	}
 	if !http10 && hasToken(sc.conn, "close") {
@@ -175,14 +176,15 @@ func (sc *headScratch) frame(code int, http10, head bool) (framing, error) {
 	if fr.trailers && sc.badTrailerNames() {
 		return fr, errFraming
 	}
-	if ncl > 0 && (head || !fr.noBody && !fr.chunked) {
-		// A HEAD response's length is checked though no body follows;
-		// 1xx, 204 and 304 have none whatever they say.
+	if ncl > 0 {
+		// Checked even where no body follows, or chunked framing wins.
 		n, ok := parseContentLength(cl)
 		if !ok {
 			return fr, errFraming
 		}
-		fr.length = n
+		if !fr.chunked {
+			fr.length = n
+		}
 	}
 	if !fr.noBody && !fr.chunked && ncl == 0 {
 		fr.close = true // the body ends when the worker closes
@@ -219,8 +221,9 @@ func (sc *headScratch) skipResponseField(i int, fr framing) bool {
 	case "Trailer":
 		return !fr.trailers
 	case "Content-Length":
-		// The first one only: duplicates were checked to be equal.
-		if fr.chunked {
+		// Chunked framing wins where there is a body (net/http's rule);
+		// of the others the first only: duplicates were checked equal.
+		if fr.chunked && !fr.noBody {
 			return true
 		}
 		for j := range i {
