@@ -168,12 +168,10 @@ func (f *forwarder) exchange(c *conn, w http.ResponseWriter, r *http.Request) (s
 	stop := context.AfterFunc(ctx, c.abort)
 	body := requestBodyLength(r)
 	if !f.writeHead(c.bw, r, body) {
-		stop()
-		if c.written > 0 {
-			return 0, false, false, errNotForwarded
-		}
+		// Nothing went out unless the head outgrew the buffer: then the
+		// worker has part of it, and the connection cannot be used again.
 		c.bw.Reset(c)
-		return 0, true, false, errNotForwarded
+		return 0, stop() && c.written == 0, false, errNotForwarded
 	}
 	if touched, err = writeBody(c.bw, r.Body, body); err != nil {
 		if !errors.Is(err, errBodyRead) {
