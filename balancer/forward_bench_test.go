@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,48 +20,20 @@ const nodeReply = "HTTP/1.1 200 OK\r\nX-Powered-By: Express\r\nContent-Type: app
 // replyWorker answers every request head it reads with nodeReply, at
 // as little cost as it can, so that a benchmark measures the front.
 func replyWorker(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
+	return serveConns(b, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadSlice('\n')
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadSlice('\n')
-					if err != nil {
-						return
-					}
-					if len(line) <= 2 { // the empty line after a GET's head
-						if _, err := io.WriteString(c, nodeReply); err != nil {
-							return
-						}
-					}
+			if len(line) <= 2 { // the empty line after a GET's head
+				if _, err := io.WriteString(c, nodeReply); err != nil {
+					return
 				}
-			})
+			}
 		}
 	})
-	b.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
 }
 
 // cpuTime is the CPU time this process has used.

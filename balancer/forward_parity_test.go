@@ -156,7 +156,7 @@ func TestForwardResponseParity(t *testing.T) {
 		"/interim":           "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
 		"/server-error":      "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3\r\nContent-Length: 4\r\n\r\nbusy",
 	}
-	worker := newRawWorker(t, func(_ int, c net.Conn, req *http.Request) bool {
+	worker := newRawWorker(t, func(c net.Conn, req *http.Request) bool {
 		raw := responses[req.URL.Path]
 		if req.Method == "HEAD" {
 			// The head of the final response, without its body.
@@ -171,8 +171,8 @@ func TestForwardResponseParity(t *testing.T) {
 		// After a HEAD the body is left over: not a connection to reuse.
 		return req.Method != "HEAD" && !strings.Contains(req.URL.Path, "close") && !strings.HasPrefix(raw, "HTTP/1.0")
 	})
-	lean, _ := leanFront(t, testForwarder(t, "tcp", worker.addr(), nil))
-	rp := rpFront(t, "tcp", worker.addr(), nil)
+	lean, _ := leanFront(t, testForwarder(t, "tcp", worker.addr, nil))
+	rp := rpFront(t, "tcp", worker.addr, nil)
 	c := newClient(t)
 	type view struct {
 		Status          int

@@ -327,72 +327,80 @@ func TestForwardUnixSocket(t *testing.T) {
 	}
 }
 
-// rawWorker is a worker that answers each request head it reads with
-// whatever respond writes, for framing net/http would not produce. It
-// counts connections.
+// rawWorker is a worker that answers each request it reads with
+// whatever respond writes, for framing net/http would not produce; it
+// closes the connection when respond says so. It counts connections.
 type rawWorker struct {
-	ln    net.Listener
+	addr  string
 	conns atomic.Int32
-	wg    sync.WaitGroup
 }
 
-func newRawWorker(t *testing.T, respond func(n int, c net.Conn, req *http.Request) bool) *rawWorker {
-	t.Helper()
+func newRawWorker(t *testing.T, respond func(c net.Conn, req *http.Request) bool) *rawWorker {
+	w := &rawWorker{}
+	w.addr = serveConns(t, func(c net.Conn) {
+		w.conns.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			if !respond(c, req) {
+				return
+			}
+		}
+	})
+	return w
+}
+
+// serveConns accepts connections on loopback and serves each in its own
+// goroutine, which ends when serve returns (the connection is closed
+// then) or the test ends. It returns the address.
+func serveConns(tb testing.TB, serve func(c net.Conn)) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	w := &rawWorker{ln: ln}
+	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var open []net.Conn
-	w.wg.Go(func() {
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			n := int(w.conns.Add(1))
 			mu.Lock()
 			open = append(open, c)
 			mu.Unlock()
-			w.wg.Go(func() {
+			wg.Go(func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					if !respond(n, c, req) {
-						return
-					}
-				}
+				serve(c)
 			})
 		}
 	})
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		ln.Close()
 		mu.Lock()
 		for _, c := range open {
 			c.Close()
 		}
 		mu.Unlock()
-		w.wg.Wait()
+		wg.Wait()
 	})
-	return w
+	return ln.Addr().String()
 }
-
-func (w *rawWorker) addr() string { return w.ln.Addr().String() }
 
 // A worker that closed an idle connection costs nothing: the request
 // goes again on a fresh connection, if it may.
 func TestForwardStaleConnection(t *testing.T) {
-	worker := newRawWorker(t, func(_ int, c net.Conn, _ *http.Request) bool {
+	worker := newRawWorker(t, func(c net.Conn, _ *http.Request) bool {
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		return false // and close, without saying so
 	})
-	f := testForwarder(t, "tcp", worker.addr(), nil)
+	f := testForwarder(t, "tcp", worker.addr, nil)
 	for i := range 3 {
 		rec := httptest.NewRecorder()
 		if _, err := f.forward(rec, httptest.NewRequest("GET", "/", nil)); err != nil || rec.Body.String() != "ok" {
@@ -442,11 +450,11 @@ func TestForwardBrokenWorker(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			worker := newRawWorker(t, func(_ int, c net.Conn, _ *http.Request) bool {
+			worker := newRawWorker(t, func(c net.Conn, _ *http.Request) bool {
 				_, _ = io.WriteString(c, tc.response)
 				return false
 			})
-			f := testForwarder(t, "tcp", worker.addr(), nil)
+			f := testForwarder(t, "tcp", worker.addr, nil)
 			front, out := leanFront(t, f)
 			resp, err := newClient(t).Get(front.URL)
 			if err == nil {
