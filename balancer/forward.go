@@ -99,8 +99,9 @@ func (f *forwarder) CloseIdle() { f.pool.closeIdle() }
 //     panic(http.ErrAbortHandler) as ReverseProxy does, so that a cut
 //     body is never taken for a whole one.
 //   - errBodyRead (wrapping the cause): the client's request body could
-//     not be read; the worker got part of the request and no response
-//     was written. Not the worker's fault.
+//     not be read; the worker may have part of the request (its
+//     connection is closed) and no response was written. Not the
+//     worker's fault.
 //   - errClientGone (wrapping the context's cause, or the failed write):
 //     r's context ended or writing to w failed. Not the worker's fault;
 //     if status is set, abort as for errAborted.
