@@ -65,6 +65,11 @@ type Config struct {
 	IdleConnTimeout time.Duration
 	// MaxIdleConns per endpoint; zero means 256.
 	MaxIdleConns int
+	// StandardProxy sends every request through httputil.ReverseProxy
+	// and http.Transport, instead of a lean HTTP/1.1 forwarder for
+	// plain exchanges (what the forwarder does not handle — upgrades,
+	// Expect, trailers — takes that path anyway). For comparison.
+	StandardProxy bool
 
 	// TrustForwarded reports whether a request came through a trusted
 	// proxy, whose X-Forwarded-* headers are then kept and extended. nil
