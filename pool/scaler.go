@@ -92,7 +92,9 @@ func newScaler(s *spawner) *scaler {
 		s:      s,
 		policy: newScalePolicy(s.sup.Count(), s.p.cfg.Scale, time.Now()),
 		meter:  s.p.bal.NewLoadMeter(),
-		totals: map[scaleKey]uint64{},
+		// The usual decisions count from 0, so that their rates exist
+		// before the first one.
+		totals: map[scaleKey]uint64{{ScaleUp, ReasonQueueWait}: 0, {ScaleDown, ReasonIdle}: 0},
 	}
 }
 
@@ -142,6 +144,12 @@ func (sc *scaler) step(ctx context.Context, now time.Time) {
 	sc.workload = workload(sample.load)
 	sc.startup = sc.policy.startup
 	sc.mu.Unlock()
+	if d.Direction == "" {
+		return
+	}
+	// Recorded and logged first, so that the log reads decision, then
+	// what came of it.
+	sc.record(now, d)
 	switch d.Direction {
 	case ScaleUp:
 		id, err := s.sup.AddSlot()
@@ -162,10 +170,7 @@ func (sc *scaler) step(ctx context.Context, now time.Time) {
 				s.p.log.Error("scaling down", zap.Int("worker", id), zap.Error(err))
 			}
 		}
-	case "":
-		return
 	}
-	sc.record(now, d)
 }
 
 // starting reports whether the slot the scaler started last does not
