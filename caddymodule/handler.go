@@ -189,6 +189,10 @@ type Handler struct {
 	// and registration in Consul (consul_register).
 	Discovery
 
+	// Scaling: more workers than Count while requests queue (max_count,
+	// scale_idle, max_total_memory).
+	Scaling
+
 	pool      *pool.Pool
 	key       string
 	logger    *zap.Logger
@@ -417,6 +421,7 @@ func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 			MaxLifetime: time.Duration(h.MaxLifetime),
 		},
 		Balancer: h.balancerConfig(log),
+		Scale:    h.scaleConfig(),
 	}, nil
 }
 
@@ -467,6 +472,7 @@ func (h *Handler) Validate() error {
 	}
 	h.validateSource(bad)
 	h.validateRegistration(bad)
+	h.validateScaling(bad)
 	if h.Count < 0 {
 		bad("count", "%d is negative: give a number of workers, or leave it out (auto) for one per CPU", h.Count)
 	}
