@@ -2,12 +2,9 @@ package caddymodule_test
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,40 +42,7 @@ func TestCaddyScalesWorkersWithTheLoad(t *testing.T) {
 		t.Fatalf("scaling status before the load: %+v", sc)
 	}
 
-	stopLoad := make(chan struct{})
-	var served, failed atomic.Int64
-	var wg sync.WaitGroup
-	for range 6 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stopLoad:
-					return
-				default:
-				}
-				resp, err := client.Get(url + "sleep?ms=100")
-				if errors.Is(err, io.EOF) {
-					// The reload's old server closed this idle keep-alive
-					// connection as the request went out; it never
-					// reached a handler (see the reload test).
-					resp, err = client.Get(url + "sleep?ms=100")
-				}
-				if err != nil {
-					failed.Add(1)
-					t.Errorf("request failed: %v", err)
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					failed.Add(1)
-					t.Errorf("request failed: %s", resp.Status)
-					continue
-				}
-				served.Add(1)
-			}
-		})
-	}
+	stopLoad := testworker.Traffic(t, client, url+"sleep?ms=100", 6)
 	loadStarted := time.Now()
 	testworker.Eventually(t, 15*time.Second, "a second worker serving", func() bool { return status().Healthy >= 2 })
 	t.Logf("second worker serving %v after the load started", time.Since(loadStarted).Round(100*time.Millisecond))
@@ -100,16 +64,15 @@ func TestCaddyScalesWorkersWithTheLoad(t *testing.T) {
 		t.Fatalf("the unchanged reload kept %d of the workers %v", kept, before)
 	}
 
-	close(stopLoad)
-	wg.Wait()
+	served, failed := stopLoad()
 	stopped := time.Now()
 	testworker.Eventually(t, 20*time.Second, "back to one worker", func() bool {
 		st := status()
 		return st.Total == 1 && st.Healthy == 1
 	})
 	t.Logf("back to one worker %v after the load stopped", time.Since(stopped).Round(100*time.Millisecond))
-	if failed.Load() > 0 || served.Load() == 0 {
-		t.Fatalf("%d requests served, %d failed", served.Load(), failed.Load())
+	if failed > 0 || served == 0 {
+		t.Fatalf("%d requests served, %d failed", served, failed)
 	}
 
 	sc := status().Scaling
@@ -169,7 +132,7 @@ func TestProvisionRefusesBadScaling(t *testing.T) {
 		{`"command":["/bin/sh"],"max_count":3,"max_inflight":0`, "max_count: requests never wait for a worker with max_inflight 0"},
 		{`"command":["/bin/sh"],"scale_idle":"10s"`, "add max_count"},
 		{`"discover":["127.0.0.1:1"],"max_count":3`, "only a pool that spawns its workers"},
-		{`"command":["/bin/sh"],"max_count":"many"`, `max_count: "many" is neither a number of workers nor "auto"`},
+		{`"command":["/bin/sh"],"max_count":"many"`, `max_count: "many" is neither a number nor "auto"`},
 	} {
 		cfg := fmt.Sprintf(`{"admin":{"disabled":true},"apps":{"http":{"servers":{"s":{
 			"listen":["127.0.0.1:%d"],"automatic_https":{"disable":true},

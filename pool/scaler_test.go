@@ -2,10 +2,6 @@ package pool_test
 
 import (
 	"context"
-	"io"
-	"net/http"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,39 +14,6 @@ import (
 	"github.com/caddy-workerpool/caddy-workerpool/pool"
 	"github.com/caddy-workerpool/caddy-workerpool/worker"
 )
-
-// load sends GET path from n clients back to back until stop is
-// closed, and counts the answers that were not 200.
-func load(t *testing.T, c *http.Client, url string, n int, stop <-chan struct{}) (wait func() (ok, failed int64)) {
-	var okN, failedN atomic.Int64
-	var wg sync.WaitGroup
-	for range n {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := c.Get(url)
-				if err != nil {
-					failedN.Add(1)
-					t.Errorf("GET %s: %v", url, err)
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					failedN.Add(1)
-					t.Errorf("GET %s: %s", url, resp.Status)
-					continue
-				}
-				okN.Add(1)
-			}
-		})
-	}
-	return func() (int64, int64) { wg.Wait(); return okN.Load(), failedN.Load() }
-}
 
 // Requests that keep queueing start a worker, which serves once
 // healthy; when they stop, it drains and stops after scale_idle. Each
@@ -69,18 +32,16 @@ func TestPoolScalesUpAndDown(t *testing.T) {
 		t.Fatalf("scaling status before any load: %+v", st)
 	}
 
-	stop := make(chan struct{})
-	wait := load(t, srv.Client(), srv.URL+"/sleep?ms=50", 4, stop)
+	stop := testworker.Traffic(t, srv.Client(), srv.URL+"/sleep?ms=50", 4)
 	testworker.Eventually(t, 15*time.Second, "a second worker serving", func() bool { return p.Healthy() == 2 })
 	if n, err := p.RollingRestart(context.Background()); err != nil || n != 2 {
 		t.Fatalf("rolling restart of a scaled pool: %d replaced, %v", n, err)
 	}
-	close(stop)
-	ok, failed := wait()
+	added := p.Status().Workers[1]
+	ok, failed := stop()
 	if failed > 0 || ok == 0 {
 		t.Fatalf("%d requests answered, %d failed", ok, failed)
 	}
-	added := p.Status().Workers[1]
 	testworker.Eventually(t, 15*time.Second, "back to one worker", func() bool {
 		st := p.Status()
 		return len(st.Workers) == 1 && st.Scaling.Workers == 1
