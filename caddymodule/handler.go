@@ -235,25 +235,12 @@ type Limit struct {
 }
 
 // MarshalJSON writes a number, or "auto".
-func (l Limit) MarshalJSON() ([]byte, error) {
-	if l.Auto {
-		return []byte(`"auto"`), nil
-	}
-	return []byte(strconv.Itoa(l.N)), nil
-}
+func (l Limit) MarshalJSON() ([]byte, error) { return marshalNumberOrAuto(l.N, l.Auto) }
 
 // UnmarshalJSON reads a number, or "auto".
-func (l *Limit) UnmarshalJSON(b []byte) error {
-	if string(b) == `"auto"` {
-		*l = Limit{Auto: true}
-		return nil
-	}
-	n, err := strconv.Atoi(string(b))
-	if err != nil {
-		return fmt.Errorf("max_inflight: %s is neither a number nor \"auto\"", b)
-	}
-	*l = Limit{N: n}
-	return nil
+func (l *Limit) UnmarshalJSON(b []byte) (err error) {
+	l.N, l.Auto, err = unmarshalNumberOrAuto(b, "max_inflight")
+	return err
 }
 
 // CaddyModule returns the Caddy module information.

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"fmt"
 	"runtime"
 	"strconv"
 	"time"
@@ -46,25 +45,12 @@ type WorkerCeiling struct {
 }
 
 // MarshalJSON writes a number, or "auto".
-func (c WorkerCeiling) MarshalJSON() ([]byte, error) {
-	if c.Auto {
-		return []byte(`"auto"`), nil
-	}
-	return []byte(strconv.Itoa(c.N)), nil
-}
+func (c WorkerCeiling) MarshalJSON() ([]byte, error) { return marshalNumberOrAuto(c.N, c.Auto) }
 
 // UnmarshalJSON reads a number, or "auto".
-func (c *WorkerCeiling) UnmarshalJSON(b []byte) error {
-	if string(b) == `"auto"` {
-		*c = WorkerCeiling{Auto: true}
-		return nil
-	}
-	n, err := strconv.Atoi(string(b))
-	if err != nil {
-		return fmt.Errorf("max_count: %s is neither a number of workers nor \"auto\"", b)
-	}
-	*c = WorkerCeiling{N: n}
-	return nil
+func (c *WorkerCeiling) UnmarshalJSON(b []byte) (err error) {
+	c.N, c.Auto, err = unmarshalNumberOrAuto(b, "max_count")
+	return err
 }
 
 // autoCeilingPerCPU is max_count auto's workers per usable CPU.
