@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/xml"
 	"slices"
 	"strings"
 	"testing"
@@ -33,25 +32,7 @@ func TestLineChartIsWellFormedSVG(t *testing.T) {
 		{Label: "pool-scale", Step: 0.5, Y: []float64{1, 1, 2, 3, 3, 2, 1}, Ours: true},
 		{Label: "pool-count-8", Step: 0.5, Y: []float64{8, 8, 8, 8, 8, 8, 8}},
 	}, []mark{{X: 0, Label: "20/s"}, {X: 2, Label: "300/s"}})
-	d := xml.NewDecoder(strings.NewReader(svg))
-	paths, texts := 0, 0
-	for {
-		tok, err := d.Token()
-		if err != nil {
-			if err.Error() != "EOF" {
-				t.Fatalf("not well-formed XML: %v\n%s", err, svg)
-			}
-			break
-		}
-		if se, ok := tok.(xml.StartElement); ok {
-			switch se.Name.Local {
-			case "path":
-				paths++
-			case "text":
-				texts++
-			}
-		}
-	}
+	paths := svgElements(t, svg)["path"]
 	// Axes, 8 grid lines (0…8), 2 marks, 2 lines and 2 legend swatches.
 	if paths != 1+9+2+2+2 {
 		t.Errorf("%d paths:\n%s", paths, svg)
