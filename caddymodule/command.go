@@ -104,7 +104,9 @@ func cmdWorkerPool(fs caddycmd.Flags) (int, error) {
 	if err := caddy.Run(cfg); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	caddy.Log().Info("worker pool serving", zap.String("listen", listen), zap.Strings("command", command))
-	fmt.Printf("worker pool serving on %s: %s\n", listen, strings.Join(command, " "))
+	if !caddy.Exiting() {
+		caddy.Log().Info("worker pool serving", zap.String("listen", listen), zap.Strings("command", command))
+		fmt.Printf("worker pool serving on %s: %s\n", listen, strings.Join(command, " "))
+	}
 	select {}
 }

@@ -81,6 +81,9 @@ func (s *spawner) stop() {
 // Count()+1 up to slots().
 func (s *spawner) slots() int { return s.sup.Slots() }
 
+// arriving: every worker is being started.
+func (s *spawner) arriving() int { return s.sup.Count() }
+
 func (s *spawner) settled() bool { return s.p.Healthy() >= s.sup.Count() }
 
 func (s *spawner) kill(m *member, reason string) { s.sup.Restart(m.proc, reason) }

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -61,6 +60,7 @@ type Supervisor struct {
 
 	sockDir    string
 	ownSockDir bool
+	launcher   *launcher // set by Start
 
 	stop     chan struct{}
 	stopCtx  context.Context // cancelled by Stop
@@ -107,8 +107,9 @@ func New(spec Spec, hooks Hooks, log *zap.Logger) (*Supervisor, error) {
 	}
 	if spec.Listen == ListenUnix {
 		if spec.SocketDir == "" {
+			removeStaleSocketDirs(log)
 			// MkdirTemp creates the directory with mode 0700.
-			dir, err := os.MkdirTemp("", "workerpool-")
+			dir, err := os.MkdirTemp("", ownedName())
 			if err != nil {
 				return nil, fmt.Errorf("socket directory: %w", err)
 			}
@@ -134,20 +135,26 @@ func (s *Supervisor) Count() int { return s.spec.Count }
 
 // Start starts every worker slot.
 func (s *Supervisor) Start() {
+	s.launcher = newLauncher(s.log)
 	for id := 1; id <= s.spec.Count; id++ {
 		s.wg.Add(1)
 		go s.run(id)
 	}
 }
 
-// Stop stops every worker gracefully (SIGTERM to its process group, then
-// SIGKILL after StopTimeout) and returns once all of them are gone.
+// Stop stops every worker gracefully (SIGTERM to each of its processes,
+// then SIGKILL after StopTimeout) and returns once all of them are gone.
+// A process still being started is stopped too, and a slot that waits
+// to restart its worker starts none.
 func (s *Supervisor) Stop() {
 	s.stopOnce.Do(func() {
 		close(s.stop)
 		s.stopAll()
 	})
 	s.wg.Wait()
+	if s.launcher != nil {
+		s.launcher.close()
+	}
 	if s.ownSockDir {
 		_ = os.RemoveAll(s.sockDir)
 	}
@@ -163,7 +170,7 @@ func (s *Supervisor) Restart(inst *Instance, reason string) {
 	default:
 	}
 	s.log.Warn("killing worker", zap.Int("worker", inst.Worker), zap.Int("pid", inst.PID), zap.String("reason", reason))
-	inst.signalGroup(syscall.SIGKILL)
+	inst.group.kill()
 }
 
 // replaceRequest asks a slot to replace its process.
@@ -220,7 +227,7 @@ func (s *Supervisor) surge(id int, log *zap.Logger, inst *Instance, req *replace
 	default:
 	}
 	if err != nil {
-		next.signalGroup(syscall.SIGKILL)
+		next.group.kill()
 		<-next.exited
 		s.exited(next)
 		log.Warn("replacement abandoned; the worker keeps running", zap.Int("pid", inst.PID), zap.Error(err))
@@ -236,8 +243,10 @@ func (s *Supervisor) surge(id int, log *zap.Logger, inst *Instance, req *replace
 	return next, nil
 }
 
-// exited runs the Exited hook and removes the process's socket.
+// exited kills what the process left behind, frees its cgroup or job,
+// runs the Exited hook and removes the process's socket.
 func (s *Supervisor) exited(inst *Instance) {
+	discard(inst.group)
 	if s.hooks.Exited != nil {
 		s.hooks.Exited(inst, inst.err)
 	}
@@ -279,6 +288,11 @@ func (s *Supervisor) run(id int) {
 		s.update(id, func(st *Status) { st.State, st.Since = StateStarting, time.Now() })
 		inst, err := s.spawn(id)
 		if err != nil {
+			select {
+			case <-s.stop:
+				return // the start was cut short by Stop
+			default:
+			}
 			failures++
 			log.Error("worker did not start", zap.Error(err), zap.Int("consecutive_failures", failures))
 			s.update(id, func(st *Status) { st.LastExit = err.Error() })
@@ -309,8 +323,6 @@ func (s *Supervisor) run(id int) {
 				}
 				req.reply <- err
 			case <-inst.exited:
-				// Kill what the worker left behind in its group.
-				inst.signalGroup(syscall.SIGKILL)
 				break wait
 			case <-s.stop:
 				stopping = true

@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 import (
@@ -380,20 +382,7 @@ func TestFaultInjection(t *testing.T) {
 
 	t.Run("rolling restart", func(t *testing.T) {
 		f := startFaultPool(t, "")
-		before := pidsOf(f.status(t))
-		var wait func() time.Duration
-		res := steadyLoad(f.url, func() {
-			wait = f.recovery(t, func(st pool.Status) bool {
-				for pid := range pidsOf(st) {
-					if before[pid] {
-						return false
-					}
-				}
-				return true
-			})
-			f.post(t, "/worker_pool/default/restart", "", "")
-		})
-		rec := wait()
+		res, rec := f.rollingRestart(t)
 		if res.failed > 0 {
 			t.Errorf("%d failed (%s) during the rolling restart", res.failed, kinds(res))
 		}
@@ -402,7 +391,6 @@ func TestFaultInjection(t *testing.T) {
 
 	t.Run("rolling restart with open event streams", func(t *testing.T) {
 		f := startFaultPool(t, "")
-		before := pidsOf(f.status(t))
 		const events = 25 // 100 ms apart: they outlast the start of the restart
 		streams := make([]<-chan sseResult, 6)
 		for i := range streams {
@@ -415,19 +403,7 @@ func TestFaultInjection(t *testing.T) {
 			}
 			return n == int64(len(streams))
 		})
-		var wait func() time.Duration
-		res := steadyLoad(f.url, func() {
-			wait = f.recovery(t, func(st pool.Status) bool {
-				for pid := range pidsOf(st) {
-					if before[pid] {
-						return false
-					}
-				}
-				return true
-			})
-			f.post(t, "/worker_pool/default/restart", "", "")
-		})
-		rec := wait()
+		res, rec := f.rollingRestart(t)
 		cut := 0
 		for i, ch := range streams {
 			r := <-ch
@@ -517,6 +493,25 @@ func TestFaultInjection(t *testing.T) {
 	}
 }
 
+// rollingRestart asks the admin API for a rolling restart amid the
+// steady load, and measures the time until every worker is a new one.
+func (f *faultPool) rollingRestart(t *testing.T) (loadResult, time.Duration) {
+	before := pidsOf(f.status(t))
+	var wait func() time.Duration
+	res := steadyLoad(f.url, func() {
+		wait = f.recovery(t, func(st pool.Status) bool {
+			for pid := range pidsOf(st) {
+				if before[pid] {
+					return false
+				}
+			}
+			return true
+		})
+		f.post(t, "/worker_pool/default/restart", "", "")
+	})
+	return res, wait()
+}
+
 // breakerOpens polls (the admin API has no events) whether worker i's
 // breaker opens before the load ends.
 func breakerOpens(t *testing.T, f *faultPool, i int, start time.Time) bool {
@@ -528,6 +523,10 @@ func breakerOpens(t *testing.T, f *faultPool, i int, start time.Time) bool {
 	}
 	return false
 }
+
+// keepMarker starts the part of docs/reliability.md that the fault
+// suite does not write.
+const keepMarker = "<!-- written by hand below -->"
 
 func writeReliabilityReport(t *testing.T) {
 	path := os.Getenv("RELIABILITY_REPORT")
@@ -558,6 +557,13 @@ Recovery is the time from the fault until every worker is healthy again
 			rec = r.recovery.Round(10 * time.Millisecond).String()
 		}
 		fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s |\n", r.scenario, r.sent, r.failed, r.allowed, r.detail, rec)
+	}
+	// What follows the marker is written by hand (figures of other
+	// tests) and kept.
+	if old, err := os.ReadFile(path); err == nil {
+		if i := strings.Index(string(old), keepMarker); i >= 0 {
+			b.WriteString("\n" + string(old[i:]))
+		}
 	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Error(err)
