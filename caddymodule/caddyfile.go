@@ -31,6 +31,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    dir             <path>
 //	    env             <key> <value>
 //	    count           <n>|auto
+//	    max_count       <n>|auto
+//	    scale_idle      <duration>
+//	    max_total_memory <size>
 //	    listen          tcp|unix
 //	    startup_timeout <duration>
 //	    stop_timeout    <duration>
@@ -274,6 +277,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Validation = v
 		default:
+			if ok, err := h.unmarshalScaling(d, opt); ok {
+				if err != nil {
+					return err
+				}
+				break
+			}
 			if ok, err := h.unmarshalDiscovery(d, opt); err != nil {
 				return err
 			} else if !ok {

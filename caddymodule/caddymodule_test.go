@@ -4,13 +4,10 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -146,52 +143,14 @@ func TestCaddyfileServesThroughWorkersAndReloads(t *testing.T) {
 
 	// A changed pool config starts new workers, switches only once they
 	// are healthy, then stops the old ones: no request fails meanwhile.
-	stopTraffic := make(chan struct{})
-	failures := make(chan string, 100)
-	var served atomic.Int64
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stopTraffic:
-					return
-				default:
-				}
-				resp, err := client.Get(url)
-				if errors.Is(err, io.EOF) {
-					// The old server closed this idle keep-alive connection
-					// as the request went out (Caddy's reload shuts the old
-					// server down); the request never reached a handler.
-					// Browsers and most clients send the GET again.
-					resp, err = client.Get(url)
-				}
-				if err != nil {
-					failures <- err.Error()
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					failures <- resp.Status
-					continue
-				}
-				served.Add(1)
-			}
-		})
-	}
+	stopTraffic := testworker.Traffic(t, client, url, 4)
 	load(t, site(port, "count 3\n\t\tenv DEPLOY 2"))
 	for pid := range first {
 		testworker.Eventually(t, 15*time.Second, "workers of the old config gone", func() bool { return !testworker.Alive(pid) })
 	}
 	now := waitServing(t, url, 3)
-	close(stopTraffic)
-	wg.Wait()
-	close(failures)
-	for f := range failures {
-		t.Errorf("request failed during the reload: %s", f)
-	}
-	if served.Load() == 0 {
+	// Each request that failed during the reload is an error of its own.
+	if served, _ := stopTraffic(); served == 0 {
 		t.Fatal("no traffic during the reload")
 	}
 	for pid := range now {

@@ -190,6 +190,10 @@ type Handler struct {
 	// and registration in Consul (consul_register).
 	Discovery
 
+	// Scaling: more workers than Count while requests queue (max_count,
+	// scale_idle, max_total_memory).
+	Scaling
+
 	pool      *pool.Pool
 	key       string
 	logger    *zap.Logger
@@ -232,25 +236,12 @@ type Limit struct {
 }
 
 // MarshalJSON writes a number, or "auto".
-func (l Limit) MarshalJSON() ([]byte, error) {
-	if l.Auto {
-		return []byte(`"auto"`), nil
-	}
-	return []byte(strconv.Itoa(l.N)), nil
-}
+func (l Limit) MarshalJSON() ([]byte, error) { return marshalNumberOrAuto(l.N, l.Auto) }
 
 // UnmarshalJSON reads a number, or "auto".
-func (l *Limit) UnmarshalJSON(b []byte) error {
-	if string(b) == `"auto"` {
-		*l = Limit{Auto: true}
-		return nil
-	}
-	n, err := strconv.Atoi(string(b))
-	if err != nil {
-		return fmt.Errorf("max_inflight: %s is neither a number nor \"auto\"", b)
-	}
-	*l = Limit{N: n}
-	return nil
+func (l *Limit) UnmarshalJSON(b []byte) (err error) {
+	l.N, l.Auto, err = unmarshalNumberOrAuto(b, "max_inflight")
+	return err
 }
 
 // CaddyModule returns the Caddy module information.
@@ -488,6 +479,7 @@ func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 			MaxLifetime: time.Duration(h.MaxLifetime),
 		},
 		Balancer: h.balancerConfig(log),
+		Scale:    h.scaleConfig(),
 	}, nil
 }
 
@@ -538,6 +530,7 @@ func (h *Handler) Validate() error {
 	}
 	h.validateSource(bad)
 	h.validateRegistration(bad)
+	h.validateScaling(bad)
 	if h.Count < 0 {
 		bad("count", "%d is negative: give a number of workers, or leave it out (auto) for one per CPU", h.Count)
 	}

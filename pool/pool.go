@@ -62,6 +62,9 @@ type Config struct {
 	// retries. The pool sets its OnPassiveDown, OnHung and
 	// OnBreakerChange.
 	Balancer balancer.Config
+	// Scale lets a pool that spawns its workers run more than
+	// Workers.Count of them while requests queue (see scale.go).
+	Scale Scale
 }
 
 // Pool runs and serves from a set of endpoints.
@@ -144,6 +147,9 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 		log = zap.NewNop()
 	}
 	if err := cfg.Health.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkScale(); err != nil {
 		return nil, err
 	}
 	cfg.Health = cfg.Health.WithDefaults()

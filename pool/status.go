@@ -37,6 +37,9 @@ type Status struct {
 	Total   int            `json:"total"`
 	Queued  int            `json:"queued"`
 	Workers []WorkerStatus `json:"workers"`
+	// Scaling shows the floor, the ceiling and the decisions of a pool
+	// that scales; absent otherwise.
+	Scaling *ScaleStatus `json:"scaling,omitempty"`
 }
 
 // Status reports every worker slot, or every endpoint found.
@@ -84,6 +87,9 @@ func (p *Pool) Status() Status {
 			st.Healthy++
 		}
 		st.Workers[i] = ws
+	}
+	if s, ok := p.src.(*spawner); ok && s.scale != nil {
+		st.Scaling = s.scale.status()
 	}
 	return st
 }

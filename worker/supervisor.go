@@ -71,6 +71,7 @@ type Supervisor struct {
 
 	mu    sync.Mutex
 	slots []Status
+	extra map[int]*extraSlot // slots added by AddSlot, by id; see scale.go
 }
 
 // New checks spec and prepares a supervisor; no process starts until
@@ -258,7 +259,7 @@ func (s *Supervisor) exited(inst *Instance) {
 func (s *Supervisor) Status() []Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.slots)
+	return slices.DeleteFunc(slices.Clone(s.slots), func(st Status) bool { return s.removedLocked(st.ID) })
 }
 
 func (s *Supervisor) update(id int, f func(*Status)) {
@@ -274,10 +275,13 @@ func (s *Supervisor) run(id int) {
 		st.State, st.PID, st.Since = StateStopped, 0, time.Now()
 	})
 	log := s.log.With(zap.Int("worker", id))
+	retire := s.retired(id) // nil, never ready, for the first Count slots
 	failures := 0
 	for {
 		select {
 		case <-s.stop:
+			return
+		case <-retire:
 			return
 		default:
 		}
@@ -321,6 +325,10 @@ func (s *Supervisor) run(id int) {
 			case <-inst.exited:
 				break wait
 			case <-s.stop:
+				stopping = true
+				inst.terminate(s.spec.StopTimeout)
+				break wait
+			case <-retire:
 				stopping = true
 				inst.terminate(s.spec.StopTimeout)
 				break wait
@@ -377,6 +385,8 @@ func (s *Supervisor) wait(log *zap.Logger, id, failures int) bool {
 	case <-t.C:
 		return true
 	case <-s.stop:
+		return false
+	case <-s.retired(id):
 		return false
 	}
 }
