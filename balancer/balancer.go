@@ -11,7 +11,6 @@ package balancer
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -20,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/caddy-workerpool/caddy-workerpool/internal/problem"
 )
@@ -64,6 +65,11 @@ type Config struct {
 	IdleConnTimeout time.Duration
 	// MaxIdleConns per endpoint; zero means 256.
 	MaxIdleConns int
+	// StandardProxy sends every request through httputil.ReverseProxy
+	// and http.Transport, instead of a lean HTTP/1.1 forwarder for
+	// plain exchanges (what the forwarder does not handle — upgrades,
+	// Expect, trailers — takes that path anyway). For comparison.
+	StandardProxy bool
 
 	// TrustForwarded reports whether a request came through a trusted
 	// proxy, whose X-Forwarded-* headers are then kept and extended. nil
@@ -75,7 +81,13 @@ type Config struct {
 	// OnError is told about each failed attempt (not about clients that
 	// went away). It must not write to the response.
 	OnError func(e *Endpoint, r *http.Request, err error)
-	// OnBreakerChange is told when an endpoint's breaker changes state.
+	// OnBreakerChange is told when an endpoint's breaker changes state,
+	// under the breaker's lock: it must not read the breaker (e's
+	// BreakerState) or wait for anything that does. Whoever owns the
+	// endpoint's lifecycle takes it out of rotation while its breaker is
+	// open, and back for probes after BreakerConfig.OpenFor; without
+	// that, an open breaker refuses each request, which then tries
+	// another endpoint.
 	OnBreakerChange func(e *Endpoint, from, to string)
 	// OnPassiveDown is told when an endpoint failed PassiveFails times in
 	// a row; the caller takes it out of rotation until it is healthy.
@@ -193,6 +205,8 @@ type Balancer struct {
 	qmu     sync.Mutex
 	queue   waitQueue
 	waiting atomic.Int64
+
+	expected atomic.Int64 // endpoints starting, see Expect
 }
 
 // New returns a balancer with an empty set.
@@ -271,12 +285,28 @@ func (p *Pick) Usable(e *Endpoint) bool {
 	return e.available()
 }
 
-// anyCandidate reports whether some endpoint could take the request once
-// it has room: not tried yet, breaker not open.
+// Expect tells the balancer how many endpoints are starting and are
+// expected to join rotation soon (workers waiting for their first
+// health check). While some are, a request that finds no endpoint waits
+// in the queue, bounded by the queue timeout, for the first to join;
+// when none are, it gets 503 at once, and so do those waiting.
+func (b *Balancer) Expect(n int) {
+	if old := b.expected.Swap(int64(n)); old > 0 && n == 0 {
+		b.failHopeless()
+	}
+}
+
+// hopeful reports whether a request may wait for an endpoint: one in
+// rotation it has not tried, or one expected to join.
+func (b *Balancer) hopeful(p *Pick, eps []*Endpoint) bool {
+	return b.expected.Load() > 0 || p.anyCandidate(eps)
+}
+
+// anyCandidate reports whether some endpoint in rotation could take the
+// request once it has room: one it has not tried yet.
 func (p *Pick) anyCandidate(eps []*Endpoint) bool {
-	now := time.Now().UnixNano()
 	for _, e := range eps {
-		if !slices.Contains(p.tried, e) && !(e.open.Load() && now < e.openUntil.Load()) {
+		if !slices.Contains(p.tried, e) {
 			return true
 		}
 	}
@@ -288,6 +318,7 @@ func (p *Pick) anyCandidate(eps []*Endpoint) bool {
 type reqState struct {
 	pick    Pick
 	aw      attemptWriter
+	body    clientBody
 	result  Result
 	attempt Attempt
 }
@@ -299,27 +330,80 @@ var states = sync.Pool{New: func() any {
 	return st
 }}
 
-// ServeHTTP proxies r to an endpoint; see the package documentation for
-// queueing, breakers and retries. Errors of its own are problem+json:
-// 503 with Retry-After when no endpoint could take the request, 502 when
-// the endpoint failed and no retry was possible.
+// Error is an answer the balancer makes itself, when no worker's answer
+// can be passed on: 400 (the client's body could not be read), 502 (the
+// worker failed and no retry was possible), 503 (no worker could take
+// the request; RetryAfter says when to try again) or 504 (the worker
+// did not answer within the request timeout). Serve returns it with
+// nothing written; Write sends it as problem+json.
+type Error struct {
+	Status int
+	// RetryAfter is in seconds; 0 means no Retry-After header.
+	RetryAfter int
+	// Detail says what happened, for the client.
+	Detail string
+	// Err is the cause.
+	Err error
+}
+
+func (e *Error) Error() string { return e.Detail }
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Write sends the error as an RFC 9457 problem+json response.
+func (e *Error) Write(w http.ResponseWriter) {
+	if e.RetryAfter > 0 {
+		problem.Unavailable(w, e.RetryAfter, e.Detail)
+		return
+	}
+	problem.Write(w, problem.Details{Status: e.Status, Detail: e.Detail})
+}
+
+// ServeHTTP proxies r to an endpoint, and answers with problem+json
+// when Serve returns an Error.
 func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := b.Serve(w, r); err != nil {
+		err.Write(w)
+	}
+}
+
+// Serve proxies r to an endpoint; see the package documentation for
+// queueing, breakers and retries. It returns nil once the response is
+// written (a worker's, or an empty 499 when the client went away), or
+// the Error the balancer answers with, unwritten, so that the caller
+// may render it its own way. OnResult hears of every request once, when
+// Serve returns.
+func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error) {
 	st := states.Get().(*reqState)
 	st.pick.Request, st.pick.ClientIP = r, b.cfg.ClientIP
 	st.pick.tried = st.pick.triedBuf[:0]
-	st.result = Result{}
+	st.result = Result{start: time.Now()}
 	body := r.Body
+	status := 0
 	defer func() {
 		p := recover()
-		if p != nil {
+		switch {
+		case p != nil && r.Context().Err() != nil:
+			// The client left while its response streamed.
+			status = 499
+		case p != nil && st.body.failed.Load():
+			// The worker answered before it had the whole body, which
+			// then could not be read: the client's fault.
+			status = http.StatusBadRequest
+		case p != nil:
 			// The response broke while it streamed (http.ErrAbortHandler):
 			// the client's connection is cut. Account for it, then go on
 			// panicking so the server aborts the connection.
-			b.report(r, st, 502)
+			status = http.StatusBadGateway
+		case failed != nil:
+			status = failed.Status
 		}
+		b.report(r, st, status)
 		r.Body = body
 		st.pick.Request = nil
 		st.aw = attemptWriter{}
+		st.body.ReadCloser = nil
+		st.body.failed.Store(false)
 		st.attempt = Attempt{}
 		clear(st.pick.triedBuf[:])
 		states.Put(st)
@@ -328,51 +412,56 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	st.result.start = time.Now()
 	b.budget.request(st.result.start)
 	replayable := false
 	if b.cfg.Retries > 0 {
 		var err error
 		if replayable, err = prepareBody(r, b.cfg.RetryBodyLimit); err != nil {
-			problem.Write(w, problem.Details{Status: http.StatusBadRequest, Detail: err.Error()})
-			b.report(r, st, http.StatusBadRequest)
-			return
+			return b.clientBodyError(w, r, err)
+		}
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		if _, inMemory := r.Body.(*replayBody); !inMemory {
+			st.body.ReadCloser = r.Body
+			r.Body = &st.body
 		}
 	}
 
 	var lastErr error
+	probeWaits := 0
 	for {
 		e, waited, err := b.acquire(r.Context(), &st.pick)
 		st.result.QueueWait += waited
 		if err != nil {
-			b.refuse(w, r, st, err, lastErr)
-			return
+			return b.refuse(w, r, err, lastErr)
 		}
 		done, err := e.breaker.Allow()
 		if err != nil {
-			// A half-open breaker has its probes already; try another.
 			b.release(e)
+			if errors.Is(err, gobreaker.ErrTooManyRequests) && probeWaits < maxProbeWaits {
+				// Half-open with its probes out: wait for their verdict
+				// (its capacity is the probes now), don't fail over.
+				probeWaits++
+				continue
+			}
 			st.pick.tried = append(st.pick.tried, e)
 			continue
 		}
 		st.result.Attempts++
 		st.result.Endpoint = e
-		var timedOut bool
-		if b.cfg.OnAttempt == nil {
-			timedOut, err = b.attempt(e, done, w, r, st)
-		} else {
-			timedOut, err = b.tracedAttempt(e, done, w, r, st, waited)
-		}
-		if err == nil || st.aw.released {
+		timedOut, err := b.attempt(e, done, w, r, st, waited)
+		switch {
+		case err == nil || st.aw.released:
 			// Answered; or a protocol switch or stream that started and
 			// then failed, which nobody can retry or answer any more.
-			b.report(r, st, st.aw.status)
-			return
-		}
-		if r.Context().Err() != nil {
+			status = st.aw.status
+			return nil
+		case r.Context().Err() != nil:
 			w.WriteHeader(499) // nothing was written; for the access log
-			b.report(r, st, 499)
-			return
+			status = 499
+			return nil
+		case st.body.failed.Load():
+			return b.clientBodyError(w, r, err)
 		}
 		lastErr = err
 		if b.cfg.OnError != nil {
@@ -384,145 +473,46 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if b.cfg.OnHung != nil {
 				b.cfg.OnHung(e)
 			}
-			problem.Write(w, problem.Details{
-				Status: http.StatusGatewayTimeout,
-				Detail: e.workerName() + " did not answer within the request timeout",
-			})
-			b.report(r, st, http.StatusGatewayTimeout)
-			return
+			return &Error{Status: http.StatusGatewayTimeout, Detail: e.workerName() + " did not answer within the request timeout", Err: err}
 		}
 		st.pick.tried = append(st.pick.tried, e)
-		if st.result.Attempts > b.cfg.Retries || !shouldRetry(r, err, replayable) || !b.budget.allow(time.Now()) {
-			problem.Write(w, problem.Details{
-				Status: http.StatusBadGateway,
-				Detail: e.workerName() + " did not answer",
-			})
-			b.report(r, st, http.StatusBadGateway)
-			return
-		}
-		if err := rewindBody(r); err != nil {
-			problem.Write(w, problem.Details{Status: http.StatusBadGateway, Detail: e.workerName() + " did not answer"})
-			b.report(r, st, http.StatusBadGateway)
-			return
+		if st.result.Attempts > b.cfg.Retries || !shouldRetry(r, err, replayable) || !b.budget.allow(time.Now()) || rewindBody(r) != nil {
+			return &Error{Status: http.StatusBadGateway, Detail: e.workerName() + " did not answer", Err: err}
 		}
 	}
 }
 
-// attempt proxies r to e once. It returns the transport error if the
-// worker could not be reached or broke before answering (nothing has
-// been written to w then), and whether that was the request timeout. A connection that breaks while the response streams
-// makes ReverseProxy panic with http.ErrAbortHandler, which aborts the
-// client's connection too, so a cut body is never taken as complete;
-// attempt accounts for it and lets the panic go on.
-func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter, r *http.Request, st *reqState) (timedOut bool, err error) {
-	aw := &st.aw
-	aw.start(w, b, e, done)
-	inflight := e.inflight.Load() // this request included: acquire counted it
-	start := time.Now()
-	completed := false
-	client := r.Context()    // not the attempt's, which a request timeout ends
-	var expired *atomic.Bool // only with a request timeout: no allocation otherwise
-	defer func() {
-		now := time.Now()
-		var verdict error
-		switch {
-		case client.Err() != nil:
-			verdict = errClientGone
-		case !completed:
-			verdict = errAborted
-		case aw.err != nil:
-			verdict = aw.err
-		default:
-			verdict = b.statusVerdict(aw.status)
-		}
-		aw.answered() // stops the request timeout
-		aw.finish(verdict)
-		e.served.Add(1)
-		stream := aw.released
-		if !stream {
-			b.release(e)
-		}
-		switch {
-		case verdict == nil || errors.Is(verdict, errFailureStatus):
-			e.passiveFails.Store(0)
-			if stream {
-				break // its length says nothing about the worker's speed
-			}
-			rtt := now.Sub(start)
-			e.observe(rtt, now)
-			if e.adaptive != nil && verdict == nil {
-				e.adaptive.sample(rtt, inflight)
-				b.dispatch() // the limit may have grown
-			}
-		case !errors.Is(verdict, errClientGone):
-			// A failure costs the endpoint in p2c_ewma as if it took long.
-			e.observe(max(now.Sub(start), time.Second), now)
-			if int(e.passiveFails.Add(1)) == b.cfg.PassiveFails && b.cfg.OnPassiveDown != nil {
-				b.cfg.OnPassiveDown(e)
-			}
-		}
-	}()
-	if b.cfg.RequestTimeout > 0 {
-		// Bounds the wait for the response to start, not a stream or a
-		// switched protocol that follows: answered stops the timer.
-		ctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		flag := new(atomic.Bool)
-		expired = flag
-		aw.timeout = time.AfterFunc(b.cfg.RequestTimeout, func() {
-			flag.Store(true)
-			cancel()
-		})
-		r = r.WithContext(ctx)
-	}
-	e.proxy.ServeHTTP(aw, r)
-	completed = true
-	return expired != nil && expired.Load() && aw.err != nil, aw.err
-}
+// maxProbeWaits bounds how often one request goes back to wait for a
+// half-open breaker's probes before it tries another endpoint.
+const maxProbeWaits = 8
 
-// tracedAttempt is attempt with OnAttempt told about it.
-func (b *Balancer) tracedAttempt(e *Endpoint, done func(error), w http.ResponseWriter, r *http.Request, st *reqState, waited time.Duration) (timedOut bool, err error) {
-	st.attempt = Attempt{Endpoint: e, N: st.result.Attempts, QueueWait: waited}
-	out, end := b.cfg.OnAttempt(r, &st.attempt)
-	if end == nil {
-		return b.attempt(e, done, w, out, st)
+// clientBodyError answers a request whose body could not be read: the
+// client's fault, never the worker's.
+func (b *Balancer) clientBodyError(w http.ResponseWriter, r *http.Request, err error) *Error {
+	if r.Context().Err() != nil {
+		w.WriteHeader(499)
+		return nil
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			end(502, errAborted)
-			panic(p)
-		}
-		switch {
-		case timedOut:
-			end(http.StatusGatewayTimeout, err)
-		case err != nil && st.aw.status == 0:
-			end(0, err)
-		default:
-			end(st.aw.status, err)
-		}
-	}()
-	return b.attempt(e, done, w, out, st)
+	return &Error{Status: http.StatusBadRequest, Detail: "the request body could not be read", Err: err}
 }
 
 // refuse answers a request that got no endpoint.
-func (b *Balancer) refuse(w http.ResponseWriter, r *http.Request, st *reqState, err, lastErr error) {
+func (b *Balancer) refuse(w http.ResponseWriter, r *http.Request, err, lastErr error) *Error {
 	switch {
 	case r.Context().Err() != nil:
 		// The client went away while waiting; nobody reads an answer. 499
 		// is what Caddy and nginx log for that.
 		w.WriteHeader(499)
-		b.report(r, st, 499)
+		return nil
 	case lastErr != nil:
 		// Every endpoint has been tried.
-		problem.Write(w, problem.Details{Status: http.StatusBadGateway, Detail: "no worker answered"})
-		b.report(r, st, http.StatusBadGateway)
+		return &Error{Status: http.StatusBadGateway, Detail: "no worker answered", Err: lastErr}
 	default:
 		retryAfter := 1
 		if errors.Is(err, errQueueTimeout) {
 			retryAfter = max(1, int(math.Ceil(b.cfg.QueueTimeout.Seconds()/2)))
 		}
-		problem.Unavailable(w, retryAfter, err.Error())
-		b.report(r, st, http.StatusServiceUnavailable)
+		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: retryAfter, Detail: err.Error(), Err: err}
 	}
 }
 

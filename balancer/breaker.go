@@ -50,6 +50,10 @@ var (
 	errFailureStatus = errors.New("worker answered with a failure status")
 	// errAborted: the connection broke while the response was streaming.
 	errAborted = errors.New("response aborted")
+	// errClientBody: the client's request body could not be read (a
+	// malformed chunked body, a client that stopped sending): the
+	// client's fault, neither success nor failure of the worker.
+	errClientBody = errors.New("the client's request body could not be read")
 )
 
 func (b *Balancer) newBreaker(e *Endpoint) *gobreaker.TwoStepCircuitBreaker[struct{}] {
@@ -59,17 +63,16 @@ func (b *Balancer) newBreaker(e *Endpoint) *gobreaker.TwoStepCircuitBreaker[stru
 		MaxRequests: cfg.HalfOpenRequests,
 		Timeout:     cfg.OpenFor,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.Failures },
-		IsExcluded:  func(err error) bool { return errors.Is(err, errClientGone) },
-		// Called under the breaker's lock: it only mirrors the state for
-		// the lock-free request path and schedules the queue.
+		IsExcluded: func(err error) bool {
+			return errors.Is(err, errClientGone) || errors.Is(err, errClientBody)
+		},
+		// Called under the breaker's lock: it mirrors the half-open state
+		// for the lock-free request path and tells the owner of the
+		// endpoint's lifecycle, which takes an open breaker's endpoint
+		// out of rotation for open_for. The hook must not read the
+		// breaker.
 		OnStateChange: func(_ string, from, to gobreaker.State) {
-			if to == gobreaker.StateOpen {
-				e.openUntil.Store(time.Now().Add(cfg.OpenFor).UnixNano())
-				// Requests waiting in the queue may go to this endpoint once
-				// it may probe; nothing else would wake them then.
-				time.AfterFunc(cfg.OpenFor, b.dispatch)
-			}
-			e.open.Store(to == gobreaker.StateOpen)
+			e.halfOpen.Store(to == gobreaker.StateHalfOpen)
 			if b.cfg.OnBreakerChange != nil {
 				b.cfg.OnBreakerChange(e, from.String(), to.String())
 			}

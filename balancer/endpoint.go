@@ -1,29 +1,24 @@
 package balancer
 
 import (
-	"bufio"
-	"context"
-	"io"
-	"log"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
-
-	"github.com/caddy-workerpool/caddy-workerpool/internal/problem"
 )
 
 // Endpoint is one place a request can be sent: a worker process, or an
 // address found by discovery. It carries its load (requests in flight,
-// latency), its in-flight limit, its circuit breaker and its own
-// keep-alive connections. Create it with Balancer.NewEndpoint.
+// open streams, latency), its in-flight limit, its circuit breaker and
+// its own keep-alive connections. Create it with Balancer.NewEndpoint.
+//
+// Whether an endpoint is in rotation is not its own business: whoever
+// owns its lifecycle (the pool) calls Balancer.Add and Remove.
 type Endpoint struct {
 	// Worker is the worker slot id (0 when not spawned by us).
 	Worker int
@@ -33,7 +28,8 @@ type Endpoint struct {
 	Network, Address string
 
 	seed     uint64
-	inflight atomic.Int64
+	inflight atomic.Int64 // requests holding a slot
+	streams  atomic.Int64 // long-lived responses that gave their slot back
 	limit    atomic.Int64 // 0 = unlimited
 	served   atomic.Uint64
 	adaptive *adaptiveLimit
@@ -43,14 +39,20 @@ type Endpoint struct {
 	ewmaLast time.Time
 	decay    float64 // seconds
 
-	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}]
-	open      atomic.Bool  // breaker open, mirrored for the lock-free path
-	openUntil atomic.Int64 // unix nanoseconds when an open breaker may probe
+	breaker *gobreaker.TwoStepCircuitBreaker[struct{}]
+	// halfOpen mirrors the breaker's half-open state for the lock-free
+	// request path, written only by the breaker's state-change callback;
+	// probeMax is how many requests a half-open breaker lets through.
+	halfOpen atomic.Bool
+	probeMax int64
 
 	passiveFails atomic.Int32
 
-	transport *http.Transport
+	// fwd carries plain request/response exchanges; proxy (over
+	// transport) what fwd declines: upgrades, Expect, trailers.
+	fwd       *forwarder
 	proxy     *httputil.ReverseProxy
+	transport *http.Transport
 }
 
 // NewEndpoint prepares an endpoint with the balancer's settings. It is
@@ -59,8 +61,9 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 	cfg := &b.cfg
 	e := &Endpoint{
 		Worker: worker, PID: pid, Network: network, Address: address,
-		seed:  endpointSeed(worker, address),
-		decay: cfg.Policy.Decay.Seconds(),
+		seed:     endpointSeed(worker, address),
+		decay:    cfg.Policy.Decay.Seconds(),
+		probeMax: int64(cfg.Breaker.HalfOpenRequests),
 	}
 	if e.decay <= 0 {
 		e.decay = DefaultDecay.Seconds()
@@ -75,56 +78,25 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 		e.limit.Store(int64(cfg.MaxInflight))
 	}
 	e.breaker = b.newBreaker(e)
-
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1}
-	e.transport = &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, address)
-		},
-		MaxIdleConns:        cfg.MaxIdleConns,
-		MaxIdleConnsPerHost: cfg.MaxIdleConns,
-		IdleConnTimeout:     cfg.IdleConnTimeout,
-		DisableCompression:  true,
-		// Workers speak HTTP/1.1 on loopback; h2c would gain nothing.
-		ForceAttemptHTTP2: false,
-	}
-	urlHost := address
-	if network == "unix" {
-		urlHost = "localhost"
-	}
-	trust := cfg.TrustForwarded
-	e.proxy = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = urlHost
-			// Pass the client's Host through, as Caddy's reverse_proxy does.
-			pr.Out.Host = pr.In.Host
-			if trust != nil && trust(pr.In) {
-				// ReverseProxy dropped these from Out; keep what a trusted
-				// proxy before us said, and append to it.
-				if v := pr.In.Header.Values("X-Forwarded-For"); len(v) > 0 {
-					pr.Out.Header["X-Forwarded-For"] = v
-				}
-				pr.SetXForwarded()
-				for _, h := range []string{"X-Forwarded-Proto", "X-Forwarded-Host"} {
-					if v := pr.In.Header.Get(h); v != "" {
-						pr.Out.Header.Set(h, v)
-					}
-				}
-				return
-			}
-			pr.SetXForwarded()
-		},
-		Transport:    e.transport,
-		BufferPool:   bufferPool{},
-		ErrorLog:     log.New(io.Discard, "", 0),
-		ErrorHandler: recordError,
-	}
+	e.proxy, e.transport = newProxy(cfg, network, address)
+	e.fwd = newForwarder(forwarderConfig{
+		Network: network, Address: address,
+		IdleTimeout: cfg.IdleConnTimeout, MaxIdle: cfg.MaxIdleConns, TrustForwarded: cfg.TrustForwarded,
+	})
 	return e
 }
 
-// Inflight is the number of requests the endpoint is serving now.
+// Inflight is the number of requests the endpoint is serving now, not
+// counting open streams.
 func (e *Endpoint) Inflight() int64 { return e.inflight.Load() }
+
+// Streams is the number of long-lived responses (WebSockets, server-sent
+// events) the endpoint holds open now. They hold no slot, but the worker
+// serves them: a drain waits for them.
+func (e *Endpoint) Streams() int64 { return e.streams.Load() }
+
+// Busy reports whether the endpoint holds any request or stream.
+func (e *Endpoint) Busy() bool { return e.inflight.Load() > 0 || e.streams.Load() > 0 }
 
 // Served is the number of requests the endpoint has finished.
 func (e *Endpoint) Served() uint64 { return e.served.Load() }
@@ -133,7 +105,8 @@ func (e *Endpoint) Served() uint64 { return e.served.Load() }
 // adaptive limit it moves.
 func (e *Endpoint) Limit() int64 { return e.limit.Load() }
 
-// BreakerState is "closed", "half-open" or "open".
+// BreakerState is "closed", "half-open" or "open". Reading it may move
+// an open breaker whose open_for has passed to half-open.
 func (e *Endpoint) BreakerState() string { return e.breaker.State().String() }
 
 // Latency is the endpoint's peak-EWMA latency.
@@ -142,16 +115,26 @@ func (e *Endpoint) Latency() time.Duration {
 }
 
 // Close drops the endpoint's idle connections. Requests in flight finish.
-func (e *Endpoint) Close() { e.transport.CloseIdleConnections() }
+func (e *Endpoint) Close() {
+	e.fwd.CloseIdle()
+	e.transport.CloseIdleConnections()
+}
+
+// capacity is the endpoint's limit of requests in flight now (0 =
+// unlimited): its in-flight limit, and while its breaker is half-open
+// no more than the probes the breaker lets through, so that requests
+// beyond them wait for the verdict instead of being refused.
+func (e *Endpoint) capacity() int64 {
+	l := e.limit.Load()
+	if e.halfOpen.Load() && (l == 0 || e.probeMax < l) {
+		return e.probeMax
+	}
+	return l
+}
 
 // available reports whether the endpoint may take one more request now.
-// An open breaker whose open_for has passed counts as available: the
-// breaker itself decides, in Allow, whether a probe may go.
 func (e *Endpoint) available() bool {
-	if e.open.Load() && time.Now().UnixNano() < e.openUntil.Load() {
-		return false
-	}
-	l := e.limit.Load()
+	l := e.capacity()
 	return l == 0 || e.inflight.Load() < l
 }
 
@@ -159,7 +142,7 @@ func (e *Endpoint) available() bool {
 func (e *Endpoint) tryAcquire() bool {
 	for {
 		n := e.inflight.Load()
-		if l := e.limit.Load(); l != 0 && n >= l {
+		if l := e.capacity(); l != 0 && n >= l {
 			return false
 		}
 		if e.inflight.CompareAndSwap(n, n+1) {
@@ -191,130 +174,10 @@ func (e *Endpoint) observe(rtt time.Duration, now time.Time) {
 	e.ewmaMu.Unlock()
 }
 
-// attemptWriter is the response writer of one proxy attempt: it learns
-// the status the worker answered with, and takes a transport error from
-// ReverseProxy instead of an error response, so the balancer can decide
-// between a retry and a 502.
-//
-// A long-lived response — a WebSocket (or other) upgrade, a stream of
-// server-sent events — gives its in-flight slot back as soon as it
-// starts: it would otherwise hold the worker's only slot for as long as
-// the client stays, though the worker serves other requests meanwhile.
-type attemptWriter struct {
-	http.ResponseWriter
-	status int
-	err    error
-
-	bal      *Balancer
-	ep       *Endpoint
-	done     func(error) // the breaker's, called once
-	released bool        // the slot went back early
-	timeout  *time.Timer // request_timeout, until the response starts
-}
-
-// start resets w for an attempt on e.
-func (w *attemptWriter) start(rw http.ResponseWriter, b *Balancer, e *Endpoint, done func(error)) {
-	*w = attemptWriter{ResponseWriter: rw, bal: b, ep: e, done: done}
-}
-
-// answered is called when the worker's response starts: the request
-// timeout bounds only the wait for it.
-func (w *attemptWriter) answered() {
-	if w.timeout != nil {
-		w.timeout.Stop()
-		w.timeout = nil
-	}
-}
-
-func (w *attemptWriter) WriteHeader(code int) {
-	w.answered()
-	if code >= 200 {
-		w.status = code
-		if strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream") {
-			w.releaseEarly()
-		}
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *attemptWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.answered()
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Hijack is how ReverseProxy takes over the connection of a switched
-// protocol (101); the slot goes back then.
-func (w *attemptWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	w.answered()
-	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.status = http.StatusSwitchingProtocols
-		w.releaseEarly()
-	}
-	return conn, brw, err
-}
-
-// releaseEarly gives the slot back, and tells the breaker how the
-// request went as far as the worker is concerned (it answered), so a
-// long stream taken as a half-open probe does not hold the breaker.
-func (w *attemptWriter) releaseEarly() {
-	if w.released {
-		return
-	}
-	w.released = true
-	w.finish(w.bal.statusVerdict(w.status))
-	w.bal.release(w.ep)
-}
-
-// finish reports the attempt's verdict to the breaker, once.
-func (w *attemptWriter) finish(verdict error) {
-	if w.done != nil {
-		w.done(verdict)
-		w.done = nil
-	}
-}
-
-// Unwrap lets http.ResponseController reach the real writer, for
-// flushing streamed responses.
-func (w *attemptWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// recordError is every endpoint's ReverseProxy.ErrorHandler. ReverseProxy
-// calls it only before anything was written to the client.
-func recordError(w http.ResponseWriter, _ *http.Request, err error) {
-	if aw, ok := w.(*attemptWriter); ok {
-		// After a protocol switch the connection is the client's and the
-		// worker's; a failure to write the 101 is not the worker's fault.
-		if !aw.released {
-			aw.err = err
-		}
-		return
-	}
-	problem.Write(w, problem.Details{Status: http.StatusBadGateway, Detail: "the worker did not answer"})
-}
-
 // workerName is how logs and breakers name an endpoint.
 func (e *Endpoint) workerName() string {
 	if e.Worker > 0 {
 		return "worker " + strconv.Itoa(e.Worker)
 	}
 	return e.Address
-}
-
-// bufferPool recycles the copy buffers of ReverseProxy. It stores array
-// pointers, so neither Get nor Put allocates.
-type bufferPool struct{}
-
-const bufSize = 32 << 10
-
-var buffers = sync.Pool{New: func() any { return new([bufSize]byte) }}
-
-func (bufferPool) Get() []byte { return buffers.Get().(*[bufSize]byte)[:] }
-
-func (bufferPool) Put(b []byte) {
-	if cap(b) >= bufSize {
-		buffers.Put((*[bufSize]byte)(b[:bufSize]))
-	}
 }

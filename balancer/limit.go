@@ -157,8 +157,8 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 	// made only near a limit of 1–2. At high limits idle dispatches are
 	// rare and busy ones slow for other reasons (a saturated host); the
 	// gradient handles those.
-	serial := a.limit < 3 && a.n0 >= serialMinSamples && a.n1 >= serialMinSamples &&
-		a.sum1/float64(a.n1) > serialTolerance*a.sum0/float64(a.n0)
+	compared := a.n0 >= serialMinSamples && a.n1 >= serialMinSamples
+	serial := a.limit < 3 && compared && a.sum1/float64(a.n1) > serialTolerance*a.sum0/float64(a.n0)
 	a.sum, a.n, a.peak = 0, 0, 0
 	a.sum0, a.sum1, a.n0, a.n1 = 0, 0, 0, 0
 	// At a limit of 1 nothing queues inside the worker, so the window's
@@ -181,7 +181,7 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 	case a.hold > 0:
 		a.hold--
 		return
-	case a.n0 >= serialMinSamples && a.n1 >= serialMinSamples:
+	case compared:
 		// Busy and idle requests looked alike: probing may come sooner.
 		a.nextHold /= 2
 	}

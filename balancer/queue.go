@@ -76,7 +76,7 @@ func (b *Balancer) acquire(ctx context.Context, pick *Pick) (*Endpoint, time.Dur
 			return e, 0, nil
 		}
 	}
-	if !pick.anyCandidate(b.Endpoints()) {
+	if !b.hopeful(pick, b.Endpoints()) {
 		return nil, 0, errNoEndpoint
 	}
 	return b.wait(ctx, pick)
@@ -117,7 +117,7 @@ func (b *Balancer) wait(ctx context.Context, pick *Pick) (*Endpoint, time.Durati
 	}
 	// The last candidate may have left since acquire looked; Remove
 	// answers queued waiters, not this one yet.
-	if !pick.anyCandidate(b.Endpoints()) {
+	if !b.hopeful(pick, b.Endpoints()) {
 		b.waiting.Add(-1)
 		b.qmu.Unlock()
 		return nil, 0, errNoEndpoint
@@ -164,15 +164,16 @@ func handed(e *Endpoint, start time.Time) (*Endpoint, time.Duration, error) {
 
 // failHopeless answers "no endpoint" to every waiting request that no
 // endpoint in rotation could ever take (all left, or all it has not yet
-// tried did): nothing would wake them, and a pool without a worker must
-// answer 503 promptly rather than at queue_timeout.
+// tried did) while none is expected to join: nothing would wake them,
+// and a pool without a worker must answer 503 promptly rather than at
+// queue_timeout.
 func (b *Balancer) failHopeless() {
 	eps := b.Endpoints()
 	b.qmu.Lock()
 	defer b.qmu.Unlock()
 	for w := b.queue.head; w != nil; {
 		next := w.next
-		if !w.pick.anyCandidate(eps) {
+		if !b.hopeful(w.pick, eps) {
 			b.queue.remove(w)
 			b.waiting.Add(-1)
 			w.ch <- nil

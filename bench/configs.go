@@ -15,10 +15,15 @@ import (
 // idles out before Node's 5 s keepAliveTimeout, and client keep-alive
 // without nginx's default cap of 1,000 requests per connection; half the
 // open-file limit per worker process (a proxied connection takes two).
+// Failover is nginx's default, written out: a request whose upstream
+// fails before answering (error, timeout) goes to the next server
+// (proxy_next_upstream; never for a non-idempotent request once sent),
+// and a server that failed once is left out for 10 s (max_fails,
+// fail_timeout).
 func nginxConf(dir string, port int, ports []int, nofile uint64) string {
 	var up strings.Builder
 	for _, p := range ports {
-		fmt.Fprintf(&up, "\t\tserver 127.0.0.1:%d;\n", p)
+		fmt.Fprintf(&up, "\t\tserver 127.0.0.1:%d max_fails=1 fail_timeout=10s;\n", p)
 	}
 	return fmt.Sprintf(`daemon off;
 master_process on;
@@ -56,6 +61,8 @@ http {
 			proxy_set_header Connection "";
 			proxy_set_header Host $host;
 			proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+			proxy_next_upstream error timeout;
+			proxy_next_upstream_tries 0;
 		}
 	}
 }
@@ -68,10 +75,11 @@ http {
 // to one fails (retries, option redispatch). Threads default to one per
 // core. HAProxy reserves two descriptors per connection (client and
 // server side), so its maxconn is half the open-file limit, less a margin.
-func haproxyConf(port int, ports []int, nofile uint64) string {
+// extra adds lines to the backend and options to each server line.
+func haproxyConf(port int, ports []int, nofile uint64, extra haproxyExtra) string {
 	var srv strings.Builder
 	for i, p := range ports {
-		fmt.Fprintf(&srv, "\tserver w%d 127.0.0.1:%d\n", i+1, p)
+		fmt.Fprintf(&srv, "\tserver w%d 127.0.0.1:%d%s\n", i+1, p, extra.server)
 	}
 	return fmt.Sprintf(`global
 	maxconn %[3]d
@@ -95,7 +103,23 @@ frontend web
 
 backend app
 	balance leastconn
-%[2]s`, port, srv.String(), max(nofile/2, 200)-100)
+%[4]s%[2]s`, port, srv.String(), max(nofile/2, 200)-100, extra.backend)
+}
+
+// haproxyExtra are lines added to HAProxy's backend and options added to
+// each of its server lines.
+type haproxyExtra struct{ backend, server string }
+
+// haproxyFailover is what HAProxy's documentation of retry-on and its
+// blog post "HAProxy Layer 7 Retries and Chaos Engineering" give for
+// servers that fail: layer-7 retries of requests that got no usable
+// answer (refused, reset, empty or garbled answer, timeout), each retry
+// on another server (option redispatch 1), never for POST, and active
+// health checks that take a dead server out.
+var haproxyFailover = haproxyExtra{
+	backend: "\tretries 3\n\toption redispatch 1\n\tretry-on all-retryable-errors\n" +
+		"\thttp-request disable-l7-retry if METH_POST\n\toption httpchk GET /healthz\n",
+	server: " check",
 }
 
 // caddyGlobal are the global options of every Caddy the harness runs:
@@ -108,8 +132,9 @@ const caddyGlobal = `{
 `
 
 // caddyRPConf is stock reverse_proxy with static upstreams and
-// lb_policy least_conn; everything else at Caddy's defaults.
-func caddyRPConf(port int, ports []int) string {
+// lb_policy least_conn; options are extra lines inside the block,
+// everything else is at Caddy's defaults.
+func caddyRPConf(port int, ports []int, options string) string {
 	ups := make([]string, len(ports))
 	for i, p := range ports {
 		ups[i] = fmt.Sprintf("127.0.0.1:%d", p)
@@ -118,9 +143,30 @@ func caddyRPConf(port int, ports []int) string {
 http://127.0.0.1:%d {
 	reverse_proxy %s {
 		lb_policy least_conn
+		%s
 	}
 }
-`, port, strings.Join(ups, " "))
+`, port, strings.Join(ups, " "), options)
+}
+
+// caddyRPFailover are the options Caddy's reverse_proxy documentation
+// gives for upstreams that fail: retry another upstream for up to 5 s
+// ("a reasonable starting point"), every 250 ms (the default interval),
+// and passive health checks that leave an upstream out for 30 s after
+// one failed request ("a reasonable starting point"; max_fails 1 is the
+// default). Without them a request to a dead upstream fails at once and
+// least_conn keeps choosing it (it has no connections).
+const caddyRPFailover = "lb_try_duration 5s\n\t\tlb_try_interval 250ms\n\t\tfail_duration 30s\n\t\tmax_fails 1"
+
+// caddyRespondConf has Caddy answer every request itself with a JSON body
+// like the example app's answer to GET / (20 bytes against its 24–26).
+func caddyRespondConf(port int) string {
+	return caddyGlobal + fmt.Sprintf(`
+http://127.0.0.1:%d {
+	header Content-Type application/json
+	respond `+"`"+`{"pid":0,"worker":0}`+"`"+` 200
+}
+`, port)
 }
 
 // workerPoolConf is our worker_pool spawning workers processes of app;

@@ -264,33 +264,49 @@ func nginxLeastConn(workers int, logDir string) contender {
 	return c
 }
 
-// haproxyLeastConn is HAProxy with balance leastconn and connection reuse.
-func haproxyLeastConn(workers int, logDir string) contender {
-	c := contender{name: "haproxy", workers: workers}
+// haproxyLeastConn is HAProxy with balance leastconn and connection
+// reuse, and extra in its backend.
+func haproxyLeastConn(name string, workers int, logDir string, extra haproxyExtra) contender {
+	c := contender{name: name, workers: workers}
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
 		c.skip = "skipped: install with `apt-get install haproxy`"
 		return c
 	}
-	c.start = proxied("haproxy", logDir, workers, "haproxy.cfg",
-		func(ports []int, port int) string { return haproxyConf(port, ports, openFiles) },
+	c.start = proxied(name, logDir, workers, "haproxy.cfg",
+		func(ports []int, port int) string { return haproxyConf(port, ports, openFiles, extra) },
 		func(conf string) []string { return []string{bin, "-db", "-f", conf} })
 	return c
 }
 
 // caddyReverseProxy is stock Caddy reverse_proxy (least_conn, static
-// upstreams), run by our Caddy binary.
-func caddyReverseProxy(caddy string, workers int, logDir string) contender {
-	return contender{name: "caddy-rp", workers: workers, start: proxied("caddy-rp", logDir, workers, "Caddyfile",
-		func(ports []int, port int) string { return caddyRPConf(port, ports) },
+// upstreams, options), run by our Caddy binary.
+func caddyReverseProxy(name, caddy string, workers int, options, logDir string) contender {
+	return contender{name: name, workers: workers, start: proxied(name, logDir, workers, "Caddyfile",
+		func(ports []int, port int) string { return caddyRPConf(port, ports, options) },
 		func(conf string) []string { return []string{caddy, "run", "--config", conf, "--adapter", "caddyfile"} })}
 }
 
 // workerPool is our Caddy with a worker_pool of the given options.
 func workerPool(name, caddy string, workers int, options, logDir string) contender {
+	return ourCaddy(name, caddy, workers, logDir, func(port int) string {
+		return workerPoolConf(port, nodeBin, appPath(), workers, options)
+	})
+}
+
+// caddyRespond is our Caddy answering every request itself with a static
+// respond, no proxy and no workers: the floor of what Caddy's own server
+// costs per request, under any module.
+func caddyRespond(caddy, logDir string) contender {
+	return ourCaddy("caddy-respond", caddy, 0, logDir, caddyRespondConf)
+}
+
+// ourCaddy is our Caddy binary running the Caddyfile conf(port), whose
+// site has workers app processes of its own.
+func ourCaddy(name, caddy string, workers int, logDir string, conf func(port int) string) contender {
 	return contender{name: name, workers: workers, start: func(port int) (*running, error) {
 		path := filepath.Join(logDir, name+".Caddyfile")
-		if err := os.WriteFile(path, []byte(workerPoolConf(port, nodeBin, appPath(), workers, options)), 0o600); err != nil {
+		if err := os.WriteFile(path, []byte(conf(port)), 0o600); err != nil {
 			return nil, err
 		}
 		cmd := exec.Command(caddy, "run", "--config", path, "--adapter", "caddyfile")
@@ -335,7 +351,8 @@ func waitListening(port int) error {
 	return fmt.Errorf("%s: nothing listening within 30s", addr)
 }
 
-// waitReady waits until workers distinct pids answer GET /.
+// waitReady waits until workers distinct pids answer GET / (one answer
+// when there are no workers).
 func waitReady(url string, workers int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -343,7 +360,7 @@ func waitReady(url string, workers int) error {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for ctx.Err() == nil {
 		seen := map[int]bool{}
-		for range 20 * workers {
+		for range 20 * max(workers, 1) {
 			resp, err := client.Get(url + "/")
 			if err != nil {
 				break
@@ -354,7 +371,7 @@ func waitReady(url string, workers int) error {
 			resp.Body.Close()
 			seen[r.PID] = true
 		}
-		if len(seen) >= workers {
+		if len(seen) >= max(workers, 1) {
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -1,8 +1,8 @@
 // Command bench runs caddy-workerpool against the tools its users would
 // otherwise pick, on this machine, and writes the figures to results/.
 //
-//	cd bench && go run . suite [--quick] [--workers N] [--scenarios proxy,scaling,hetero,failure,memory]
-//	cd bench && go run . scheduling [-duration 20s] [-loads 0.5,0.8]
+//	cd bench && go run . suite [--quick] [--workers N] [--scenarios proxy,cost,scaling,hetero,failure,memory,overload,autoscale]
+//	cd bench && go run . scheduling [-mix cpu|single] [-duration 20s] [-loads 0.5,0.75] [-arrivals poisson,even]
 //	cd bench && go run . scheduling -mix io [-io-rate 400]
 //	cd bench && go run . report results/<date>-<host>.json
 //	cd bench && (cd validation-js && npm install) && go run . validation [-rounds 5] [-duration 5s]
@@ -31,14 +31,17 @@ func main() {
 		fs := flag.NewFlagSet("scheduling", flag.ExitOnError)
 		opts := schedulingOptions{}
 		fs.DurationVar(&opts.duration, "duration", defaultDuration, "length of each measured run")
-		fs.StringVar(&opts.mix, "mix", "cpu", "cpu: 95% 1 ms and 5% 50 ms of CPU; io: every request waits 20 ms without CPU")
-		fs.StringVar(&opts.loads, "loads", "0.5,0.8", "cpu mix: offered loads as fractions of the pool's measured capacity")
+		fs.StringVar(&opts.mix, "mix", "cpu", "cpu: 95% 1 ms and 5% 50 ms of CPU; single: every request 2 ms of CPU; io: every request waits 20 ms without CPU")
+		fs.StringVar(&opts.loads, "loads", "0.5,0.75", "cpu and single mixes: offered loads as fractions of Node cluster's capacity, measured first")
+		fs.StringVar(&opts.arrivals, "arrivals", "poisson,even", "arrival processes, each run in turn: poisson (exponential gaps), even (one gap)")
 		fs.Float64Var(&opts.ioRate, "io-rate", 400, "io mix: offered requests per second")
 		fs.StringVar(&opts.only, "only", "", "comma-separated contender names to run (default: all)")
 		fs.StringVar(&opts.caddy, "caddy", "", "our Caddy binary (default: build ../cmd/caddy)")
 		fs.StringVar(&opts.out, "out", "results", "directory for the JSON and Markdown results")
 		fs.BoolVar(&opts.keep, "keep", false, "keep the contenders' configs and logs (the path is printed)")
+		fs.Uint64Var(&opts.seed, "seed", 0, "seed of the open-loop runs' random draws (Poisson arrivals, which requests are slow); 0: from the clock. Recorded in the results")
 		_ = fs.Parse(os.Args[2:])
+		opts.seed = pickSeed(opts.seed)
 		if err := runScheduling(opts); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
@@ -59,9 +62,9 @@ func main() {
 	case "suite":
 		fs := flag.NewFlagSet("suite", flag.ExitOnError)
 		opts := suiteOptions{}
-		fs.BoolVar(&opts.quick, "quick", false, "short runs: the whole suite in under 10 minutes on 2 cores")
+		fs.BoolVar(&opts.quick, "quick", false, "short runs: the whole suite in about 15 minutes on 2 cores")
 		fs.IntVar(&opts.workers, "workers", 0, "app processes per contender (default: the number of CPUs)")
-		fs.StringVar(&opts.scenarios, "scenarios", "", "comma-separated scenarios: "+strings.Join(allScenarios, ",")+" (default: all)")
+		fs.StringVar(&opts.scenarios, "scenarios", "", "comma-separated scenarios: "+strings.Join(allScenarios, ",")+" (default: all; --quick leaves out "+strings.Join(notQuick, ",")+")")
 		fs.StringVar(&opts.only, "only", "", "comma-separated contender names to run (default: all)")
 		fs.StringVar(&opts.caddy, "caddy", "", "our Caddy binary (default: build ../cmd/caddy)")
 		fs.StringVar(&opts.out, "out", "results", "directory for the JSON, Markdown and SVG results")
@@ -70,7 +73,9 @@ func main() {
 		fs.StringVar(&nodeBin, "node", "node", "the node binary")
 		fs.StringVar(&appFile, "app", "", "the example app (default: ../examples/node/server.js)")
 		fs.StringVar(&peersDir, "peers", "", "directory of node-cluster.js (default: peers/)")
+		fs.Uint64Var(&opts.seed, "seed", 0, "seed of the open-loop runs' random draws (Poisson arrivals, which requests are slow); 0: from the clock. Recorded in the results")
 		_ = fs.Parse(os.Args[2:])
+		opts.seed = pickSeed(opts.seed)
 		if err := runSuite(opts); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
@@ -86,6 +91,16 @@ func main() {
 	default:
 		usage()
 	}
+}
+
+// pickSeed returns seed, or one from the clock when it is 0; the
+// harness prints and records it, so a run can be repeated with -seed.
+func pickSeed(seed uint64) uint64 {
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	fmt.Fprintln(os.Stderr, "bench: seed", seed)
+	return seed
 }
 
 func usage() {

@@ -213,17 +213,23 @@ func splitWorkers(pids []int, app string) (proxy, workers []int) {
 	return proxy, workers
 }
 
-// raiseNoFile raises the soft limit of open files to the hard limit, for
-// this process and the contenders it starts, and returns it. Go raises
-// its own soft limit at start but gives children the original one back
-// unless the program sets the limit itself, hence the explicit call.
-func raiseNoFile() uint64 {
+// raiseNoFile raises the soft limit of open files to the hard limit, and
+// the hard limit to atLeast where it is lower and this process may (as
+// root), for this process and the contenders it starts; it returns the
+// limit now in force. Go raises its own soft limit at start but gives
+// children the original one back unless the program sets the limit
+// itself, hence the explicit call.
+func raiseNoFile(atLeast uint64) uint64 {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return 0
 	}
-	lim.Cur = lim.Max
-	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	want := syscall.Rlimit{Max: max(lim.Max, atLeast)}
+	want.Cur = want.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+		want = syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want)
+	}
 	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
 	openFiles = lim.Cur
 	return lim.Cur

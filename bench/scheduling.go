@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,8 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	vegeta "github.com/tsenart/vegeta/v12/lib"
 )
 
 const (
@@ -23,8 +22,10 @@ const (
 	fastPath        = "/work?ms=1"
 	slowPath        = "/work?ms=50"
 	ioPath          = "/sleep?ms=20"
-	// slowEvery: one request in 20 (5%) is slow.
-	slowEvery = 20
+	singlePath      = "/work?ms=2"
+	// slowShare: each request of the CPU mix is slow with this
+	// probability (5%).
+	slowShare = 0.05
 )
 
 type schedulingOptions struct {
@@ -32,41 +33,84 @@ type schedulingOptions struct {
 	ioRate   float64
 	duration time.Duration
 	loads    string
+	arrivals string
 	only     string
 	caddy    string
 	out      string
 	keep     bool
+	seed     uint64
 }
 
-// runStats are the figures of one contender at one load.
+// runStats are the figures of one contender at one load, from requests
+// whose answer was a 2xx; latency runs from each request's due time.
 type runStats struct {
-	Contender  string  `json:"contender"`
-	Load       float64 `json:"load"`
-	Rate       float64 `json:"rate_per_s"`
+	Contender string  `json:"contender"`
+	Mix       string  `json:"mix,omitempty"`
+	Load      float64 `json:"load"`
+	Rate      float64 `json:"rate_per_s"`
+	// Arrivals is the arrival process: poisson or even; empty in runs
+	// recorded before the harness had a choice (they were even).
+	Arrivals   string  `json:"arrivals,omitempty"`
+	Seed       uint64  `json:"seed,omitempty"`
 	Requests   int     `json:"requests"`
 	Errors     int     `json:"errors"`
 	Throughput float64 `json:"throughput_per_s"`
 	FastP50    float64 `json:"fast_p50_ms"`
 	FastP99    float64 `json:"fast_p99_ms"`
 	FastP999   float64 `json:"fast_p999_ms"`
+	SlowP50    float64 `json:"slow_p50_ms,omitempty"`
+	SlowP99    float64 `json:"slow_p99_ms,omitempty"`
 	AllP50     float64 `json:"all_p50_ms"`
 	AllP99     float64 `json:"all_p99_ms"`
 	AllP999    float64 `json:"all_p999_ms"`
+	// The generator's lag: from a request's due time to the moment it
+	// went to the HTTP client (p99 and max), the share of requests that
+	// went out more than lateAfter late, and whether that share says the
+	// generator fell behind.
+	LagP99    float64 `json:"generator_lag_p99_ms"`
+	LagMax    float64 `json:"generator_lag_max_ms"`
+	LateShare float64 `json:"generator_late_share"`
+	Behind    bool    `json:"generator_behind"`
 }
 
 type schedulingReport struct {
-	Date       string     `json:"date"`
-	Host       string     `json:"host"`
-	CPUs       int        `json:"cpus"`
-	Workers    int        `json:"workers"`
-	Mix        string     `json:"mix"`
-	Duration   string     `json:"duration"`
-	Scenario   string     `json:"scenario"`
-	CapacityPS float64    `json:"capacity_per_s"`
-	Runs       []runStats `json:"runs"`
+	Date       string  `json:"date"`
+	Host       string  `json:"host"`
+	CPUs       int     `json:"cpus"`
+	Workers    int     `json:"workers"`
+	Mix        string  `json:"mix"`
+	Duration   string  `json:"duration"`
+	Scenario   string  `json:"scenario"`
+	CapacityPS float64 `json:"capacity_per_s"`
+	// CapacityOf is the contender whose closed-loop throughput is the
+	// capacity the loads are fractions of.
+	CapacityOf string `json:"capacity_of,omitempty"`
+	// Arrivals are the arrival processes of the runs, in the order run.
+	Arrivals []string `json:"arrivals"`
+	// Seed draws the Poisson arrivals and which requests of the CPU mix
+	// are slow; every contender gets the same.
+	Seed   uint64     `json:"seed"`
+	Runs   []runStats `json:"runs"`
+	Errors []string   `json:"errors,omitempty"`
 }
 
 func runScheduling(o schedulingOptions) error {
+	var loads []float64
+	for _, s := range strings.Split(o.loads, ",") {
+		f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || f <= 0 {
+			return fmt.Errorf("-loads: %q is not a fraction", s)
+		}
+		loads = append(loads, f)
+	}
+	if !slices.Contains([]string{"cpu", "single", "io"}, o.mix) {
+		return fmt.Errorf("-mix %q: use cpu, single or io", o.mix)
+	}
+	arrivals, err := parseArrivals(o.arrivals)
+	if err != nil {
+		return fmt.Errorf("-arrivals: %w", err)
+	}
+	raiseNoFile(0)
 	tmp, err := os.MkdirTemp("", "workerpool-bench-")
 	if err != nil {
 		return err
@@ -81,17 +125,6 @@ func runScheduling(o schedulingOptions) error {
 		if caddy, err = buildCaddy(tmp); err != nil {
 			return err
 		}
-	}
-	var loads []float64
-	for _, s := range strings.Split(o.loads, ",") {
-		f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-		if err != nil || f <= 0 {
-			return fmt.Errorf("-loads: %q is not a fraction", s)
-		}
-		loads = append(loads, f)
-	}
-	if o.mix != "cpu" && o.mix != "io" {
-		return fmt.Errorf("-mix %q: use cpu or io", o.mix)
 	}
 	contenders := []contender{
 		nodeCluster(benchWorkers, tmp),
@@ -112,6 +145,7 @@ func runScheduling(o schedulingOptions) error {
 	rep := schedulingReport{
 		Date: time.Now().UTC().Format("2006-01-02"), Host: host, CPUs: cpuCount(), Workers: benchWorkers,
 		Mix: "95% GET /work?ms=1, 5% GET /work?ms=50", Duration: o.duration.String(), Scenario: o.mix,
+		Arrivals: arrivals, Seed: o.seed,
 	}
 	if o.mix == "io" {
 		rep.Mix = "100% GET /sleep?ms=20 (waits without CPU)"
@@ -120,68 +154,103 @@ func runScheduling(o schedulingOptions) error {
 		loads = []float64{1}
 		rep.CapacityPS = o.ioRate
 	} else {
-		// Capacity: the pool at max_inflight 1, closed loop, as fast as
-		// it goes.
-		capC := workerPool("capacity", caddy, benchWorkers, "max_inflight 1", tmp)
-		rep.CapacityPS, err = measureCapacity(capC, 8, 5*time.Second, o.mix)
+		if o.mix == "single" {
+			rep.Mix = "100% GET /work?ms=2 (one cost class)"
+		}
+		// Capacity: Node cluster, closed loop, as fast as it goes.
+		rep.CapacityOf = "node-cluster"
+		rep.CapacityPS, err = measureCapacity(nodeCluster(benchWorkers, tmp), 8, 5*time.Second, o.mix, o.seed)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "capacity: %.0f requests/s with %d workers\n", rep.CapacityPS, benchWorkers)
+		fmt.Fprintf(os.Stderr, "capacity: %.0f requests/s (node-cluster, %d workers)\n", rep.CapacityPS, benchWorkers)
 	}
-
-	for _, load := range loads {
-		rate := load * rep.CapacityPS
-		for _, c := range contenders {
-			st, err := openLoop(c, rate, 2*time.Second, o.duration, o.mix)
-			if err != nil {
-				return fmt.Errorf("%s: %w", c.name, err)
-			}
-			st.Load = load
-			fmt.Fprintf(os.Stderr, "%-18s load %.0f%% (%.0f/s): fast p50 %.1f p99 %.1f p99.9 %.1f ms, all p99 %.1f ms, %.0f/s, %d errors\n",
-				c.name, load*100, rate, st.FastP50, st.FastP99, st.FastP999, st.AllP99, st.Throughput, st.Errors)
-			rep.Runs = append(rep.Runs, st)
-		}
-	}
+	rep.Runs = openLoopRuns(contenders, o.mix, rep.CapacityPS, loads, arrivals, o.seed, 2*time.Second, o.duration,
+		func(name string, err error) { rep.Errors = append(rep.Errors, name+": "+err.Error()) })
 	return writeScheduling(o.out, rep)
 }
 
-// mix is the request sequence: the same for every contender.
+// openLoopRuns runs every contender with mixKind at every load (a
+// fraction of capacity) and arrival process, in that order; a contender
+// that cannot run is reported to fail and left out.
+func openLoopRuns(cs []contender, mixKind string, capacity float64, loads []float64, arrivals []string, seed uint64,
+	warm, d time.Duration, fail func(name string, err error)) []runStats {
+	var runs []runStats
+	for _, load := range loads {
+		for _, process := range arrivals {
+			for _, c := range cs {
+				st, err := openLoop(c, openSpec{mix: mixKind, arrivals: process, seed: seed, rate: load * capacity, warm: warm, d: d})
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "%s: %v\n", c.name, err)
+					fail(c.name, err)
+					continue
+				}
+				st.Load = load
+				fmt.Fprintf(os.Stderr, "%-18s %s load %.0f%% (%.0f/s, %s): fast p50 %.1f p99 %.1f p99.9 %.1f ms, slow p99 %.1f ms, %.0f/s, %d errors; generator lag p99 %.2f ms %s\n",
+					c.name, mixKind, load*100, st.Rate, arrivalLabel(process), st.FastP50, st.FastP99, st.FastP999, st.SlowP99,
+					st.Throughput, st.Errors, st.LagP99, generatorNote(st))
+				runs = append(runs, st)
+			}
+		}
+	}
+	return runs
+}
+
+// mix is the request sequence: the k-th request's path depends only on
+// the seed and k, so every contender of a run gets the same sequence.
 type mix struct {
 	base string
-	io   bool
+	// kind is cpu (the 95/5 mix), single (every request 2 ms of CPU) or
+	// io (every request waits).
+	kind string
+	seed uint64
 	n    atomic.Uint64
 }
 
+// next is the path of the next request in the sequence, with base.
 func (m *mix) next() string {
-	if m.io {
-		return m.base + ioPath
-	}
-	i := m.n.Add(1)
-	// A fixed scramble of the sequence number spreads the slow requests
-	// without clustering them.
-	if (i*2654435761)%slowEvery == 0 {
-		return m.base + slowPath
-	}
-	return m.base + fastPath
+	return m.base + m.path(m.n.Add(1)-1)
 }
 
-func (m *mix) targeter() vegeta.Targeter {
-	return func(t *vegeta.Target) error {
-		t.Method, t.URL = http.MethodGet, m.next()
-		return nil
+// path is the k-th request's path. In the CPU mix each request is slow
+// with probability slowShare, drawn independently per request from the
+// seed: slow requests fall on odd and even positions alike, and come in
+// runs as often as chance makes them.
+func (m *mix) path(k uint64) string {
+	switch m.kind {
+	case "io":
+		return ioPath
+	case "autoscale":
+		return autoscalePath
+	case "single":
+		return singlePath
 	}
+	if unit(m.seed, k) < slowShare {
+		return slowPath
+	}
+	return fastPath
+}
+
+// unit is a number in [0, 1) that depends only on seed and k: SplitMix64's
+// output function over seed + (k+1)·2⁶⁴/φ, a seeded random draw per
+// request that needs no shared generator.
+func unit(seed, k uint64) float64 {
+	z := seed + (k+1)*0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return float64(z>>11) / (1 << 53)
 }
 
 // measureCapacity drives c with concurrency clients back to back and
 // returns the completed requests per second.
-func measureCapacity(c contender, concurrency int, d time.Duration, scenario string) (float64, error) {
+func measureCapacity(c contender, concurrency int, d time.Duration, scenario string, seed uint64) (float64, error) {
 	r, err := launch(c)
 	if err != nil {
 		return 0, err
 	}
 	defer r.stop()
-	m := &mix{base: r.url, io: scenario == "io"}
+	m := &mix{base: r.url, kind: scenario, seed: seed}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
 	var done atomic.Int64
 	deadline := time.Now().Add(d)
@@ -203,40 +272,6 @@ func measureCapacity(c contender, concurrency int, d time.Duration, scenario str
 	}
 	wg.Wait()
 	return float64(done.Load()) / d.Seconds(), nil
-}
-
-// openLoop offers rate requests per second to c for d (after warm of the
-// same) and measures what came back.
-func openLoop(c contender, rate float64, warm, d time.Duration, scenario string) (runStats, error) {
-	r, err := launch(c)
-	if err != nil {
-		return runStats{}, err
-	}
-	defer r.stop()
-	m := &mix{base: r.url, io: scenario == "io"}
-	pacer := vegeta.ConstantPacer{Freq: int(rate), Per: time.Second}
-	newAttacker := func() *vegeta.Attacker {
-		return vegeta.NewAttacker(vegeta.Timeout(30*time.Second), vegeta.KeepAlive(true))
-	}
-	for range newAttacker().Attack(m.targeter(), pacer, warm, "warmup") {
-	}
-	var fast, all []time.Duration
-	st := runStats{Contender: c.name, Rate: rate}
-	for res := range newAttacker().Attack(m.targeter(), pacer, d, c.name) {
-		st.Requests++
-		if res.Code != 200 {
-			st.Errors++
-			continue
-		}
-		all = append(all, res.Latency)
-		if !strings.HasSuffix(res.URL, slowPath) {
-			fast = append(fast, res.Latency)
-		}
-	}
-	st.Throughput = float64(len(all)) / d.Seconds()
-	st.FastP50, st.FastP99, st.FastP999 = pct(fast, 50), pct(fast, 99), pct(fast, 99.9)
-	st.AllP50, st.AllP99, st.AllP999 = pct(all, 50), pct(all, 99), pct(all, 99.9)
-	return st, nil
 }
 
 // pct is the p-th percentile in milliseconds (nearest rank).
@@ -273,14 +308,14 @@ func writeScheduling(dir string, rep schedulingReport) error {
 	if rep.Scenario == "io" {
 		fmt.Fprintf(&b, "offered %.0f requests/s; ", rep.CapacityPS)
 	} else {
-		fmt.Fprintf(&b, "capacity %.0f requests/s (our pool, max_inflight 1, closed loop), loads are fractions of it; ", rep.CapacityPS)
+		fmt.Fprintf(&b, "capacity %.0f requests/s (%s, closed loop, 8 clients, measured in this run), loads are fractions of it; ",
+			rep.CapacityPS, cmp.Or(rep.CapacityOf, "our pool at max_inflight 1"))
 	}
-	fmt.Fprintf(&b, "%s per run. \"fast\" are the 1 ms requests (all requests in the io mix).\n\n", rep.Duration)
-	fmt.Fprintf(&b, "| contender | load | rate/s | throughput/s | errors | fast p50 ms | fast p99 ms | fast p99.9 ms | all p50 ms | all p99 ms | all p99.9 ms |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, r := range rep.Runs {
-		fmt.Fprintf(&b, "| %s | %.0f%% | %.0f | %.0f | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n",
-			r.Contender, r.Load*100, r.Rate, r.Throughput, r.Errors, r.FastP50, r.FastP99, r.FastP999, r.AllP50, r.AllP99, r.AllP999)
+	fmt.Fprintf(&b, "%s per run after a 2 s warm-up. \"fast\" are the 1 ms requests (all requests in the single and io mixes), \"slow\" the 50 ms ones; × cluster is a p99 over Node cluster's at the same load and arrivals. ", rep.Duration)
+	fmt.Fprintf(&b, "%s\n\n", openLoopText(rep.Runs, rep.Seed))
+	b.WriteString(openLoopTable(rep.Runs))
+	for _, e := range rep.Errors {
+		fmt.Fprintf(&b, "\n- failed: %s\n", e)
 	}
 	if err := os.WriteFile(base+".md", []byte(b.String()), 0o644); err != nil {
 		return err

@@ -21,10 +21,15 @@ type suiteOptions struct {
 	out       string
 	keep      bool
 	idleConns int
+	seed      uint64
 }
 
 // The scenarios of the suite, in the order they run.
-var allScenarios = []string{"proxy", "scaling", "hetero", "failure", "memory"}
+var allScenarios = []string{"proxy", "cost", "scaling", "hetero", "failure", "memory", "overload", "autoscale"}
+
+// notQuick are the scenarios that --quick leaves out unless -scenarios
+// names them.
+var notQuick = []string{"autoscale"}
 
 // suiteReport is everything one run of the suite measured; it is written
 // as results/<date>-<host>.json and rendered from there.
@@ -44,10 +49,13 @@ type suiteReport struct {
 	Scenarios  []string          `json:"scenarios"`
 
 	ProxyCost []proxyCostRun  `json:"proxy_cost,omitempty"`
+	Cost      []costRun       `json:"throughput_by_cost,omitempty"`
 	Scaling   []scalingRun    `json:"scaling,omitempty"`
 	Hetero    *heteroResult   `json:"heterogeneous,omitempty"`
 	Failure   []failureRun    `json:"failure,omitempty"`
 	Memory    []memoryRun     `json:"memory,omitempty"`
+	Overload  []overloadRun   `json:"overload,omitempty"`
+	Autoscale *autoscaling    `json:"autoscale,omitempty"`
 	Errors    []contenderFail `json:"errors,omitempty"`
 }
 
@@ -80,9 +88,17 @@ type scalingRun struct {
 }
 
 type heteroResult struct {
-	CapacityPS float64    `json:"capacity_per_s"`
-	Duration   string     `json:"duration"`
-	Runs       []runStats `json:"runs"`
+	// CapacityPS is Node cluster's closed-loop throughput with the CPU
+	// mix, SingleCapacityPS with the single cost class, both measured in
+	// this run: the loads are fractions of them.
+	CapacityPS       float64 `json:"capacity_per_s"`
+	SingleCapacityPS float64 `json:"single_capacity_per_s,omitempty"`
+	CapacityOf       string  `json:"capacity_of,omitempty"`
+	Duration         string  `json:"duration"`
+	// Seed draws the arrivals and which requests are slow (the same for
+	// every contender).
+	Seed uint64     `json:"seed"`
+	Runs []runStats `json:"runs"`
 }
 
 type failureRun struct {
@@ -122,40 +138,88 @@ type memoryRun struct {
 // cores; full gives steadier figures.
 type lengths struct {
 	closed, warm, hetero, failure, killAt, capacity time.Duration
+	// step is each step of the autoscale scenario's load, scaleIdle its
+	// scaling pool's scale_idle.
+	step, scaleIdle time.Duration
 }
 
 func suiteLengths(quick bool) lengths {
 	if quick {
 		return lengths{closed: 4 * time.Second, warm: time.Second, hetero: 4 * time.Second,
-			failure: 8 * time.Second, killAt: 3 * time.Second, capacity: 3 * time.Second}
+			failure: 8 * time.Second, killAt: 3 * time.Second, capacity: 3 * time.Second,
+			step: 8 * time.Second, scaleIdle: 4 * time.Second}
 	}
 	return lengths{closed: 15 * time.Second, warm: 2 * time.Second, hetero: 20 * time.Second,
-		failure: 15 * time.Second, killAt: 5 * time.Second, capacity: 5 * time.Second}
+		failure: 15 * time.Second, killAt: 5 * time.Second, capacity: 5 * time.Second,
+		step: 20 * time.Second, scaleIdle: 10 * time.Second}
 }
 
 // pool-tuned's options per scenario: what the README's "Choosing
 // max_inflight" recommends for that workload.
 var tunedOptions = map[string]string{
-	"proxy":   "max_inflight 0",
-	"memory":  "max_inflight 0",
-	"scaling": "max_inflight 1",
-	"hetero":  "max_inflight 1",
-	"failure": "max_inflight 1",
+	"proxy":    "max_inflight 0",
+	"cost":     "max_inflight 0",
+	"memory":   "max_inflight 0",
+	"overload": "max_inflight 0",
+	"scaling":  "max_inflight 1",
+	"hetero":   "max_inflight 1",
+	"failure":  "max_inflight 1",
 }
 
-// contenders returns the suite's contenders with workers app processes
-// each, for scenario.
+// suiteContenders returns the suite's contenders with workers app
+// processes each, for scenario. Where the request is GET / (proxy,
+// memory), Caddy answering by itself (caddy-respond) is the floor of
+// Caddy's own server. In the failure scenario stock
+// reverse_proxy and HAProxy also run with the failover options their
+// documentation gives (a row beside the plain one: they change the
+// result a lot).
 func suiteContenders(scenario, caddy string, workers int, dir string) []contender {
-	return []contender{
-		nodeSingle(dir),
+	cs := []contender{nodeSingle(dir)}
+	if scenario == "proxy" || scenario == "memory" {
+		cs = append(cs, caddyRespond(caddy, dir))
+	}
+	cs = append(cs,
 		nodeCluster(workers, dir),
 		pm2Cluster(workers, dir),
 		nginxLeastConn(workers, dir),
-		haproxyLeastConn(workers, dir),
-		caddyReverseProxy(caddy, workers, dir),
-		workerPool("pool-default", caddy, workers, "", dir),
-		workerPool("pool-tuned", caddy, workers, tunedOptions[scenario], dir),
+		haproxyLeastConn("haproxy", workers, dir, haproxyExtra{}),
+	)
+	if scenario == "failure" {
+		cs = append(cs, haproxyLeastConn("haproxy-tuned", workers, dir, haproxyFailover))
 	}
+	cs = append(cs, caddyReverseProxy("caddy-rp", caddy, workers, "", dir))
+	if scenario == "failure" {
+		cs = append(cs, caddyReverseProxy("caddy-rp-tuned", caddy, workers, caddyRPFailover, dir))
+	}
+	return append(cs,
+		workerPool("pool-default", caddy, workers, "", dir),
+		workerPool("pool-tuned", caddy, workers, tunedOptions[scenario], dir))
+}
+
+// noFileFor is the open-file limit that scenarios need at least.
+func noFileFor(scenarios []string) uint64 {
+	if slices.Contains(scenarios, "overload") {
+		return overloadFiles
+	}
+	return 0
+}
+
+// suiteScenarios are the scenarios that -scenarios names, in their
+// order; without it, all of them, less notQuick with --quick.
+func suiteScenarios(quick bool, list string) ([]string, error) {
+	if list == "" {
+		if quick {
+			return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool { return slices.Contains(notQuick, s) }), nil
+		}
+		return allScenarios, nil
+	}
+	scenarios := strings.Split(list, ",")
+	for _, s := range scenarios {
+		if !slices.Contains(allScenarios, s) {
+			return nil, fmt.Errorf("-scenarios: %q is none of %s", s, strings.Join(allScenarios, ","))
+		}
+	}
+	return scenarios, nil
 }
 
 func runSuite(o suiteOptions) error {
@@ -168,14 +232,9 @@ func runSuite(o suiteOptions) error {
 	} else {
 		defer os.RemoveAll(tmp)
 	}
-	scenarios := allScenarios
-	if o.scenarios != "" {
-		scenarios = strings.Split(o.scenarios, ",")
-		for _, s := range scenarios {
-			if !slices.Contains(allScenarios, s) {
-				return fmt.Errorf("-scenarios: %q is none of %s", s, strings.Join(allScenarios, ","))
-			}
-		}
+	scenarios, err := suiteScenarios(o.quick, o.scenarios)
+	if err != nil {
+		return err
 	}
 	if o.workers <= 0 {
 		o.workers = cpuCount()
@@ -189,12 +248,12 @@ func runSuite(o suiteOptions) error {
 	host, _ := os.Hostname()
 	rep := &suiteReport{
 		Date: time.Now().UTC().Format("2006-01-02"), Host: host, CPUs: cpuCount(), Workers: o.workers,
-		Quick: o.quick, LoadStart: loadAvg(), NoFile: raiseNoFile(), Scenarios: scenarios,
+		Quick: o.quick, LoadStart: loadAvg(), NoFile: raiseNoFile(noFileFor(scenarios)), Scenarios: scenarios,
 		Versions: toolVersions(caddy), Skipped: map[string]string{}, TunedNotes: tunedOptions,
-		Loadgen: "wrk (closed loop), the harness's Go client for the failure scenario",
+		Loadgen: "wrk (closed loop), the harness's Go client for the failure scenario, its open-loop generator (Poisson arrivals) for hetero",
 	}
 	if !haveWrk() {
-		rep.Loadgen = "the harness's Go client (wrk not installed: `apt-get install wrk`)"
+		rep.Loadgen = "the harness's Go client (wrk not installed: `apt-get install wrk`), its open-loop generator (Poisson arrivals) for hetero"
 	}
 	fmt.Fprintf(os.Stderr, "bench: %d CPUs, %d workers, load %s, open files %d\n", rep.CPUs, o.workers, rep.LoadStart, rep.NoFile)
 	l := suiteLengths(o.quick)
@@ -226,12 +285,20 @@ func runSuite(o suiteOptions) error {
 				}
 				rep.ProxyCost = append(rep.ProxyCost, run)
 			}
+		case "cost":
+			for _, c := range keep(suiteContenders(sc, caddy, o.workers, tmp)) {
+				runs, err := throughputByCost(c, l, tmp)
+				if err != nil {
+					fail(sc, c.name, err)
+				}
+				rep.Cost = append(rep.Cost, runs...)
+			}
 		case "scaling":
 			rep.Scaling = scaling(o.workers, l, tmp, func(n int) []contender {
 				return keep(suiteContenders(sc, caddy, n, tmp))
 			}, fail)
 		case "hetero":
-			rep.Hetero = hetero(keep(suiteContenders(sc, caddy, o.workers, tmp)), caddy, o.workers, l, tmp, fail)
+			rep.Hetero = hetero(keep(suiteContenders(sc, caddy, o.workers, tmp)), o.workers, l, o.seed, tmp, fail)
 		case "failure":
 			for _, c := range keep(suiteContenders(sc, caddy, o.workers, tmp)) {
 				if c.name == "node-single" {
@@ -253,6 +320,20 @@ func runSuite(o suiteOptions) error {
 				}
 				rep.Memory = append(rep.Memory, run)
 			}
+		case "overload":
+			for _, c := range keep(suiteContenders(sc, caddy, o.workers, tmp)) {
+				if c.name == "node-single" {
+					continue // one worker: not the pool size under test
+				}
+				run, err := overload(c, l, tmp)
+				if err != nil {
+					fail(sc, c.name, err)
+					continue
+				}
+				rep.Overload = append(rep.Overload, run)
+			}
+		case "autoscale":
+			rep.Autoscale = autoscale(keep(autoscaleContenders(caddy, l, tmp)), l, o.seed, func(name string, err error) { fail(sc, name, err) })
 		}
 		fmt.Fprintf(os.Stderr, "bench: %s done in %s\n", sc, time.Since(start).Round(time.Second))
 	}
@@ -270,24 +351,89 @@ func proxyCost(c contender, l lengths, tmp string) (proxyCostRun, error) {
 	if _, err := closedLoop(r.url+"/", 64, l.warm, tmp); err != nil {
 		return proxyCostRun{}, err
 	}
-	proxy, workers := r.split()
-	all := append(slices.Clone(proxy), workers...)
-	p0, a0 := cpuSeconds(proxy), cpuSeconds(all)
-	res, err := closedLoop(r.url+"/", 64, l.closed, tmp)
+	m, err := measureClosed(r, "/", 64, l.closed, tmp)
 	if err != nil {
 		return proxyCostRun{}, err
 	}
-	p1, a1 := cpuSeconds(proxy), cpuSeconds(all)
-	run := proxyCostRun{Contender: c.name, Load: res, ProxyProcs: len(proxy), ProxyCPUms: -1}
-	if good := res.good(); good > 0 {
-		if len(proxy) > 0 {
-			run.ProxyCPUms = (p1 - p0) * 1000 / float64(good) * 10000
-		}
-		run.AllCPUms = (a1 - a0) * 1000 / float64(good) * 10000
+	// µs per request × 10,000 / 1,000 = ms per 10,000 requests.
+	run := proxyCostRun{Contender: c.name, Load: m.load, ProxyProcs: m.proxyProcs,
+		ProxyCPUms: m.proxyCPUus() * 10, AllCPUms: m.perGood(m.allCPU) * 10}
+	if run.ProxyCPUms < 0 {
+		run.ProxyCPUms = -1
 	}
 	fmt.Fprintf(os.Stderr, "proxy %-13s %7.0f req/s  p50 %.2f p99 %.2f ms  proxy CPU %.0f ms/10k (%d procs)  all %.0f ms/10k  errors %d\n",
-		c.name, res.RPS, res.P50, res.P99, run.ProxyCPUms, len(proxy), run.AllCPUms, res.errors())
+		c.name, m.load.RPS, m.load.P50, m.load.P99, run.ProxyCPUms, m.proxyProcs, run.AllCPUms, m.load.errors())
 	return run, nil
+}
+
+// closedRun is a closed-loop run and what the contender's processes used
+// during it.
+type closedRun struct {
+	load       loadResult
+	proxyProcs int
+	// proxyCPU and allCPU are the CPU seconds of the proxy's processes
+	// and of all the contender's processes during the run.
+	proxyCPU, allCPU float64
+	// proxyPeak and allPeak are the largest RSS sums sampled during it.
+	proxyPeak, allPeak int64
+}
+
+// measureClosed drives r's path with conns connections for d and reads
+// the CPU time (utime+stime from /proc) and RSS of its processes.
+func measureClosed(r *running, path string, conns int, d time.Duration, tmp string) (closedRun, error) {
+	proxy, workers := r.split()
+	all := append(slices.Clone(proxy), workers...)
+	p0, a0 := cpuSeconds(proxy), cpuSeconds(all)
+	peaks := sampleRSS(proxy, all)
+	res, err := closedLoop(r.url+path, conns, d, tmp)
+	m := closedRun{load: res, proxyProcs: len(proxy)}
+	m.proxyPeak, m.allPeak = peaks()
+	m.proxyCPU, m.allCPU = cpuSeconds(proxy)-p0, cpuSeconds(all)-a0
+	return m, err
+}
+
+// perGood is CPU seconds per 2xx answer of the run, in µs.
+func (m closedRun) perGood(cpu float64) float64 {
+	if good := m.load.good(); good > 0 {
+		return cpu * 1e6 / float64(good)
+	}
+	return 0
+}
+
+// proxyCPUus is the proxy's CPU per 2xx answer in µs, or -1 when the
+// contender has no proxy process.
+func (m closedRun) proxyCPUus() float64 {
+	if m.proxyProcs == 0 {
+		return -1
+	}
+	return m.perGood(m.proxyCPU)
+}
+
+// sampleRSS samples the RSS sums of proxy and all every 200 ms until the
+// function it returns is called, which returns the largest of each.
+func sampleRSS(proxy, all []int) func() (proxyPeak, allPeak int64) {
+	stop := make(chan struct{})
+	type peaks struct{ proxy, all int64 }
+	done := make(chan peaks)
+	go func() {
+		var p peaks
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				done <- p
+				return
+			case <-t.C:
+				p.proxy, p.all = max(p.proxy, rssBytes(proxy)), max(p.all, rssBytes(all))
+			}
+		}
+	}()
+	return func() (int64, int64) {
+		close(stop)
+		p := <-done
+		return p.proxy, p.all
+	}
 }
 
 // scalingPath is the CPU-bound request of the scaling scenario.
@@ -345,33 +491,32 @@ func scaling(maxN int, l lengths, tmp string, contenders func(n int) []contender
 	return runs
 }
 
+// heteroLoads are the loads of the CPU mix, as fractions of Node
+// cluster's capacity (issue 17); the single cost class runs at the last.
+var heteroLoads = []float64{0.5, heteroGoalLoad}
+
 // hetero is the scheduling scenario's CPU mix (95% 1 ms, 5% 50 ms) at
-// 50, 80 and 95% of capacity, open loop.
-func hetero(cs []contender, caddy string, workers int, l lengths, tmp string, fail func(string, string, error)) *heteroResult {
-	capC := workerPool("capacity", caddy, workers, "max_inflight 1", tmp)
-	capacity, err := measureCapacity(capC, 4*workers, l.capacity, "cpu")
-	if err != nil {
-		fail("hetero", "capacity", err)
-		return nil
-	}
-	fmt.Fprintf(os.Stderr, "hetero capacity %.0f req/s\n", capacity)
-	res := &heteroResult{CapacityPS: capacity, Duration: l.hetero.String()}
-	for _, load := range []float64{0.5, 0.8, 0.95} {
-		for _, c := range cs {
-			if c.name == "node-single" {
-				continue
-			}
-			st, err := openLoop(c, load*capacity, l.warm, l.hetero, "cpu")
-			if err != nil {
-				fail("hetero", c.name, err)
-				continue
-			}
-			st.Load = load
-			fmt.Fprintf(os.Stderr, "hetero %-13s load %.0f%%: fast p50 %.1f p99 %.1f p99.9 %.1f ms, %.0f/s, %d errors\n",
-				c.name, load*100, st.FastP50, st.FastP99, st.FastP999, st.Throughput, st.Errors)
-			res.Runs = append(res.Runs, st)
+// heteroLoads of Node cluster's closed-loop capacity, and one cost class
+// (every request 2 ms) at the highest of them, open loop with Poisson
+// arrivals; both capacities are measured first, in this run.
+func hetero(cs []contender, workers int, l lengths, seed uint64, tmp string, fail func(string, string, error)) *heteroResult {
+	res := &heteroResult{CapacityOf: "node-cluster", Duration: l.hetero.String(), Seed: seed}
+	var err error
+	for _, m := range []struct {
+		kind string
+		into *float64
+	}{{"cpu", &res.CapacityPS}, {"single", &res.SingleCapacityPS}} {
+		if *m.into, err = measureCapacity(nodeCluster(workers, tmp), 4*workers, l.capacity, m.kind, seed); err != nil {
+			fail("hetero", "capacity", err)
+			return nil
 		}
+		fmt.Fprintf(os.Stderr, "hetero capacity (%s mix, node-cluster) %.0f req/s\n", m.kind, *m.into)
 	}
+	cs = slices.DeleteFunc(cs, func(c contender) bool { return c.name == "node-single" })
+	failed := func(name string, err error) { fail("hetero", name, err) }
+	res.Runs = openLoopRuns(cs, "cpu", res.CapacityPS, heteroLoads, []string{poisson}, seed, l.warm, l.hetero, failed)
+	res.Runs = append(res.Runs, openLoopRuns(cs, "single", res.SingleCapacityPS, heteroLoads[len(heteroLoads)-1:], []string{poisson},
+		seed, l.warm, l.hetero, failed)...)
 	return res
 }
 
@@ -458,25 +603,9 @@ func memory(c contender, conns int, l lengths, tmp string) (memoryRun, error) {
 	proxy, workers := r.split()
 	all := append(slices.Clone(proxy), workers...)
 	m := memoryRun{Contender: c.name, ConnsWanted: conns, ProxyIdle: rssBytes(proxy), ProxyIdlePSS: pssBytes(proxy), AllIdle: rssBytes(all)}
-	stop := make(chan struct{})
-	peak := make(chan int64)
-	go func() {
-		var p int64
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				peak <- p
-				return
-			case <-t.C:
-				p = max(p, rssBytes(proxy))
-			}
-		}
-	}()
+	peaks := sampleRSS(proxy, nil)
 	_, err = closedLoop(r.url+"/", 64, l.closed, tmp)
-	close(stop)
-	m.ProxyLoad = <-peak
+	m.ProxyLoad, _ = peaks()
 	if err != nil {
 		return m, err
 	}

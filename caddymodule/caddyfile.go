@@ -59,6 +59,9 @@ func (h *Handler) claimNameInCaddyfile(helper httpcaddyfile.Helper) error {
 //	    dir             <path>
 //	    env             <key> <value>
 //	    count           <n>|auto
+//	    max_count       <n>|auto
+//	    scale_idle      <duration>
+//	    max_total_memory <size>
 //	    listen          tcp|unix
 //	    startup_timeout <duration>
 //	    stop_timeout    <duration>
@@ -313,6 +316,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Validation = v
 		default:
+			if ok, err := h.unmarshalScaling(d, opt); ok {
+				if err != nil {
+					return err
+				}
+				break
+			}
 			if ok, err := h.unmarshalDiscovery(d, opt); err != nil {
 				return err
 			} else if !ok {

@@ -18,7 +18,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "worker-pool",
-		Usage: `[--listen <addr>] [--workers <n>] [--health-uri <path>] [--max-inflight <n>|auto] [--access-log] [--admin <addr>|off] -- <command> [<args...>]`,
+		Usage: `[--listen <addr>] [--workers <n>] [--max-workers <n>|auto] [--health-uri <path>] [--max-inflight <n>|auto] [--access-log] [--admin <addr>|off] -- <command> [<args...>]`,
 		Short: "Serves an app through a pool of worker processes",
 		Long: `
 Runs <command> as a pool of worker processes (one per CPU by default) and
@@ -28,12 +28,17 @@ WORKER_COUNT in its environment. Stop with Ctrl-C: the workers stop too.
 
   caddy worker-pool --listen :8080 --health-uri /healthz -- node server.js
 
+With --max-workers above --workers the pool starts more workers while
+requests keep waiting for a free one, and stops them again once they
+have not been needed for 30s.
+
 For TLS, more sites or any other option, write a Caddyfile with the
 worker_pool directive instead.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.Flags().StringP("listen", "l", ":8080", "Address to serve HTTP on")
-			cmd.Flags().IntP("workers", "w", 0, "Number of workers (default: one per CPU)")
+			cmd.Flags().IntP("workers", "w", 0, "Number of workers (default: one per CPU); with --max-workers, the number always running")
+			cmd.Flags().String("max-workers", "", "Most workers while requests queue: a number at least --workers, or auto for four per CPU (default: --workers, no scaling)")
 			cmd.Flags().String("health-uri", "", "Path a worker must answer with 2xx to be in rotation (default: a connect check)")
 			cmd.Flags().String("max-inflight", "auto", "Requests one worker may hold at once: a number (0 for no limit) or auto")
 			cmd.Flags().Bool("access-log", false, "Log every request")
@@ -63,6 +68,17 @@ func cmdWorkerPool(fs caddycmd.Flags) (int, error) {
 		}
 		h.MaxInflight = &Limit{N: n}
 	}
+	switch v := fs.String("max-workers"); v {
+	case "":
+	case "auto":
+		h.MaxCount = &WorkerCeiling{Auto: true}
+	default:
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--max-workers %q: give a number of workers at least --workers, or auto", v)
+		}
+		h.MaxCount = &WorkerCeiling{N: n}
+	}
 	if err := h.Validate(); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
@@ -70,8 +86,10 @@ func cmdWorkerPool(fs caddycmd.Flags) (int, error) {
 	if err := caddy.Run(cfg); err != nil {
 		return caddy.ExitCodeFailedStartup, err
 	}
-	caddy.Log().Info("worker pool serving", zap.String("listen", listen), zap.Strings("command", command))
-	fmt.Printf("worker pool serving on %s: %s\n", listen, strings.Join(command, " "))
+	if !caddy.Exiting() {
+		caddy.Log().Info("worker pool serving", zap.String("listen", listen), zap.Strings("command", command))
+		fmt.Printf("worker pool serving on %s: %s\n", listen, strings.Join(command, " "))
+	}
 	select {}
 }
 

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -196,11 +197,18 @@ type Handler struct {
 	// and registration in Consul (consul_register).
 	Discovery
 
+	// Scaling: more workers than Count while requests queue (max_count,
+	// scale_idle, max_total_memory).
+	Scaling
+
 	pool      *pool.Pool
 	key       string
 	logger    *zap.Logger
 	tracer    *tracing.Tracer // nil when tracing is off
 	validator *validate.Validator
+	// errorRoutes: the server has handle_errors routes, which render the
+	// errors the pool makes itself instead of its problem+json.
+	errorRoutes bool
 }
 
 // Breaker configures the circuit breaker that each worker has. Failing
@@ -251,25 +259,12 @@ type Limit struct {
 }
 
 // MarshalJSON writes a number, or "auto".
-func (l Limit) MarshalJSON() ([]byte, error) {
-	if l.Auto {
-		return []byte(`"auto"`), nil
-	}
-	return []byte(strconv.Itoa(l.N)), nil
-}
+func (l Limit) MarshalJSON() ([]byte, error) { return marshalNumberOrAuto(l.N, l.Auto) }
 
 // UnmarshalJSON reads a number, or "auto".
-func (l *Limit) UnmarshalJSON(b []byte) error {
-	if string(b) == `"auto"` {
-		*l = Limit{Auto: true}
-		return nil
-	}
-	n, err := strconv.Atoi(string(b))
-	if err != nil {
-		return fmt.Errorf("max_inflight: %s is neither a number nor \"auto\"", b)
-	}
-	*l = Limit{N: n}
-	return nil
+func (l *Limit) UnmarshalJSON(b []byte) (err error) {
+	l.N, l.Auto, err = unmarshalNumberOrAuto(b, "max_inflight")
+	return err
 }
 
 // CaddyModule returns the Caddy module information.
@@ -291,18 +286,42 @@ type runningPool struct {
 	metrics *poolMetrics
 }
 
-// Destruct stops the workers once no loaded config uses the pool.
+// Destruct stops the workers once no loaded config uses the pool. On a
+// reload that replaced the pool it returns at once: the old workers
+// finish their requests and open streams in the background (bounded by
+// stop_timeout) while the new ones serve. When Caddy stops, or the
+// process exits, they stop before it returns.
 func (p runningPool) Destruct() error {
 	unregister(p.Pool)
-	p.Stop()
+	switch {
+	case caddy.Exiting():
+		p.Close()
+		return nil
+	case caddy.ActiveContext().Context == nil:
+		// Caddy stopped without a config to replace this one.
+		p.Stop()
+		return nil
+	}
+	draining.Add(1)
+	go func() {
+		defer draining.Done()
+		p.Stop()
+	}()
 	return nil
 }
 
+// draining counts the pools that stop in the background after a reload.
+var draining sync.WaitGroup
+
 // Provision checks the config, sets defaults and starts the workers, or
-// takes over the running ones if an earlier config had the same pool. A
-// new pool is given until its startup_timeout to become healthy before
-// Provision returns, so a reload switches traffic only to workers that
-// answer (blue/green); the old config keeps serving meanwhile.
+// takes over the running ones if an earlier config had the same pool.
+// A pool that nothing serves yet (the first load) returns at once, so
+// that Caddy listens at once: its requests wait in the queue for the
+// first healthy worker. A pool that replaces a running one of the same
+// name (a reload that changed it) is given until its startup_timeout to
+// become healthy before Provision returns, so a reload switches traffic
+// only to workers that answer (blue/green); the old config keeps
+// serving meanwhile, and the process beginning to exit ends the wait.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Name == "" {
@@ -321,6 +340,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.claimName(ctx, key); err != nil {
 		return err
 	}
+	// A pool of this name that a running config serves from: the one a
+	// changed pool replaces.
+	replacing := lookup(h.Name) != nil
 	val, loaded, err := pools.LoadOrNew(key, func() (caddy.Destructor, error) {
 		// The pool outlives this config, so it logs through Caddy's
 		// process-wide logger rather than this config's.
@@ -343,12 +365,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	h.key = key
+	// From here on the pool is this handler's to release: Caddy calls
+	// Cleanup when Provision fails, and Cleanup lets go of it.
+	rp := val.(runningPool)
+	h.key, h.pool = key, rp.Pool
+	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
+		h.errorRoutes = srv.Errors != nil && len(srv.Errors.Routes) > 0
+		// When the process exits, the server waits for its requests
+		// before the pool is cleaned up: requests that wait for a worker
+		// to start must get their 503 now, and the workers their SIGTERM,
+		// so that they end their streams.
+		p := rp.Pool
+		srv.RegisterOnShutdown(func() {
+			if caddy.Exiting() {
+				p.Close()
+			}
+		})
+	}
 	if err := h.provisionTracing(ctx); err != nil {
 		return fmt.Errorf("worker_pool %q: %w", h.Name, err)
 	}
-	rp := val.(runningPool)
-	h.pool = rp.Pool
 	// Each config has a registry of its own; the pool's collector joins
 	// every one that uses it. Two handlers sharing a pool share it too.
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
@@ -360,20 +396,53 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionRegistration(); err != nil {
 		return err
 	}
-	if loaded {
+	switch {
+	case loaded:
 		h.logger.Info("keeping the running workers: pool config unchanged", zap.String("pool", h.Name))
 		return nil
+	case !replacing:
+		// Nothing serves this pool yet (the first load, or a new pool):
+		// Caddy listens at once, and the pool's requests wait in its
+		// queue for the first healthy worker.
+		h.logger.Info("starting workers; requests wait for the first healthy one", zap.String("pool", h.Name))
+		return nil
 	}
+	// A changed pool replaces a running one: the old config serves until
+	// the new workers are healthy, then traffic switches (blue/green).
 	wait := time.Duration(h.StartupTimeout)
 	if wait <= 0 {
 		wait = pool.DefaultStartupTimeout
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	if err := h.pool.WaitReady(wctx); err != nil {
+	if err := h.pool.WaitReady(exitAware(wctx)); err != nil {
 		h.logger.Warn("serving before every worker is healthy", zap.String("pool", h.Name), zap.Error(err))
 	}
 	return nil
+}
+
+// exitAware returns a context that also ends when the process begins to
+// exit (Ctrl-C, SIGTERM): a reload that waits for new workers must not
+// hold the exit up, and Caddy has no earlier notice of it than
+// caddy.Exiting, so it is polled. The polling ends with ctx.
+func exitAware(ctx context.Context) context.Context {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if caddy.Exiting() {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx
 }
 
 // poolKey identifies the pool's configuration: all of the handler's but
@@ -436,6 +505,7 @@ func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 			MaxLifetime: time.Duration(h.MaxLifetime),
 		},
 		Balancer: h.balancerConfig(log),
+		Scale:    h.scaleConfig(),
 	}, nil
 }
 
@@ -486,6 +556,7 @@ func (h *Handler) Validate() error {
 	}
 	h.validateSource(bad)
 	h.validateRegistration(bad)
+	h.validateScaling(bad)
 	if h.Count < 0 {
 		bad("count", "%d is negative: give a number of workers, or leave it out (auto) for one per CPU", h.Count)
 	}
@@ -528,7 +599,10 @@ func (h *Handler) Validate() error {
 }
 
 // ServeHTTP proxies the request to a worker. It never calls next: the
-// pool answers every request it gets, with 503 when no worker is healthy.
+// pool answers every request it gets. What it answers itself (400 for a
+// request body that could not be read, 502, 503 with Retry-After, 504)
+// is problem+json, or, where the server has handle_errors routes, a
+// caddyhttp.Error for them to render, as reverse_proxy does.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if h.tracer != nil {
 		var end func()
@@ -541,7 +615,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			return nil
 		}
 	}
-	h.pool.ServeHTTP(w, r)
+	if err := h.pool.Serve(w, r); err != nil {
+		if !h.errorRoutes {
+			err.Write(w)
+			return nil
+		}
+		// The server's handle_errors routes answer; {err.status_code}
+		// and {err.message} say what happened.
+		if err.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(err.RetryAfter))
+		}
+		return caddyhttp.Error(err.Status, err)
+	}
 	return nil
 }
 

@@ -27,7 +27,7 @@ type poolMetrics struct {
 	retries   prometheus.Counter
 	vecs      []prometheus.Collector
 
-	workers, healthy, inflight, limit, queue, restarts, breaker *prometheus.Desc
+	workers, healthy, inflight, limit, queue, restarts, breaker, scaling *prometheus.Desc
 
 	mu      sync.Mutex               // serialises growing workerL
 	workerL atomic.Pointer[[]string] // "0", "1", …: label values, made once
@@ -68,6 +68,7 @@ func newPoolMetrics(name string) *poolMetrics {
 		queue:    desc("queue_depth", "Requests waiting for a free worker."),
 		restarts: desc("worker_restarts_total", "Processes replaced, by reason: crash (exited, killed as hung or never healthy) or recycle (rolling restart, max_requests, max_memory, max_lifetime, watch).", "worker", "reason"),
 		breaker:  desc("worker_breaker_state", "The worker's circuit breaker: 0 closed, 1 half-open, 2 open.", "worker"),
+		scaling:  desc("scaling_decisions_total", "Scaling decisions of a pool with max_count, by direction (up, down, hold: a worker was needed but not started) and reason.", "direction", "reason"),
 	}
 }
 
@@ -117,7 +118,7 @@ func (m *poolMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range m.vecs {
 		c.Describe(ch)
 	}
-	for _, d := range []*prometheus.Desc{m.workers, m.healthy, m.inflight, m.limit, m.queue, m.restarts, m.breaker} {
+	for _, d := range []*prometheus.Desc{m.workers, m.healthy, m.inflight, m.limit, m.queue, m.restarts, m.breaker, m.scaling} {
 		ch <- d
 	}
 }
@@ -146,6 +147,11 @@ func (m *poolMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.workers, prometheus.GaugeValue, float64(states[s]), s)
 	}
 	ch <- prometheus.MustNewConstMetric(m.queue, prometheus.GaugeValue, float64(st.Queued))
+	if st.Scaling != nil {
+		for _, c := range st.Scaling.Totals {
+			ch <- prometheus.MustNewConstMetric(m.scaling, prometheus.CounterValue, float64(c.Count), c.Direction, c.Reason)
+		}
+	}
 }
 
 func b2f(b bool) float64 {

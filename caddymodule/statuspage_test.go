@@ -60,7 +60,8 @@ func headless(t *testing.T, browser, url string, flags ...string) string {
 }
 
 // The status page, opened in a real browser, shows the workers of a
-// running pool: every pid, its state and the request it holds.
+// running pool: every pid, its state and the request it holds; and the
+// pool's floor and ceiling.
 func TestStatusPageInChromium(t *testing.T) {
 	browser := chromium(t)
 	port := testworker.FreePort(t)
@@ -81,6 +82,7 @@ http://127.0.0.1:%d {
 			env %s serve
 			env GORACE atexit_sleep_ms=0
 			count 2
+			max_count 3
 			max_inflight 1
 			health_uri /healthz
 			health_interval 50ms
@@ -126,6 +128,9 @@ http://127.0.0.1:%d {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the page does not show worker %d (%s); DOM:\n%s", w.ID, want, dom)
 		}
+	}
+	if !strings.Contains(dom, `data-floor="2" data-ceiling="3"`) {
+		t.Errorf("the page does not show the floor and the ceiling; DOM:\n%s", dom)
 	}
 	if !strings.Contains(dom, "1 / 1") {
 		t.Errorf("the page shows no worker with 1 of 1 requests in flight; DOM:\n%s", dom)

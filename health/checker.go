@@ -2,7 +2,6 @@ package health
 
 import (
 	"context"
-	"sync"
 	"time"
 )
 
@@ -11,38 +10,28 @@ import (
 // 50 ms should serve in about 50 ms, not after a whole interval.
 const firstProbeInterval = 10 * time.Millisecond
 
-// Checker probes one target on a schedule and reports each change of its
-// state. It starts unhealthy. Its goroutine is started by Start and ended
-// by Stop.
+// Checker probes one target on a schedule and reports every result. It
+// keeps no verdict of its own: whoever owns the endpoint's state counts
+// the results against the thresholds (Streak), together with what else
+// it learns about the endpoint, so that there is one state and not two
+// that can disagree. Its goroutine is started by Start and ended by
+// Stop.
 type Checker struct {
-	cfg      Config
-	prober   *Prober
-	onChange func(healthy bool, err error)
+	cfg     Config
+	prober  *Prober
+	onProbe func(started time.Time, err error)
 
-	cancel  context.CancelFunc
-	done    chan struct{}
-	settled chan struct{} // closed once a first verdict is in
-
-	mu      sync.Mutex
-	healthy bool
-	lastErr error
-	passes  int
-	fails   int
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
-// NewChecker prepares a checker of target; onChange is called from the
-// checker's goroutine whenever the state flips, with the last probe error
-// when it becomes unhealthy.
-func NewChecker(cfg Config, target Target, onChange func(healthy bool, err error)) *Checker {
+// NewChecker prepares a checker of target; onProbe is called from the
+// checker's goroutine with each probe's start time and result (nil:
+// passed), never concurrently with itself.
+func NewChecker(cfg Config, target Target, onProbe func(started time.Time, err error)) *Checker {
 	cfg = cfg.WithDefaults()
-	return &Checker{cfg: cfg, prober: NewProber(cfg, target), onChange: onChange,
-		done: make(chan struct{}), settled: make(chan struct{})}
+	return &Checker{cfg: cfg, prober: NewProber(cfg, target), onProbe: onProbe, done: make(chan struct{})}
 }
-
-// Settled is closed once the checker has a first verdict: the endpoint
-// became healthy (onChange has returned), or a probe failed before it
-// did. Whoever waits for a set of endpoints to be known waits on it.
-func (c *Checker) Settled() <-chan struct{} { return c.settled }
 
 // Start begins probing at once.
 func (c *Checker) Start() {
@@ -51,7 +40,7 @@ func (c *Checker) Start() {
 	go c.run(ctx)
 }
 
-// Stop ends probing and waits for the goroutine; no onChange call happens
+// Stop ends probing and waits for the goroutine; no onProbe call happens
 // after Stop returns.
 func (c *Checker) Stop() {
 	if c.cancel == nil {
@@ -61,25 +50,11 @@ func (c *Checker) Stop() {
 	<-c.done
 }
 
-// Healthy reports the current state and the last probe error.
-func (c *Checker) Healthy() (bool, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.healthy, c.lastErr
-}
-
-// MarkDown records that the endpoint failed in use (passive health): it
-// counts as unhealthy until the probe passes again, which fires
-// onChange(true). onChange is not called for this change.
-func (c *Checker) MarkDown(err error) {
-	c.mu.Lock()
-	c.healthy, c.lastErr, c.passes = false, err, 0
-	c.mu.Unlock()
-}
-
 func (c *Checker) run(ctx context.Context) {
 	defer close(c.done)
-	everHealthy, settled := false, false
+	// Until a probe passes, probe soon and then less often: a worker that
+	// is up in 50 ms serves in about 50 ms.
+	everPassed := false
 	wait := firstProbeInterval
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -89,37 +64,14 @@ func (c *Checker) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		started := time.Now()
 		err := c.prober.Probe(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		c.mu.Lock()
-		c.lastErr = err
-		was := c.healthy
-		if err == nil {
-			c.passes, c.fails = c.passes+1, 0
-			if c.passes >= c.cfg.Passes {
-				c.healthy = true
-			}
-		} else {
-			c.passes, c.fails = 0, c.fails+1
-			if c.fails >= c.cfg.Fails {
-				c.healthy = false
-			}
-		}
-		now := c.healthy
-		c.mu.Unlock()
-		if now != was {
-			c.onChange(now, err)
-		}
-		if !settled && (now || err != nil) {
-			settled = true
-			close(c.settled)
-		}
-		if now {
-			everHealthy = true
-		}
-		if everHealthy {
+		c.onProbe(started, err)
+		everPassed = everPassed || err == nil
+		if everPassed {
 			t.Reset(c.cfg.Interval)
 		} else {
 			t.Reset(min(wait, c.cfg.Interval))
@@ -127,3 +79,24 @@ func (c *Checker) run(ctx context.Context) {
 		}
 	}
 }
+
+// Streak counts consecutive probe results, for the rise and fall
+// thresholds of Config.
+type Streak struct {
+	Passes, Fails int
+}
+
+// Add records one probe result.
+func (s *Streak) Add(err error) {
+	if err == nil {
+		s.Passes, s.Fails = s.Passes+1, 0
+	} else {
+		s.Passes, s.Fails = 0, s.Fails+1
+	}
+}
+
+// Rose reports whether the passes in a row reach c's Passes threshold.
+func (c Config) Rose(s Streak) bool { return s.Passes >= max(c.Passes, 1) }
+
+// Fell reports whether the failures in a row reach c's Fails threshold.
+func (c Config) Fell(s Streak) bool { return s.Fails >= max(c.Fails, 1) }

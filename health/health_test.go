@@ -18,15 +18,39 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// transitions records onChange calls in order.
-type transitions chan bool
+// verdicts applies a Config's thresholds to a checker's results, as
+// the owner of an endpoint's state does, and records each change.
+type verdicts struct {
+	cfg     health.Config
+	streak  health.Streak
+	healthy bool
+	lastErr atomic.Value
+	changes chan bool
+}
 
-func (tr transitions) onChange(healthy bool, _ error) { tr <- healthy }
+func newVerdicts(cfg health.Config) *verdicts {
+	return &verdicts{cfg: cfg, changes: make(chan bool, 10)}
+}
 
-func (tr transitions) expect(t *testing.T, want bool) {
+func (v *verdicts) onProbe(_ time.Time, err error) {
+	v.streak.Add(err)
+	if err != nil {
+		v.lastErr.Store(err)
+	}
+	switch {
+	case !v.healthy && v.cfg.Rose(v.streak):
+		v.healthy = true
+		v.changes <- true
+	case v.healthy && v.cfg.Fell(v.streak):
+		v.healthy = false
+		v.changes <- false
+	}
+}
+
+func (v *verdicts) expect(t *testing.T, want bool) {
 	t.Helper()
 	select {
-	case got := <-tr:
+	case got := <-v.changes:
 		if got != want {
 			t.Fatalf("state changed to healthy=%v, want %v", got, want)
 		}
@@ -49,9 +73,9 @@ func TestHTTPProbeThresholds(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	tr := make(transitions, 10)
-	c := health.NewChecker(health.Config{URI: "/healthz", Interval: 10 * time.Millisecond, Passes: 2, Fails: 3},
-		health.Target{Network: "tcp", Address: srv.Listener.Addr().String()}, tr.onChange)
+	cfg := health.Config{URI: "/healthz", Interval: 10 * time.Millisecond, Passes: 2, Fails: 3}
+	tr := newVerdicts(cfg)
+	c := health.NewChecker(cfg, health.Target{Network: "tcp", Address: srv.Listener.Addr().String()}, tr.onProbe)
 	c.Start()
 	defer c.Stop()
 
@@ -65,8 +89,8 @@ func TestHTTPProbeThresholds(t *testing.T) {
 	if n := probes.Load() - before; n < 3 {
 		t.Fatalf("unhealthy after %d failed probes, fails threshold is 3", n)
 	}
-	if ok, err := c.Healthy(); ok || err == nil || !strings.Contains(err.Error(), "503") {
-		t.Fatalf("Healthy() = %v, %v", ok, err)
+	if err, _ := tr.lastErr.Load().(error); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("last probe error %v, want one naming the 503", err)
 	}
 	status.Store(204)
 	tr.expect(t, true)
@@ -92,9 +116,9 @@ func TestConnectProbe(t *testing.T) {
 					c.Close()
 				}
 			}()
-			tr := make(transitions, 10)
-			c := health.NewChecker(health.Config{Interval: 10 * time.Millisecond, Fails: 1},
-				health.Target{Network: network, Address: ln.Addr().String()}, tr.onChange)
+			cfg := health.Config{Interval: 10 * time.Millisecond, Fails: 1}
+			tr := newVerdicts(cfg)
+			c := health.NewChecker(cfg, health.Target{Network: network, Address: ln.Addr().String()}, tr.onProbe)
 			c.Start()
 			defer c.Stop()
 			tr.expect(t, true)

@@ -8,7 +8,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-workerpool/caddy-workerpool/balancer"
 	"github.com/caddy-workerpool/caddy-workerpool/health"
 	"github.com/caddy-workerpool/caddy-workerpool/worker"
 )
@@ -26,108 +25,95 @@ type Source interface {
 // restart) when the pool serves endpoints that it found, not spawned.
 var ErrNotSpawned = errors.New("the pool's workers are discovered, not spawned by it: restart them where they are started")
 
-// discovery is the state of a pool whose endpoints come from a Source.
-// Its fields are guarded by Pool.mu.
-type discovery struct {
+// finder is the source of a pool whose endpoints something else
+// started: each candidate the Source lists joins the pool, is probed
+// all the time, and serves while its probe passes; it keeps its
+// endpoint (load, breaker, connections) for as long as it is listed.
+type finder struct {
+	p      *Pool
 	src    Source
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	found   map[health.Target]*found
+	// Guarded by Pool.mu.
+	found   map[health.Target]*member
 	updated bool // the source has reported at least once
 }
 
-// found is one candidate endpoint: probed all the time, in rotation while
-// its probe passes. It keeps its Endpoint (load, breaker, connections)
-// for as long as the source lists it.
-type found struct {
-	target  health.Target
-	ep      *balancer.Endpoint
-	checker *health.Checker
-	since   time.Time
-	healthy bool
-	ready   bool // has passed a probe at least once
+func newFinder(p *Pool, src Source) *finder {
+	return &finder{p: p, src: src, found: map[health.Target]*member{}}
 }
 
-func (p *Pool) startDiscovery() {
+func (f *finder) start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	d := p.disc
-	d.cancel, d.done = cancel, make(chan struct{})
+	f.cancel, f.done = cancel, make(chan struct{})
 	go func() {
-		defer close(d.done)
-		d.src.Run(ctx, p.updateCandidates)
+		defer close(f.done)
+		f.src.Run(ctx, f.update)
 	}()
 }
 
-// stopDiscovery ends the source, then every checker, and takes every
-// endpoint out of rotation.
-func (p *Pool) stopDiscovery() {
-	d := p.disc
-	if d.cancel == nil {
+// stop ends the source, then takes every endpoint out.
+func (f *finder) stop() {
+	if f.cancel == nil {
 		return
 	}
-	d.cancel()
-	<-d.done
-	p.updateCandidates(nil)
+	f.cancel()
+	<-f.done
+	f.update(nil)
 }
 
-// updateCandidates makes the probed set equal to targets: new candidates
-// get an endpoint and a checker; those no longer listed leave rotation
-// (their requests in flight finish) and are no longer probed. Endpoints
-// that stay keep their load and breaker.
-func (p *Pool) updateCandidates(targets []health.Target) {
-	d := p.disc
+// update makes the probed set equal to targets: new candidates join;
+// those no longer listed leave (their requests in flight finish).
+// Endpoints that stay keep their state.
+func (f *finder) update(targets []health.Target) {
+	p := f.p
 	want := make(map[health.Target]bool, len(targets))
 	for _, t := range targets {
 		want[t] = true
 	}
-	var added, gone []*found
+	var added, gone []*member
 	p.mu.Lock()
-	for t, f := range d.found {
+	for t, m := range f.found {
 		if !want[t] {
-			gone = append(gone, f)
-			delete(d.found, t)
+			gone = append(gone, m)
+			delete(f.found, t)
 		}
 	}
 	for _, t := range targets {
-		if d.found[t] != nil {
+		if f.found[t] != nil {
 			continue
 		}
-		f := &found{target: t, since: time.Now()}
-		f.ep = p.bal.NewEndpoint(p.freeIDLocked(), 0, t.Network, t.Address)
-		f.checker = health.NewChecker(p.cfg.Health, t, func(ok bool, err error) { p.foundHealthChanged(f, ok, err) })
-		d.found[t] = f
-		added = append(added, f)
+		m := &member{id: f.freeIDLocked(), target: t, since: time.Now()}
+		f.found[t] = m
+		added = append(added, m)
 	}
-	d.updated = true
+	first := !f.updated
+	f.updated = true
 	p.notifyLocked()
 	p.mu.Unlock()
+	if first {
+		defer p.arrived(1)
+	}
 
-	for _, f := range gone {
-		// After Stop returns the checker puts nothing back in rotation.
-		f.checker.Stop()
-		p.mu.Lock()
-		if p.bal.Remove(f.ep) {
-			p.notifyLocked()
-		}
-		p.mu.Unlock()
-		f.ep.Close()
-		if f.ready {
-			p.log.Info("endpoint no longer listed; out of rotation", zap.String("address", f.target.Address))
+	for _, m := range gone {
+		p.leave(m)
+		if m.probed {
+			p.log.Info("endpoint no longer listed; out of rotation", zap.String("address", m.target.Address))
 		}
 	}
-	for _, f := range added {
-		f.checker.Start()
+	for _, m := range added {
+		p.join(m)
 	}
 }
 
 // freeIDLocked returns the lowest id no candidate has: ids label metrics
 // and logs, so they are reused rather than grown without bound.
-func (p *Pool) freeIDLocked() int {
-	used := make([]bool, len(p.disc.found)+2)
-	for _, f := range p.disc.found {
-		if f.ep.Worker < len(used) {
-			used[f.ep.Worker] = true
+func (f *finder) freeIDLocked() int {
+	used := make([]bool, len(f.found)+2)
+	for _, m := range f.found {
+		if m.id < len(used) {
+			used[m.id] = true
 		}
 	}
 	for id := 1; ; id++ {
@@ -137,90 +123,46 @@ func (p *Pool) freeIDLocked() int {
 	}
 }
 
-func (p *Pool) foundHealthChanged(f *found, ok bool, err error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	f.healthy = ok
-	log := p.log.With(zap.Int("worker", f.ep.Worker), zap.String("address", f.target.Address))
-	if ok {
-		f.ready = true
-		log.Info("endpoint healthy; in rotation")
-		p.bal.Add(f.ep)
-	} else {
-		log.Warn("endpoint unhealthy; out of rotation", zap.Error(err))
-		p.bal.Remove(f.ep)
-	}
-	p.notifyLocked()
+// arriving: the source's first report, which may list none.
+func (f *finder) arriving() int { return 1 }
+
+func (f *finder) slots() int {
+	f.p.mu.Lock()
+	defer f.p.mu.Unlock()
+	return len(f.found)
 }
 
-// passiveDownFound is passiveDown for a discovered endpoint: out of
-// rotation until its probe passes again. p.mu is held.
-func (p *Pool) passiveDownFound(e *balancer.Endpoint) bool {
-	for _, f := range p.disc.found {
-		if f.ep == e {
-			p.log.Warn("endpoint failing requests; out of rotation until its health check passes",
-				zap.Int("worker", e.Worker), zap.String("address", e.Address))
-			f.healthy = false
-			f.checker.MarkDown(errors.New("requests failed"))
-			if p.bal.Remove(e) {
-				p.notifyLocked()
-			}
-			return true
+// settled: the source has reported, and each candidate it listed has
+// had a first health check (or serves).
+func (f *finder) settled() bool {
+	f.p.mu.Lock()
+	defer f.p.mu.Unlock()
+	if !f.updated {
+		return false
+	}
+	for _, m := range f.found {
+		if !m.probed {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
-// waitSettled returns once the source has reported and each candidate it
-// listed has a first verdict, or with the context's error.
-func (p *Pool) waitSettled(ctx context.Context) error {
-	for {
-		p.mu.Lock()
-		ch, updated := p.changed, p.disc.updated
-		var pending []<-chan struct{}
-		for _, f := range p.disc.found {
-			pending = append(pending, f.checker.Settled())
-		}
-		p.mu.Unlock()
-		if !updated {
-			select {
-			case <-ch:
-				continue
-			case <-ctx.Done():
-				return errors.New("no endpoints reported yet: " + ctx.Err().Error())
-			}
-		}
-		for _, s := range pending {
-			select {
-			case <-s:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		return nil
-	}
-}
+// kill cannot restart what something else started: the endpoint stays
+// out of rotation until its health check passes.
+func (f *finder) kill(*member, string) {}
 
-// discoveredStatus lists the candidates, by id.
-func (p *Pool) discoveredStatus() []WorkerStatus {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]WorkerStatus, 0, len(p.disc.found))
-	for _, f := range p.disc.found {
+func (f *finder) slotStatus() []worker.Status {
+	f.p.mu.Lock()
+	defer f.p.mu.Unlock()
+	out := make([]worker.Status, 0, len(f.found))
+	for _, m := range f.found {
 		state := "starting" // not passed a probe yet: nothing may listen there
-		if f.ready {
+		if m.life.state != starting {
 			state = "running"
 		}
-		out = append(out, WorkerStatus{
-			Status:    worker.Status{ID: f.ep.Worker, Address: f.target.Address, State: state, Since: f.since},
-			Healthy:   f.healthy,
-			Inflight:  f.ep.Inflight(),
-			Limit:     f.ep.Limit(),
-			Served:    f.ep.Served(),
-			Breaker:   f.ep.BreakerState(),
-			LatencyMS: float64(f.ep.Latency().Microseconds()) / 1000,
-		})
+		out = append(out, worker.Status{ID: m.id, Address: m.target.Address, State: state, Since: m.since})
 	}
-	slices.SortFunc(out, func(a, b WorkerStatus) int { return a.ID - b.ID })
+	slices.SortFunc(out, func(a, b worker.Status) int { return a.ID - b.ID })
 	return out
 }

@@ -1,8 +1,10 @@
-// Package pool composes the parts of a worker pool: a worker.Supervisor
-// that keeps processes running, a health.Checker per process that decides
-// when it may serve, and a balancer.Balancer that spreads requests over
-// the processes that may. It is what the Caddy module, the CLI and tests
-// use; it never imports Caddy.
+// Package pool composes the parts of a worker pool: a source of
+// endpoints (worker processes it spawns and supervises, or endpoints
+// that something else started and a Source lists), a health.Checker per
+// endpoint, one lifecycle per endpoint that decides whether it serves,
+// and a balancer.Balancer that spreads requests over those that do. It
+// is what the Caddy module, the CLI and tests use; it never imports
+// Caddy.
 package pool
 
 import (
@@ -10,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -59,40 +62,84 @@ type Config struct {
 	// retries. The pool sets its OnPassiveDown, OnHung and
 	// OnBreakerChange.
 	Balancer balancer.Config
+	// Scale lets a pool that spawns its workers run more than
+	// Workers.Count of them while requests queue (see scale.go).
+	Scale Scale
 }
 
-// Pool runs and serves from a set of workers.
+// Pool runs and serves from a set of endpoints.
 type Pool struct {
 	cfg Config
 	log *zap.Logger
-	sup *worker.Supervisor
 	bal *balancer.Balancer
+	src source
 
 	mu      sync.Mutex
-	members map[*worker.Instance]*member
+	members []*member
 	changed chan struct{} // closed and replaced when rotation changes
+	// While the pool boots — from Start until an endpoint first serves,
+	// or startup_timeout passes — requests that find no endpoint wait
+	// for one, rather than get 503 at once: booting counts endpoints the
+	// source is about to report (workers being spawned, a first
+	// discovery), and members that are starting count too. After boot a
+	// pool with no endpoint answers 503 at once: a worker that crashes
+	// or never gets healthy must not hold requests.
+	warming  bool
+	booting  int
+	bootOver *time.Timer
 
-	restartMu sync.Mutex // one replacement at a time
-	watch     *watcher   // nil without Config.Watch
-
-	stopRecycler context.CancelFunc // nil without Config.Recycle
-	recyclerDone chan struct{}
-
-	disc *discovery // nil when the pool spawns its workers
+	stopOnce sync.Once
 }
 
-// member is the pool's view of one running process.
+// source is where a pool's endpoints come from: worker processes it
+// spawns (spawner), or endpoints that something else started (finder).
+// A source calls Pool.join for each endpoint that appears and Pool.leave
+// once it is gone. The lifecycle is the same for both; what differs is
+// here.
+type source interface {
+	start()
+	// stop ends the source; every endpoint has left when it returns.
+	stop()
+	// arriving is how many endpoints the source will report soon after
+	// start, which requests may wait for.
+	arriving() int
+	// slots is how many endpoints the pool should have: the worker
+	// count, or the candidates the source lists now.
+	slots() int
+	// settled reports whether the pool may take over traffic: every
+	// worker serves; or, for found endpoints, the source has reported
+	// and each has had a first health check.
+	settled() bool
+	// kill ends an endpoint that will not heal. A spawned worker is
+	// killed, and restarted; a found endpoint stays out of rotation
+	// until its health check passes, since nobody here can restart it.
+	kill(m *member, reason string)
+	// slotStatus lists the endpoints the source knows of, in id order,
+	// including worker slots that have no process now.
+	slotStatus() []worker.Status
+}
+
+// member is one endpoint the pool serves from, spawned or found.
 type member struct {
-	inst     *worker.Instance
-	ep       *balancer.Endpoint
-	checker  *health.Checker
-	startup  *time.Timer
-	hung     *time.Timer // runs while a ready worker is unhealthy
-	plan     recyclePlan
-	healthy  bool
-	draining bool // leaving for good: never back in rotation
-	ready    bool // has passed a health check at least once
+	id      int
+	ep      *balancer.Endpoint
+	target  health.Target
+	proc    *worker.Instance // nil for an endpoint something else started
+	checker *health.Checker
+	since   time.Time
+	plan    recyclePlan
+
+	// Guarded by Pool.mu.
+	life    lifecycle
+	probed  bool  // a first health check result is in
+	lastErr error // of the last failed health check
+	startup *time.Timer
+	kill    *time.Timer
+	reprobe *time.Timer // the breaker's open_for
 }
+
+// errProbe stands for a failed health check in a lifecycle's streak.
+var errProbe = errors.New("health check failed")
 
 // New checks cfg and prepares a pool; nothing runs before Start.
 func New(cfg Config, log *zap.Logger) (*Pool, error) {
@@ -102,6 +149,9 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 	if err := cfg.Health.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.checkScale(); err != nil {
+		return nil, err
+	}
 	cfg.Health = cfg.Health.WithDefaults()
 	if cfg.StartupTimeout <= 0 {
 		cfg.StartupTimeout = DefaultStartupTimeout
@@ -109,19 +159,20 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 	if cfg.UnhealthyKillAfter <= 0 {
 		cfg.UnhealthyKillAfter = DefaultUnhealthyKillAfter
 	}
-	p := &Pool{
-		cfg:     cfg,
-		log:     log,
-		members: map[*worker.Instance]*member{},
-		changed: make(chan struct{}),
-	}
+	p := &Pool{cfg: cfg, log: log, changed: make(chan struct{})}
 	bcfg := cfg.Balancer
-	bcfg.OnPassiveDown = p.passiveDown
+	bcfg.OnPassiveDown = func(e *balancer.Endpoint) { p.event(e, event{kind: evPassive, at: time.Now()}) }
 	// A worker that did not answer within request_timeout is treated as
 	// hung: out of rotation, killed unless its health check passes.
-	bcfg.OnHung = p.passiveDown
+	bcfg.OnHung = func(e *balancer.Endpoint) { p.event(e, event{kind: evHung, at: time.Now()}) }
 	bcfg.OnBreakerChange = func(e *balancer.Endpoint, from, to string) {
 		log.Warn("worker breaker "+to, zap.Int("worker", e.Worker), zap.Int("pid", e.PID), zap.String("from", from))
+		switch to {
+		case "open":
+			p.event(e, event{kind: evBreakerOpen})
+		case "closed":
+			p.event(e, event{kind: evBreakerClosed})
+		}
 	}
 	var err error
 	if p.bal, err = balancer.New(bcfg); err != nil {
@@ -131,85 +182,123 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 		if cfg.Recycle.enabled() || len(cfg.Watch) > 0 {
 			return nil, errors.New("recycling and watch restart processes; a pool with a Source spawns none")
 		}
-		p.disc = &discovery{src: cfg.Source, found: map[health.Target]*found{}}
+		p.src = newFinder(p, cfg.Source)
 		return p, nil
 	}
-	p.sup, err = worker.New(cfg.Workers, worker.Hooks{Started: p.started, Exited: p.exited}, log)
-	if err != nil {
+	if p.src, err = newSpawner(p); err != nil {
 		return nil, err
-	}
-	if len(cfg.Watch) > 0 {
-		if p.watch, err = newWatcher(cfg.Watch, cfg.Workers.Dir, cfg.WatchDebounce); err != nil {
-			return nil, err
-		}
 	}
 	return p, nil
 }
 
-// Start starts the workers (and the file watch). Requests get 503 until
-// one is healthy.
+// Start starts the source: the workers (with the file watch and the
+// recycler), or the discovery. Requests wait in the queue for the first
+// endpoint that serves, up to the queue timeout.
 func (p *Pool) Start() {
-	if p.disc != nil {
-		p.startDiscovery()
-		return
-	}
-	p.sup.Start()
-	if p.watch != nil {
-		p.watch.start(p)
-	}
-	if p.cfg.Recycle.enabled() {
-		ctx, cancel := context.WithCancel(context.Background())
-		p.stopRecycler, p.recyclerDone = cancel, make(chan struct{})
-		go p.recycler(ctx, p.recyclerDone)
-	}
+	p.mu.Lock()
+	p.warming, p.booting = true, p.src.arriving()
+	p.bootOver = time.AfterFunc(p.cfg.StartupTimeout, p.booted)
+	p.expectLocked()
+	p.mu.Unlock()
+	p.src.start()
 }
 
-// Stop lets the requests in flight and in the queue finish (bounded by
-// the stop timeout), then stops every worker (gracefully, bounded by the
-// stop timeout again), every health checker and the file watch, and
-// returns when all are gone. Caddy cleans up an old config while its
-// server still finishes requests, so the workers must outlive those.
+// booted ends the pool's boot.
+func (p *Pool) booted() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.warming = false
+	p.expectLocked()
+}
+
+// arrived is a source's report that n endpoints it announced have
+// joined, or will not.
+func (p *Pool) arrived(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.booting = max(p.booting-n, 0)
+	p.expectLocked()
+}
+
+// expectLocked tells the balancer how many endpoints may join soon
+// while the pool boots: those starting and those about to be reported.
+// p.mu is held.
+func (p *Pool) expectLocked() {
+	n := 0
+	if p.warming {
+		n = p.booting
+		for _, m := range p.members {
+			if m.life.state == starting {
+				n++
+			}
+		}
+	}
+	p.bal.Expect(n)
+}
+
+// Stop lets the requests in flight and in the queue finish, and open
+// streams end (bounded by the stop timeout), then stops the source —
+// every worker gracefully, bounded by the stop timeout again — and
+// every health checker, and returns when all are gone. Caddy cleans up
+// an old config while its server still finishes requests, so the
+// workers must outlive those.
 func (p *Pool) Stop() {
-	p.settle(p.stopTimeout())
-	if p.disc != nil {
-		p.stopDiscovery()
-		return
-	}
-	if p.watch != nil {
-		p.watch.stop()
-	}
-	if p.stopRecycler != nil {
-		p.stopRecycler()
-		<-p.recyclerDone
-	}
-	p.sup.Stop()
+	p.settle(p.stopTimeout(), true)
+	p.close()
 }
 
-// ServeHTTP proxies r to a healthy worker.
+// Close stops the pool without waiting for open streams: requests that
+// wait for a worker to start get 503 at once, requests in flight finish
+// (bounded by the stop timeout), and the workers are stopped — SIGTERM,
+// so that they can end their streams themselves, then SIGKILL after the
+// stop timeout. It is how the pool stops when the process exits. Stop
+// or Close again does nothing more.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.warming = false
+	p.expectLocked()
+	p.mu.Unlock()
+	p.settle(p.stopTimeout(), false)
+	p.close()
+}
+
+func (p *Pool) close() {
+	p.stopOnce.Do(func() {
+		p.mu.Lock()
+		if p.bootOver != nil {
+			p.bootOver.Stop()
+		}
+		p.mu.Unlock()
+		p.src.stop()
+	})
+}
+
+// ServeHTTP proxies r to a healthy worker, answering problem+json when
+// none can serve it.
 func (p *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.bal.ServeHTTP(w, r) }
+
+// Serve proxies r to a healthy worker; see balancer.Balancer.Serve.
+func (p *Pool) Serve(w http.ResponseWriter, r *http.Request) *balancer.Error {
+	return p.bal.Serve(w, r)
+}
 
 // Count is the number of worker slots; for a pool with a Source, the
 // number of candidates it lists now.
-func (p *Pool) Count() int {
-	if p.disc != nil {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return len(p.disc.found)
-	}
-	return p.sup.Count()
-}
+func (p *Pool) Count() int { return p.src.slots() }
 
 // Discovered reports whether the pool's endpoints come from a Source.
-func (p *Pool) Discovered() bool { return p.disc != nil }
+func (p *Pool) Discovered() bool {
+	_, ok := p.src.(*finder)
+	return ok
+}
 
 // WaitReady returns once the pool is ready to take over traffic, or with
 // the context's error: every spawned worker healthy; for a pool with a
-// Source, each candidate it lists probed once (or healthy).
+// Source, each candidate it lists probed once.
 func (p *Pool) WaitReady(ctx context.Context) error {
-	if p.disc != nil {
-		return p.waitSettled(ctx)
-	}
-	return p.WaitHealthy(ctx, p.Count())
+	return p.waitFor(ctx, p.src.settled, func() error {
+		return fmt.Errorf("%d of %d workers healthy", p.Healthy(), p.Count())
+	})
 }
 
 // Healthy is the number of workers in rotation.
@@ -222,186 +311,191 @@ func (p *Pool) Endpoints() []*balancer.Endpoint { return p.bal.Endpoints() }
 // WaitHealthy returns once at least n workers are in rotation, or with
 // the context's error.
 func (p *Pool) WaitHealthy(ctx context.Context, n int) error {
+	return p.waitFor(ctx, func() bool { return p.Healthy() >= n }, func() error {
+		return fmt.Errorf("%d of %d workers healthy", p.Healthy(), n)
+	})
+}
+
+// waitFor returns once cond holds, checking it whenever a member's
+// state changes, or with ctx's error wrapped in what says why.
+func (p *Pool) waitFor(ctx context.Context, cond func() bool, why func() error) error {
 	for {
 		p.mu.Lock()
 		ch := p.changed
 		p.mu.Unlock()
-		if p.Healthy() >= n {
+		if cond() {
 			return nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("%d of %d workers healthy: %w", p.Healthy(), n, ctx.Err())
+			return fmt.Errorf("%w: %w", why(), ctx.Err())
 		}
 	}
 }
 
-// started is the supervisor's hook for a new process: it gets an
-// endpoint and a health checker, and a deadline to become healthy.
-func (p *Pool) started(inst *worker.Instance) {
-	m := &member{
-		inst: inst,
-		ep:   p.bal.NewEndpoint(inst.Worker, inst.PID, inst.Network, inst.Address),
-	}
-	m.checker = health.NewChecker(p.cfg.Health, health.Target{Network: inst.Network, Address: inst.Address},
-		func(ok bool, err error) { p.healthChanged(m, ok, err) })
-	m.startup = time.AfterFunc(p.cfg.StartupTimeout, func() { p.startupExpired(m) })
-	m.plan = p.planRecycle(inst.Started)
+// join is a source's report of a new endpoint: it gets a health checker
+// and a startup deadline, and serves once its check passes.
+func (p *Pool) join(m *member) {
+	m.ep = p.bal.NewEndpoint(m.id, m.pid(), m.target.Network, m.target.Address)
+	m.checker = health.NewChecker(p.cfg.Health, m.target, func(started time.Time, err error) {
+		p.probed(m, started, err)
+	})
 	p.mu.Lock()
-	p.members[inst] = m
+	p.members = append(p.members, m)
+	m.startup = time.AfterFunc(p.cfg.StartupTimeout, func() { p.apply(m, event{kind: evStartupExpired}) })
+	p.booting = max(p.booting-1, 0)
+	p.expectLocked()
+	p.notifyLocked()
 	p.mu.Unlock()
 	m.checker.Start()
 }
 
-// exited is the supervisor's hook for a process that is gone: it leaves
-// rotation; requests it held have failed with it.
-func (p *Pool) exited(inst *worker.Instance, _ error) {
-	p.mu.Lock()
-	m := p.members[inst]
-	delete(p.members, inst)
-	p.mu.Unlock()
-	if m == nil {
-		return
-	}
-	// Stop the checker first: after it returns, nothing puts the
-	// endpoint back in rotation.
+// leave is a source's report that an endpoint is gone (its process
+// exited, or it is no longer listed): it leaves rotation; requests it
+// held have failed with it, or finish if it still answers.
+func (p *Pool) leave(m *member) {
+	// Stop the checker first, outside the lock its reports take: after
+	// it returns, nothing reports on m.
 	m.checker.Stop()
-	m.startup.Stop()
 	p.mu.Lock()
-	if m.hung != nil {
-		m.hung.Stop()
+	p.applyLocked(m, event{kind: evGone})
+	if i := slices.Index(p.members, m); i >= 0 {
+		p.members = slices.Delete(p.members, i, i+1)
 	}
-	if p.bal.Remove(m.ep) {
-		p.notifyLocked()
-	}
+	p.expectLocked()
+	p.notifyLocked()
 	p.mu.Unlock()
 	m.ep.Close()
 }
 
-func (p *Pool) healthChanged(m *member, ok bool, err error) {
+// probed is a health checker's report.
+func (p *Pool) probed(m *member, started time.Time, err error) {
+	kind := evProbePass
+	if err != nil {
+		kind = evProbeFail
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	m.healthy = ok
-	log := p.log.With(zap.Int("worker", m.inst.Worker), zap.Int("pid", m.inst.PID))
-	if ok {
-		if !m.ready {
-			m.ready = true
-			m.startup.Stop()
-			log.Info("worker healthy", zap.Duration("startup", time.Since(m.inst.Started)))
-		} else {
-			log.Info("worker healthy again")
-		}
-		if m.hung != nil {
-			m.hung.Stop()
-			m.hung = nil
-		}
-		if !m.draining {
-			p.bal.Add(m.ep)
-		}
-	} else {
-		log.Warn("worker unhealthy; out of rotation", zap.Error(err),
-			zap.Duration("killed_after", p.cfg.UnhealthyKillAfter))
-		p.bal.Remove(m.ep)
-		p.watchHung(m, err)
+	if err != nil {
+		m.lastErr = err
 	}
-	p.notifyLocked()
+	if !m.probed {
+		m.probed = true
+		p.notifyLocked()
+	}
+	p.applyLocked(m, event{kind: kind, at: started})
 }
 
-// watchHung kills a worker that stays unhealthy for UnhealthyKillAfter
-// while its process lives: a hung event loop does not heal. p.mu is held.
-func (p *Pool) watchHung(m *member, err error) {
-	if m.hung != nil || !m.ready {
-		return
-	}
-	m.hung = time.AfterFunc(p.cfg.UnhealthyKillAfter, func() {
-		p.mu.Lock()
-		still := !m.healthy
-		p.mu.Unlock()
-		if still {
-			p.sup.Restart(m.inst, fmt.Sprintf("unhealthy for %v: %v", p.cfg.UnhealthyKillAfter, err))
-		}
-	})
-}
-
-// passiveDown takes a worker whose requests keep failing out of rotation
-// until its health check passes again.
-func (p *Pool) passiveDown(e *balancer.Endpoint) {
+// event is the balancer's report about endpoint e.
+func (p *Pool) event(e *balancer.Endpoint, ev event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.disc != nil {
-		p.passiveDownFound(e)
-		return
-	}
 	for _, m := range p.members {
 		if m.ep == e {
-			p.log.Warn("worker failing requests; out of rotation until its health check passes",
-				zap.Int("worker", e.Worker), zap.Int("pid", e.PID))
-			m.healthy = false
-			m.checker.MarkDown(errors.New("requests failed"))
-			p.watchHung(m, errors.New("requests to it failed"))
-			if p.bal.Remove(e) {
-				p.notifyLocked()
-			}
+			p.applyLocked(m, ev)
 			return
 		}
 	}
 }
 
-// RollingRestart replaces every worker, one at a time: a new process
-// starts beside the old one, and once it is healthy the old one leaves
-// rotation, finishes its requests and stops. Capacity never drops below
-// Count() healthy workers. It returns how many workers it replaced.
-func (p *Pool) RollingRestart(ctx context.Context) (int, error) {
-	if p.disc != nil {
-		return 0, ErrNotSpawned
-	}
-	replaced := 0
-	for id := 1; id <= p.Count(); id++ {
-		m := p.member(id)
-		if m == nil {
-			continue
-		}
-		if err := p.replace(ctx, m, "rolling restart"); err != nil {
-			return replaced, fmt.Errorf("worker %d: %w", id, err)
-		}
-		replaced++
-	}
-	return replaced, nil
-}
-
-// member returns the newest process of worker slot id (a replacement
-// runs beside the process it replaces for a moment).
-func (p *Pool) member(id int) *member {
+func (p *Pool) apply(m *member, ev event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var newest *member
-	for inst, m := range p.members {
-		if inst.Worker == id && (newest == nil || inst.Started.After(newest.inst.Started)) {
-			newest = m
+	p.applyLocked(m, ev)
+}
+
+// applyLocked moves m's lifecycle by ev and carries out what the change
+// calls for. It is the only place a member's state changes. p.mu is
+// held; nothing done here calls back into the pool.
+func (p *Pool) applyLocked(m *member, ev event) {
+	was := m.life
+	next, act := m.life.on(ev, p.cfg.Health)
+	m.life = next
+	if act == 0 && next == was {
+		return
+	}
+
+	log := p.log.With(zap.Int("worker", m.id), zap.Int("pid", m.pid()), zap.String("address", m.target.Address))
+	if act&actReady != 0 {
+		m.startup.Stop()
+		log.Info("worker healthy", zap.Duration("startup", time.Since(m.since)))
+	}
+	if act&actAdd != 0 {
+		p.bal.Add(m.ep)
+		if was.state == serving {
+			log.Info("worker back in rotation")
 		}
 	}
-	return newest
+	if act&actRemove != 0 {
+		p.bal.Remove(m.ep)
+		if next.state == serving {
+			log.Warn("worker out of rotation", zap.String("why", next.held.String()), zap.NamedError("last_check", m.lastErr))
+		}
+	}
+	if act&actArmKill != 0 {
+		m.kill = time.AfterFunc(p.cfg.UnhealthyKillAfter, func() { p.apply(m, event{kind: evKillDue}) })
+	}
+	if act&(actDisarmKill|actStop) != 0 && m.kill != nil {
+		m.kill.Stop()
+		m.kill = nil
+	}
+	if act&actArmBreaker != 0 {
+		if m.reprobe != nil {
+			m.reprobe.Stop()
+		}
+		m.reprobe = time.AfterFunc(p.breakerOpenFor(), func() { p.apply(m, event{kind: evBreakerProbe}) })
+	}
+	if act&actStop != 0 {
+		m.startup.Stop()
+		if m.reprobe != nil {
+			m.reprobe.Stop()
+		}
+	}
+	if act&actKill != 0 {
+		var why string
+		switch ev.kind {
+		case evStartupExpired:
+			why = fmt.Sprintf("not healthy within startup_timeout %v", p.cfg.StartupTimeout)
+		default:
+			why = fmt.Sprintf("out of rotation for %v (%s)", p.cfg.UnhealthyKillAfter, next.held)
+		}
+		if m.lastErr != nil {
+			why += ": " + m.lastErr.Error()
+		}
+		p.src.kill(m, why)
+	}
+	if was.state == starting && next.state != starting {
+		// After the endpoint joined rotation, if it did: waiters must
+		// not be failed for want of it.
+		p.warming = p.warming && next.state != serving
+		p.expectLocked()
+	}
+	p.notifyLocked()
+}
+
+func (p *Pool) breakerOpenFor() time.Duration {
+	if d := p.cfg.Balancer.Breaker.OpenFor; d > 0 {
+		return d
+	}
+	return balancer.DefaultBreakerOpenFor
 }
 
 // drain takes m out of rotation for good and waits until it holds no
-// request, at most the stop timeout.
+// request and no stream, at most the stop timeout.
 func (p *Pool) drain(ctx context.Context, m *member) {
-	p.mu.Lock()
-	m.draining = true
-	if p.bal.Remove(m.ep) {
-		p.notifyLocked()
-	}
-	p.mu.Unlock()
+	p.apply(m, event{kind: evDrain})
 	deadline := time.NewTimer(p.stopTimeout())
 	defer deadline.Stop()
-	// Nothing announces the last response of an endpoint; poll its count.
+	// Nothing announces an endpoint's last response; poll.
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for m.ep.Inflight() > 0 {
+	for m.ep.Busy() {
 		select {
 		case <-tick.C:
 		case <-deadline.C:
+			p.log.Warn("drain timed out", zap.Int("worker", m.id), zap.Int("pid", m.pid()),
+				zap.Int64("inflight", m.ep.Inflight()), zap.Int64("streams", m.ep.Streams()))
 			return
 		case <-ctx.Done():
 			return
@@ -416,21 +510,24 @@ func (p *Pool) stopTimeout() time.Duration {
 	return worker.DefaultStopTimeout
 }
 
-// settle waits until no request is in flight or queued, at most d.
-func (p *Pool) settle(d time.Duration) {
+// settle waits until no request is in flight or queued, and, with
+// streams, no stream is open; at most d.
+func (p *Pool) settle(d time.Duration, streams bool) {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		busy := p.bal.QueueLen() > 0
-		for _, e := range p.bal.Endpoints() {
-			busy = busy || e.Inflight() > 0
+		p.mu.Lock()
+		for _, m := range p.members {
+			busy = busy || m.ep.Inflight() > 0 || (streams && m.ep.Streams() > 0)
 		}
+		p.mu.Unlock()
 		if !busy {
 			return
 		}
 		// Nothing announces the last response; poll.
 		time.Sleep(10 * time.Millisecond)
 	}
-	p.log.Warn("stopping workers with requests still in flight", zap.Duration("waited", d))
+	p.log.Warn("stopping workers with requests or streams still open", zap.Duration("waited", d))
 }
 
 // Name is the pool's name.
@@ -439,95 +536,14 @@ func (p *Pool) Name() string { return p.cfg.Name }
 // QueueLen is the number of requests waiting for a free worker.
 func (p *Pool) QueueLen() int { return p.bal.QueueLen() }
 
-func (p *Pool) startupExpired(m *member) {
-	p.mu.Lock()
-	ready := m.ready
-	p.mu.Unlock()
-	if !ready {
-		_, err := m.checker.Healthy()
-		if err == nil {
-			err = errors.New("no probe passed")
-		}
-		p.sup.Restart(m.inst, fmt.Sprintf("not healthy within startup_timeout %v: %v", p.cfg.StartupTimeout, err))
-	}
-}
-
 func (p *Pool) notifyLocked() {
 	close(p.changed)
 	p.changed = make(chan struct{})
 }
 
-// WorkerStatus is one worker slot as the pool sees it.
-type WorkerStatus struct {
-	worker.Status
-	Healthy  bool   `json:"healthy"`
-	Inflight int64  `json:"inflight"`
-	Limit    int64  `json:"max_inflight"`
-	Served   uint64 `json:"served"`
-	Breaker  string `json:"breaker,omitempty"`
-	// LatencyMS is the peak-EWMA latency in milliseconds.
-	LatencyMS float64 `json:"latency_ms"`
-	// UptimeSeconds is how long the process has run.
-	UptimeSeconds float64 `json:"uptime_seconds"`
-	// RSSBytes is the resident memory of the worker's process group
-	// (the worker and its children), where /proc can tell.
-	RSSBytes int64 `json:"rss_bytes,omitempty"`
-}
-
-// Status is a snapshot of the pool.
-type Status struct {
-	Name    string         `json:"name"`
-	Healthy int            `json:"healthy"`
-	Total   int            `json:"total"`
-	Queued  int            `json:"queued"`
-	Workers []WorkerStatus `json:"workers"`
-}
-
-// Status reports every worker slot.
-func (p *Pool) Status() Status {
-	if p.disc != nil {
-		ws := p.discoveredStatus()
-		st := Status{Name: p.cfg.Name, Total: len(ws), Queued: p.bal.QueueLen(), Workers: ws}
-		for _, w := range ws {
-			if w.Healthy {
-				st.Healthy++
-			}
-		}
-		return st
+func (m *member) pid() int {
+	if m.proc != nil {
+		return m.proc.PID
 	}
-	slots := p.sup.Status()
-	st := Status{Name: p.cfg.Name, Total: len(slots), Queued: p.bal.QueueLen(), Workers: make([]WorkerStatus, len(slots))}
-	// Memory is read from /proc outside the lock.
-	p.mu.Lock()
-	rss := make(map[int]int64, len(p.members))
-	for _, m := range p.members {
-		rss[m.inst.PGID] = 0
-	}
-	p.mu.Unlock()
-	groupsRSS(rss)
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	byPID := make(map[int]*member, len(p.members))
-	for _, m := range p.members {
-		byPID[m.inst.PID] = m
-	}
-	for i, s := range slots {
-		ws := WorkerStatus{Status: s}
-		if m := byPID[s.PID]; m != nil && s.PID != 0 {
-			ws.Healthy = m.healthy
-			ws.Inflight = m.ep.Inflight()
-			ws.Served = m.ep.Served()
-			ws.Limit = m.ep.Limit()
-			ws.Breaker = m.ep.BreakerState()
-			ws.LatencyMS = float64(m.ep.Latency().Microseconds()) / 1000
-			ws.UptimeSeconds = now.Sub(m.inst.Started).Seconds()
-			ws.RSSBytes = rss[m.inst.PGID]
-		}
-		if ws.Healthy {
-			st.Healthy++
-		}
-		st.Workers[i] = ws
-	}
-	return st
+	return 0
 }

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/caddy-workerpool/caddy-workerpool/worker"
 )
 
 // Recycle says when a worker is replaced though nothing is wrong with it:
@@ -31,9 +29,6 @@ type Recycle struct {
 }
 
 func (r Recycle) enabled() bool { return r.MaxRequests > 0 || r.MaxMemory > 0 || r.MaxLifetime > 0 }
-
-// recycleEvery is how often the recycler looks at the workers.
-const recycleEvery = 250 * time.Millisecond
 
 // recyclePlan is one process's own thresholds, jittered once at start.
 type recyclePlan struct {
@@ -63,9 +58,9 @@ func (p *Pool) reason(m *member, now time.Time) string {
 	case m.plan.requests > 0 && m.ep.Served() >= m.plan.requests:
 		return fmt.Sprintf("served %d requests (max_requests)", m.ep.Served())
 	case !m.plan.deadline.IsZero() && now.After(m.plan.deadline):
-		return fmt.Sprintf("ran %v (max_lifetime)", now.Sub(m.inst.Started).Round(time.Second))
+		return fmt.Sprintf("ran %v (max_lifetime)", now.Sub(m.since).Round(time.Second))
 	case r.MaxMemory > 0:
-		if rss := groupRSS(m.inst.PGID); rss > r.MaxMemory {
+		if rss := groupRSS(m.proc.PGID); rss > r.MaxMemory {
 			return fmt.Sprintf("resident memory %d MiB (max_memory %d MiB)", rss>>20, r.MaxMemory>>20)
 		}
 	}
@@ -73,9 +68,9 @@ func (p *Pool) reason(m *member, now time.Time) string {
 }
 
 // recycler replaces workers that are due, one at a time, each only once
-// the others are healthy. Started by Start when Recycle is enabled,
-// ended by Stop.
-func (p *Pool) recycler(ctx context.Context, done chan<- struct{}) {
+// the others are healthy. Started by spawner.start when Recycle is
+// enabled, ended by spawner.stop.
+func (s *spawner) recycler(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
 	tick := time.NewTicker(recycleEvery)
 	defer tick.Stop()
@@ -86,68 +81,22 @@ func (p *Pool) recycler(ctx context.Context, done chan<- struct{}) {
 		case <-tick.C:
 		}
 		now := time.Now()
-		for id := 1; id <= p.Count(); id++ {
-			m := p.member(id)
+		for id := 1; id <= s.slots(); id++ {
+			m := s.member(id)
 			if m == nil {
 				continue
 			}
-			p.mu.Lock()
-			due := m.ready && m.healthy && !m.draining
-			p.mu.Unlock()
+			s.p.mu.Lock()
+			due := m.life.inRotation()
+			s.p.mu.Unlock()
 			if !due {
 				continue
 			}
-			if why := p.reason(m, now); why != "" {
-				if err := p.replace(ctx, m, why); err != nil && ctx.Err() == nil {
-					p.log.Warn("recycling postponed", zap.Int("worker", id), zap.Error(err))
+			if why := s.p.reason(m, now); why != "" {
+				if err := s.replace(ctx, m, why); err != nil && ctx.Err() == nil {
+					s.p.log.Warn("recycling postponed", zap.Int("worker", id), zap.Error(err))
 				}
 			}
-		}
-	}
-}
-
-// replace starts a new process for m's slot; once it is healthy, m
-// leaves rotation, finishes its requests and stops. Capacity never drops
-// below Count(). It waits first until every worker is healthy, and never
-// overlaps another replacement.
-func (p *Pool) replace(ctx context.Context, m *member, why string) error {
-	p.restartMu.Lock()
-	defer p.restartMu.Unlock()
-	wctx, cancel := context.WithTimeout(ctx, p.cfg.StartupTimeout)
-	defer cancel()
-	if err := p.WaitHealthy(wctx, p.Count()); err != nil {
-		return err
-	}
-	return p.sup.Replace(ctx, m.inst, why, func(ctx context.Context, next *worker.Instance) error {
-		if err := p.waitServing(ctx, next); err != nil {
-			return err
-		}
-		p.drain(ctx, m)
-		return nil
-	})
-}
-
-// waitServing waits until next is in rotation, at most StartupTimeout.
-func (p *Pool) waitServing(ctx context.Context, next *worker.Instance) error {
-	timer := time.NewTimer(p.cfg.StartupTimeout)
-	defer timer.Stop()
-	for {
-		p.mu.Lock()
-		nm := p.members[next]
-		ok := nm != nil && nm.healthy
-		ch := p.changed
-		p.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-next.Exited():
-			return fmt.Errorf("replacement pid %d exited", next.PID)
-		case <-timer.C:
-			return fmt.Errorf("replacement pid %d not healthy within startup_timeout %v", next.PID, p.cfg.StartupTimeout)
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 }

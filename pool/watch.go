@@ -85,10 +85,10 @@ func (w *watcher) matches(path string) bool {
 	return false
 }
 
-func (w *watcher) start(p *Pool) {
+func (w *watcher) start(s *spawner) {
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
-	go w.run(ctx, p)
+	go w.run(ctx, s.p)
 }
 
 func (w *watcher) stop() {

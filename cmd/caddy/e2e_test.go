@@ -118,8 +118,16 @@ func runCaddy(t *testing.T, dir string, port int, path string, env []string) *ca
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatal("node is required for the end-to-end tests (Node.js 20 is on every machine of this project)")
 	}
+	return runCommand(t, dir, port, env, "run", "--config", path, "--adapter", "caddyfile")
+}
+
+// runCommand runs our Caddy (this test binary as main) with args, its
+// data and config in dir, serving on port; extra environment goes to it
+// and its workers. The test's end kills it.
+func runCommand(t *testing.T, dir string, port int, env []string, args ...string) *caddyProc {
+	t.Helper()
 	self, _ := os.Executable()
-	cmd := exec.Command(self, "run", "--config", path, "--adapter", "caddyfile")
+	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), caddyEnv+"=1", "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "GORACE=atexit_sleep_ms=0")
 	cmd.Env = append(cmd.Env, env...)
 	logs := &lockedBuffer{}
@@ -207,7 +215,7 @@ func TestExampleAppThroughCaddy(t *testing.T) {
 		victim = pid
 		break
 	}
-	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+	if err := testworker.Kill(victim); err != nil {
 		t.Fatal(err)
 	}
 	healed := waitPIDs(t, c, 3)
@@ -257,25 +265,9 @@ func TestWorkersAndTheirChildrenDieWithKilledCaddy(t *testing.T) {
 func TestWorkerPoolCommand(t *testing.T) {
 	app, _ := filepath.Abs("../../examples/node/server.js")
 	port := testworker.FreePort(t)
-	dir := t.TempDir()
-	self, _ := os.Executable()
-	cmd := exec.Command(self, "worker-pool", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--workers", "2",
+	c := runCommand(t, t.TempDir(), port, nil, "worker-pool", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--workers", "2",
 		"--health-uri", "/healthz", "--admin", "off", "--", "node", app)
-	cmd.Env = append(os.Environ(), caddyEnv+"=1", "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "GORACE=atexit_sleep_ms=0")
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &caddyProc{cmd: cmd, exited: make(chan struct{}), url: fmt.Sprintf("http://127.0.0.1:%d", port), log: out}
-	go func() { _ = cmd.Wait(); close(c.exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-c.exited
-		if t.Failed() {
-			t.Logf("output:\n%s", out.String())
-		}
-	})
+	cmd, out := c.cmd, c.log
 	pids := waitPIDs(t, c, 2)
 	if !strings.Contains(out.String(), fmt.Sprintf("worker pool serving on 127.0.0.1:%d: node %s", port, app)) {
 		t.Fatalf("it does not say where it listens:\n%s", out.String())

@@ -1,10 +1,15 @@
+//go:build unix
+
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -392,24 +397,92 @@ func TestFaultInjection(t *testing.T) {
 
 	t.Run("rolling restart", func(t *testing.T) {
 		f := startFaultPool(t, "")
-		before := pidsOf(f.status(t))
-		var wait func() time.Duration
-		res := steadyLoad(f.url, func() {
-			wait = f.recovery(t, func(st pool.Status) bool {
-				for pid := range pidsOf(st) {
-					if before[pid] {
-						return false
-					}
-				}
-				return true
-			})
-			f.post(t, "/worker_pool/default/restart", "", "")
-		})
-		rec := wait()
+		res, rec := f.rollingRestart(t)
 		if res.failed > 0 {
 			t.Errorf("%d failed (%s) during the rolling restart", res.failed, kinds(res))
 		}
 		record(t, reliabilityRow{"rolling restart (admin API)", res.sent, res.failed, "0", kinds(res), rec})
+	})
+
+	t.Run("rolling restart with open event streams", func(t *testing.T) {
+		f := startFaultPool(t, "")
+		const events = 25 // 100 ms apart: they outlast the start of the restart
+		streams := make([]<-chan sseResult, 6)
+		for i := range streams {
+			streams[i] = readEvents(f.url + fmt.Sprintf("/events?n=%d&every=100", events))
+		}
+		testworker.Eventually(t, 5*time.Second, "streams open", func() bool {
+			n := int64(0)
+			for _, w := range f.status(t).Workers {
+				n += w.Streams
+			}
+			return n == int64(len(streams))
+		})
+		res, rec := f.rollingRestart(t)
+		cut := 0
+		for i, ch := range streams {
+			r := <-ch
+			// The drain waits for open streams up to stop_timeout (5s),
+			// longer than these last: each gets all its events, neither a
+			// goodbye from a worker told to stop nor a cut.
+			if r.err != nil || r.events != events || r.bye {
+				cut++
+				t.Errorf("stream %d: %d of %d events, goodbye %v, error %v", i, r.events, events, r.bye, r.err)
+			}
+		}
+		if res.failed > 0 {
+			t.Errorf("%d failed (%s) during the rolling restart", res.failed, kinds(res))
+		}
+		record(t, reliabilityRow{fmt.Sprintf("rolling restart with %d open event streams (%d cut)", len(streams), cut), res.sent, res.failed,
+			"0; every stream gets all its events: the old worker stops only once its streams end (or stop_timeout passes)", kinds(res), rec})
+	})
+
+	t.Run("malformed request bodies under load", func(t *testing.T) {
+		f := startFaultPool(t, "")
+		const bad = 20
+		codes := make(chan string, bad)
+		res := steadyLoad(f.url, func() {
+			for range bad {
+				codes <- malformedChunkedPost(f.url)
+			}
+		})
+		close(codes)
+		for c := range codes {
+			if c != "400" {
+				t.Errorf("a malformed chunked body got %q, want 400", c)
+			}
+		}
+		st := f.status(t)
+		for _, w := range st.Workers {
+			if !w.Healthy || w.Breaker != "closed" {
+				t.Errorf("worker %d after clients' malformed bodies: healthy %v, breaker %s", w.ID, w.Healthy, w.Breaker)
+			}
+		}
+		if res.failed > 0 {
+			t.Errorf("%d good requests failed (%s) beside the malformed ones", res.failed, kinds(res))
+		}
+		record(t, reliabilityRow{fmt.Sprintf("%d malformed chunked request bodies amid the load", bad), res.sent, res.failed,
+			"0; each malformed one gets 400, no worker is blamed (all healthy, breakers closed)", kinds(res), 0})
+	})
+
+	t.Run("Expect: 100-continue to a worker that does not answer", func(t *testing.T) {
+		f := startFaultPool(t, "")
+		var took time.Duration
+		var status int
+		res := steadyLoad(f.url, func() {
+			start := time.Now()
+			status = expectContinuePost(t, f.url+"/sleep?ms=8000")
+			took = time.Since(start)
+		})
+		// request_timeout is 2s: the worker's 100 Continue is no answer.
+		if status != 504 || took > 4*time.Second {
+			t.Errorf("POST with Expect: 100-continue to a worker that answers after 8s: %d after %v, want 504 after request_timeout (2s)", status, took)
+		}
+		if res.failed > 0 {
+			t.Errorf("%d failed (%s)", res.failed, kinds(res))
+		}
+		record(t, reliabilityRow{"Expect: 100-continue to a worker that then does not answer", res.sent, res.failed,
+			fmt.Sprintf("0; that request gets %d after %v (request_timeout 2s)", status, took.Round(10*time.Millisecond)), kinds(res), 0})
 	})
 
 	for _, c := range []struct{ name, option, row string }{
@@ -435,6 +508,25 @@ func TestFaultInjection(t *testing.T) {
 	}
 }
 
+// rollingRestart asks the admin API for a rolling restart amid the
+// steady load, and measures the time until every worker is a new one.
+func (f *faultPool) rollingRestart(t *testing.T) (loadResult, time.Duration) {
+	before := pidsOf(f.status(t))
+	var wait func() time.Duration
+	res := steadyLoad(f.url, func() {
+		wait = f.recovery(t, func(st pool.Status) bool {
+			for pid := range pidsOf(st) {
+				if before[pid] {
+					return false
+				}
+			}
+			return true
+		})
+		f.post(t, "/worker_pool/default/restart", "", "")
+	})
+	return res, wait()
+}
+
 // breakerOpens polls (the admin API has no events) whether worker i's
 // breaker opens before the load ends.
 func breakerOpens(t *testing.T, f *faultPool, i int, start time.Time) bool {
@@ -446,6 +538,10 @@ func breakerOpens(t *testing.T, f *faultPool, i int, start time.Time) bool {
 	}
 	return false
 }
+
+// keepMarker starts the part of docs/reliability.md that the fault
+// suite does not write.
+const keepMarker = "<!-- written by hand below -->"
 
 func writeReliabilityReport(t *testing.T) {
 	path := os.Getenv("RELIABILITY_REPORT")
@@ -478,7 +574,85 @@ Recovery is the time from the fault until every worker is healthy again
 		fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s |\n", r.scenario, r.sent, r.failed, r.allowed, r.detail, rec)
 	}
 	writeBadInputReport(&b)
+	// What follows the marker is written by hand (figures of other
+	// tests) and kept.
+	if old, err := os.ReadFile(path); err == nil {
+		if i := strings.Index(string(old), keepMarker); i >= 0 {
+			b.WriteString("\n" + string(old[i:]))
+		}
+	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Error(err)
 	}
+}
+
+// sseResult is how one event stream went.
+type sseResult struct {
+	events int
+	bye    bool
+	err    error
+}
+
+// readEvents reads the server-sent events at url until the stream ends.
+func readEvents(url string) <-chan sseResult {
+	ch := make(chan sseResult, 1)
+	go func() {
+		var r sseResult
+		defer func() { ch <- r }()
+		resp, err := (&http.Client{}).Get(url)
+		if err != nil {
+			r.err = err
+			return
+		}
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			switch line := sc.Text(); {
+			case strings.HasPrefix(line, "id: "):
+				r.events++
+			case line == "event: bye":
+				r.bye = true
+			}
+		}
+		r.err = sc.Err()
+	}()
+	return ch
+}
+
+// malformedChunkedPost sends, on a raw socket, a POST whose chunked body
+// lies about its chunk size to a route that reads the whole body before
+// it answers, and returns the response's status code.
+func malformedChunkedPost(url string) string {
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		return err.Error()
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.WriteString(conn, "POST /orders HTTP/1.1\r\nHost: "+conn.RemoteAddr().String()+"\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n")
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err.Error()
+	}
+	if f := strings.Fields(line); len(f) >= 2 {
+		return f[1]
+	}
+	return line
+}
+
+// expectContinuePost posts 4 KiB with Expect: 100-continue, waiting for
+// the 100 before sending the body, as curl does, and returns the status.
+func expectContinuePost(t *testing.T, url string) int {
+	c := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	defer c.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(strings.Repeat("x", 4096)))
+	req.Header.Set("Expect", "100-continue")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -13,6 +13,9 @@
 //   POST /orders    reads a JSON order (openapi.json's Order), answers 201
 //                   {"bytes", "sha256", "items"}: the body as it arrived
 //   GET  /orders/ID {"id"}
+//   GET  /events?n=N&every=MS  a server-sent event stream: N events (default
+//                   10), one every MS ms (default 100), then it ends; on
+//                   SIGTERM it says "event: bye" and ends at once
 //
 // /stats counts every request this process received except /healthz and
 // /stats themselves, unknown paths included: the validation tests use it
@@ -43,6 +46,8 @@ const crypto = require('node:crypto');
 const pid = process.pid;
 const worker = Number(process.env.WORKER_ID || 0);
 let requests = 0;
+// Open event streams, ended with a goodbye when the process is asked to stop.
+const streams = new Set();
 
 function json(res, status, body) {
   const data = JSON.stringify(body);
@@ -119,6 +124,34 @@ const server = http.createServer((req, res) => {
       return res.end('ok\n');
     case '/stats':
       return json(res, 200, { pid, worker, requests });
+    case '/events': {
+      const n = Math.min(Math.max(Number(url.searchParams.get('n')) || 10, 1), 100000);
+      const every = Math.min(Math.max(Number(url.searchParams.get('every')) || 100, 1), 60000);
+      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+      let i = 0;
+      const stream = {
+        goodbye() {
+          clearInterval(timer);
+          streams.delete(stream);
+          res.end('event: bye\ndata: shutting down\n\n');
+        },
+      };
+      const timer = setInterval(() => {
+        i++;
+        res.write(`id: ${i}\ndata: ${JSON.stringify({ pid, worker, i })}\n\n`);
+        if (i >= n) {
+          clearInterval(timer);
+          streams.delete(stream);
+          res.end();
+        }
+      }, every);
+      streams.add(stream);
+      req.on('close', () => {
+        clearInterval(timer);
+        streams.delete(stream);
+      });
+      return;
+    }
     case '/echo': {
       if (req.method !== 'POST') {
         res.setHeader('Allow', 'POST');
@@ -177,6 +210,7 @@ function shutdown() {
   // sends SIGKILL after its stop_timeout if this takes too long.
   server.close(() => process.exit(0));
   server.closeIdleConnections();
+  for (const s of streams) s.goodbye();
 }
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
