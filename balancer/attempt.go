@@ -95,10 +95,33 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 		r = r.WithContext(ctx)
 	}
 	sent = true
-	e.proxy.ServeHTTP(aw, r)
+	b.forward(e, aw, r)
 	completed = true
 	timedOut = expired != nil && expired.Load() && aw.err != nil
 	return timedOut, aw.err
+}
+
+// forward sends r to e and copies the response to aw: by the lean
+// forwarder where it can (plain request and response), else by the
+// ReverseProxy. Like ReverseProxy it leaves a transport error that came
+// before the response in aw.err, and aborts the client's connection
+// with http.ErrAbortHandler when a response that began breaks off, so
+// that a cut body is never taken for a whole one.
+func (b *Balancer) forward(e *Endpoint, aw *attemptWriter, r *http.Request) {
+	if b.cfg.StandardProxy {
+		e.proxy.ServeHTTP(aw, r)
+		return
+	}
+	status, err := e.fwd.forward(aw, r)
+	switch {
+	case err == nil:
+	case errors.Is(err, errNotForwarded):
+		e.proxy.ServeHTTP(aw, r)
+	case status != 0 || aw.status != 0:
+		panic(http.ErrAbortHandler)
+	default:
+		aw.err = err
+	}
 }
 
 // learn updates e's load measures and passive health from the verdict

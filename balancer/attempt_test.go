@@ -89,23 +89,26 @@ func TestHalfOpenBreakerQueuesBeyondItsProbes(t *testing.T) {
 		t.Fatal(err)
 	}
 	await(t, "breaker half-open", func() bool { return eps[0].BreakerState() == "half-open" })
-	held := []<-chan outcome{send(c, "GET", srv.URL+"/block?id=a", nil)}
+	// One by one, so that the first is the probe and the others queue.
+	held := []<-chan outcome{send(c, "GET", srv.URL+"/block?id=probe", nil)}
 	await(t, "the probe in the worker", func() bool { return p.Blocked() == 1 })
-	for _, id := range []string{"b", "c"} {
-		held = append(held, send(c, "GET", srv.URL+"/block?id="+id, nil))
+	for i := range 2 {
+		held = append(held, send(c, "GET", srv.URL+"/block", nil))
+		await(t, "the next request queued", func() bool { return bal.QueueLen() == i+1 })
 	}
-	await(t, "the others queued", func() bool { return bal.QueueLen() == 2 })
+	if p.Blocked() != 1 {
+		t.Fatalf("%d requests in the worker while its breaker is half-open, want the probe alone", p.Blocked())
+	}
 	_, _ = p.Do(http.MethodPost, "/release")
 	if o := recv(t, held[0]); o.status != 200 {
-		t.Fatalf("probe: %d, want 200", o.status)
+		t.Fatalf("probe: %d", o.status)
 	}
-	// The probe's success lets the others in; /release lets go of the
-	// requests the worker holds, so wait until both are there.
+	// The probe closed the breaker: the queued requests go in together.
 	await(t, "the queued requests in the worker", func() bool { return p.Blocked() == 2 })
 	_, _ = p.Do(http.MethodPost, "/release")
-	for i := 1; i < 3; i++ {
-		if o := recv(t, held[i]); o.status != 200 {
-			t.Fatalf("request %d: %d, want 200 once the probe succeeded", i, o.status)
+	for i, h := range held[1:] {
+		if o := recv(t, h); o.status != 200 {
+			t.Fatalf("queued request %d: %d, want 200 once the probe succeeded", i, o.status)
 		}
 	}
 }

@@ -79,6 +79,11 @@ type Config struct {
 	IdleConnTimeout time.Duration
 	// MaxIdleConns per endpoint; zero means 256.
 	MaxIdleConns int
+	// StandardProxy sends every request through httputil.ReverseProxy
+	// and http.Transport, instead of a lean HTTP/1.1 forwarder for
+	// plain exchanges (what the forwarder does not handle — upgrades,
+	// Expect, trailers — takes that path anyway). For comparison.
+	StandardProxy bool
 
 	// TrustForwarded reports whether a request came through a trusted
 	// proxy, whose X-Forwarded-* headers are then kept and extended. nil
@@ -237,6 +242,8 @@ type Balancer struct {
 	heavy     atomic.Int64
 	hmu       sync.Mutex
 	busyHeavy []*waiter
+
+	expected atomic.Int64 // endpoints starting, see Expect
 }
 
 // New returns a balancer with an empty set.
@@ -319,6 +326,23 @@ func (p *Pick) Usable(e *Endpoint) bool {
 		}
 	}
 	return e.available()
+}
+
+// Expect tells the balancer how many endpoints are starting and are
+// expected to join rotation soon (workers waiting for their first
+// health check). While some are, a request that finds no endpoint waits
+// in the queue, bounded by the queue timeout, for the first to join;
+// when none are, it gets 503 at once, and so do those waiting.
+func (b *Balancer) Expect(n int) {
+	if old := b.expected.Swap(int64(n)); old > 0 && n == 0 {
+		b.failHopeless()
+	}
+}
+
+// hopeful reports whether a request may wait for an endpoint: one in
+// rotation it has not tried, or one expected to join.
+func (b *Balancer) hopeful(p *Pick, eps []*Endpoint) bool {
+	return b.expected.Load() > 0 || p.anyCandidate(eps)
 }
 
 // anyCandidate reports whether some endpoint in rotation could take the

@@ -48,6 +48,9 @@ type Endpoint struct {
 
 	passiveFails atomic.Int32
 
+	// fwd carries plain request/response exchanges; proxy (over
+	// transport) what fwd declines: upgrades, Expect, trailers.
+	fwd       *forwarder
 	proxy     *httputil.ReverseProxy
 	transport *http.Transport
 }
@@ -76,6 +79,10 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 	}
 	e.breaker = b.newBreaker(e)
 	e.proxy, e.transport = newProxy(cfg, network, address)
+	e.fwd = newForwarder(forwarderConfig{
+		Network: network, Address: address,
+		IdleTimeout: cfg.IdleConnTimeout, MaxIdle: cfg.MaxIdleConns, TrustForwarded: cfg.TrustForwarded,
+	})
 	return e
 }
 
@@ -108,7 +115,10 @@ func (e *Endpoint) Latency() time.Duration {
 }
 
 // Close drops the endpoint's idle connections. Requests in flight finish.
-func (e *Endpoint) Close() { e.transport.CloseIdleConnections() }
+func (e *Endpoint) Close() {
+	e.fwd.CloseIdle()
+	e.transport.CloseIdleConnections()
+}
 
 // capacity is the endpoint's limit of requests in flight now (0 =
 // unlimited): its in-flight limit, and while its breaker is half-open

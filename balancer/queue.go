@@ -131,7 +131,7 @@ func (b *Balancer) acquire(ctx context.Context, pick *Pick) (*Endpoint, time.Dur
 			return e, 0, nil
 		}
 	}
-	if !pick.anyCandidate(b.Endpoints()) {
+	if !b.hopeful(pick, b.Endpoints()) {
 		return nil, 0, errNoEndpoint
 	}
 	return b.wait(ctx, pick)
@@ -219,7 +219,7 @@ func (b *Balancer) join(w *waiter, now time.Time) (*Endpoint, error) {
 func (b *Balancer) enqueueLocked(w *waiter, now time.Time) error {
 	// The last candidate may have left since acquire looked; Remove
 	// answers queued waiters, not this one yet.
-	if !w.pick.anyCandidate(b.Endpoints()) {
+	if !b.hopeful(w.pick, b.Endpoints()) {
 		return errNoEndpoint
 	}
 	if b.queue.n >= b.cfg.QueueSize {
@@ -330,15 +330,16 @@ func (b *Balancer) handed(e *Endpoint, w *waiter, start time.Time) (*Endpoint, t
 
 // failHopeless answers "no endpoint" to every waiting request that no
 // endpoint in rotation could ever take (all left, or all it has not yet
-// tried did): nothing would wake them, and a pool without a worker must
-// answer 503 promptly rather than at queue_timeout.
+// tried did) while none is expected to join: nothing would wake them,
+// and a pool without a worker must answer 503 promptly rather than at
+// queue_timeout.
 func (b *Balancer) failHopeless() {
 	eps := b.Endpoints()
 	b.qmu.Lock()
 	defer b.qmu.Unlock()
 	for w := b.queue.head; w != nil; {
 		next := w.links[byArrival].next
-		if !w.pick.anyCandidate(eps) {
+		if !b.hopeful(w.pick, eps) {
 			b.handLocked(w, nil, time.Time{})
 		}
 		w = next

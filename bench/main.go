@@ -1,7 +1,7 @@
 // Command bench runs caddy-workerpool against the tools its users would
 // otherwise pick, on this machine, and writes the figures to results/.
 //
-//	cd bench && go run . suite [--quick] [--workers N] [--scenarios proxy,cost,scaling,hetero,failure,memory,overload]
+//	cd bench && go run . suite [--quick] [--workers N] [--scenarios proxy,cost,scaling,hetero,failure,memory,overload,autoscale]
 //	cd bench && go run . scheduling [-mix cpu|single] [-duration 20s] [-loads 0.5,0.75] [-arrivals poisson,even]
 //	cd bench && go run . scheduling -mix io [-io-rate 400]
 //	cd bench && go run . report results/<date>-<host>.json
@@ -64,7 +64,7 @@ func main() {
 		opts := suiteOptions{}
 		fs.BoolVar(&opts.quick, "quick", false, "short runs: the whole suite in about 15 minutes on 2 cores")
 		fs.IntVar(&opts.workers, "workers", 0, "app processes per contender (default: the number of CPUs)")
-		fs.StringVar(&opts.scenarios, "scenarios", "", "comma-separated scenarios: "+strings.Join(allScenarios, ",")+" (default: all)")
+		fs.StringVar(&opts.scenarios, "scenarios", "", "comma-separated scenarios: "+strings.Join(allScenarios, ",")+" (default: all; --quick leaves out "+strings.Join(notQuick, ",")+")")
 		fs.StringVar(&opts.only, "only", "", "comma-separated contender names to run (default: all)")
 		fs.StringVar(&opts.caddy, "caddy", "", "our Caddy binary (default: build ../cmd/caddy)")
 		fs.StringVar(&opts.out, "out", "results", "directory for the JSON, Markdown and SVG results")

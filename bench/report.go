@@ -257,9 +257,15 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 	if len(rep.Overload) > 0 {
 		renderOverload(&b, rep.Overload, next(), base, charts)
 	}
+	if a := rep.Autoscale; a != nil && len(a.Runs) > 0 {
+		renderAutoscale(&b, a, next(), base, charts)
+	}
 	b.WriteString("Reproduce: `cd bench && go run . suite")
 	if rep.Quick {
 		b.WriteString(" --quick")
+	}
+	if all, _ := suiteScenarios(rep.Quick, ""); len(rep.Scenarios) > 0 && !slices.Equal(rep.Scenarios, all) {
+		b.WriteString(" --scenarios " + strings.Join(rep.Scenarios, ","))
 	}
 	fmt.Fprintf(&b, " --workers %d` (see bench/README.md).\n", rep.Workers)
 	return b.String(), charts

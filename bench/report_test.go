@@ -58,25 +58,8 @@ func TestBarChartIsWellFormedSVG(t *testing.T) {
 		{Label: "pool-default", Value: 60, Ours: true},
 		{Label: "node-single", Value: math.NaN(), Text: "no proxy"},
 	})
-	d := xml.NewDecoder(strings.NewReader(svg))
-	rects, texts := 0, 0
-	for {
-		tok, err := d.Token()
-		if err != nil {
-			if err.Error() != "EOF" {
-				t.Fatalf("not well-formed XML: %v\n%s", err, svg)
-			}
-			break
-		}
-		if se, ok := tok.(xml.StartElement); ok {
-			switch se.Name.Local {
-			case "rect":
-				rects++
-			case "text":
-				texts++
-			}
-		}
-	}
+	elements := svgElements(t, svg)
+	rects, texts := elements["rect"], elements["text"]
 	// Background plus two bars; title, three labels, two values, one note.
 	if rects != 3 || texts != 7 {
 		t.Errorf("%d rects and %d texts, want 3 and 7:\n%s", rects, texts, svg)
@@ -86,6 +69,26 @@ func TestBarChartIsWellFormedSVG(t *testing.T) {
 	}
 	if !strings.Contains(svg, "#1f77b4") || !strings.Contains(svg, "120 ms") || !strings.Contains(svg, "no proxy") {
 		t.Errorf("colour, value or note missing:\n%s", svg)
+	}
+}
+
+// svgElements counts the elements of svg by name, failing the test if it
+// is not well-formed XML.
+func svgElements(t *testing.T, svg string) map[string]int {
+	t.Helper()
+	n := map[string]int{}
+	d := xml.NewDecoder(strings.NewReader(svg))
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			if err.Error() != "EOF" {
+				t.Fatalf("not well-formed XML: %v\n%s", err, svg)
+			}
+			return n
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			n[se.Name.Local]++
+		}
 	}
 }
 

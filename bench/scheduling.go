@@ -220,6 +220,8 @@ func (m *mix) path(k uint64) string {
 	switch m.kind {
 	case "io":
 		return ioPath
+	case "autoscale":
+		return autoscalePath
 	case "single":
 		return singlePath
 	}

@@ -25,7 +25,11 @@ type suiteOptions struct {
 }
 
 // The scenarios of the suite, in the order they run.
-var allScenarios = []string{"proxy", "cost", "scaling", "hetero", "failure", "memory", "overload"}
+var allScenarios = []string{"proxy", "cost", "scaling", "hetero", "failure", "memory", "overload", "autoscale"}
+
+// notQuick are the scenarios that --quick leaves out unless -scenarios
+// names them.
+var notQuick = []string{"autoscale"}
 
 // suiteReport is everything one run of the suite measured; it is written
 // as results/<date>-<host>.json and rendered from there.
@@ -51,6 +55,7 @@ type suiteReport struct {
 	Failure   []failureRun    `json:"failure,omitempty"`
 	Memory    []memoryRun     `json:"memory,omitempty"`
 	Overload  []overloadRun   `json:"overload,omitempty"`
+	Autoscale *autoscaling    `json:"autoscale,omitempty"`
 	Errors    []contenderFail `json:"errors,omitempty"`
 }
 
@@ -133,15 +138,20 @@ type memoryRun struct {
 // cores; full gives steadier figures.
 type lengths struct {
 	closed, warm, hetero, failure, killAt, capacity time.Duration
+	// step is each step of the autoscale scenario's load, scaleIdle its
+	// scaling pool's scale_idle.
+	step, scaleIdle time.Duration
 }
 
 func suiteLengths(quick bool) lengths {
 	if quick {
 		return lengths{closed: 4 * time.Second, warm: time.Second, hetero: 4 * time.Second,
-			failure: 8 * time.Second, killAt: 3 * time.Second, capacity: 3 * time.Second}
+			failure: 8 * time.Second, killAt: 3 * time.Second, capacity: 3 * time.Second,
+			step: 8 * time.Second, scaleIdle: 4 * time.Second}
 	}
 	return lengths{closed: 15 * time.Second, warm: 2 * time.Second, hetero: 20 * time.Second,
-		failure: 15 * time.Second, killAt: 5 * time.Second, capacity: 5 * time.Second}
+		failure: 15 * time.Second, killAt: 5 * time.Second, capacity: 5 * time.Second,
+		step: 20 * time.Second, scaleIdle: 10 * time.Second}
 }
 
 // pool-tuned's options per scenario: what the README's "Choosing
@@ -194,6 +204,24 @@ func noFileFor(scenarios []string) uint64 {
 	return 0
 }
 
+// suiteScenarios are the scenarios that -scenarios names, in their
+// order; without it, all of them, less notQuick with --quick.
+func suiteScenarios(quick bool, list string) ([]string, error) {
+	if list == "" {
+		if quick {
+			return slices.DeleteFunc(slices.Clone(allScenarios), func(s string) bool { return slices.Contains(notQuick, s) }), nil
+		}
+		return allScenarios, nil
+	}
+	scenarios := strings.Split(list, ",")
+	for _, s := range scenarios {
+		if !slices.Contains(allScenarios, s) {
+			return nil, fmt.Errorf("-scenarios: %q is none of %s", s, strings.Join(allScenarios, ","))
+		}
+	}
+	return scenarios, nil
+}
+
 func runSuite(o suiteOptions) error {
 	tmp, err := os.MkdirTemp("", "workerpool-bench-")
 	if err != nil {
@@ -204,14 +232,9 @@ func runSuite(o suiteOptions) error {
 	} else {
 		defer os.RemoveAll(tmp)
 	}
-	scenarios := allScenarios
-	if o.scenarios != "" {
-		scenarios = strings.Split(o.scenarios, ",")
-		for _, s := range scenarios {
-			if !slices.Contains(allScenarios, s) {
-				return fmt.Errorf("-scenarios: %q is none of %s", s, strings.Join(allScenarios, ","))
-			}
-		}
+	scenarios, err := suiteScenarios(o.quick, o.scenarios)
+	if err != nil {
+		return err
 	}
 	if o.workers <= 0 {
 		o.workers = cpuCount()
@@ -309,6 +332,8 @@ func runSuite(o suiteOptions) error {
 				}
 				rep.Overload = append(rep.Overload, run)
 			}
+		case "autoscale":
+			rep.Autoscale = autoscale(keep(autoscaleContenders(caddy, l, tmp)), l, o.seed, func(name string, err error) { fail(sc, name, err) })
 		}
 		fmt.Fprintf(os.Stderr, "bench: %s done in %s\n", sc, time.Since(start).Round(time.Second))
 	}

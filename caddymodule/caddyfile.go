@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"fmt"
 	"strconv"
 
 	"github.com/dustin/go-humanize"
@@ -19,8 +20,35 @@ func init() {
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var handler Handler
-	err := handler.UnmarshalCaddyfile(h.Dispenser)
-	return &handler, err
+	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return &handler, handler.claimNameInCaddyfile(h)
+}
+
+// claimNameInCaddyfile refuses a name that a different pool of the same
+// Caddyfile has (see names.go), naming both lines. Named routes are
+// adapted with a State of their own; provisioning checks those.
+func (h *Handler) claimNameInCaddyfile(helper httpcaddyfile.Helper) error {
+	if helper.IsNamedRoute() {
+		return nil
+	}
+	named := *h
+	if named.Name == "" {
+		named.Name = "default"
+	}
+	key, err := named.poolKey()
+	if err != nil {
+		return err
+	}
+	names, _ := helper.State["worker_pool_names"].(poolNames)
+	if names == nil {
+		names = poolNames{}
+		helper.State["worker_pool_names"] = names
+	}
+	helper.Reset()
+	helper.Next()
+	return names.claim(named.Name, key, fmt.Sprintf("at %s:%d", helper.File(), helper.Line()))
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
@@ -31,12 +59,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    dir             <path>
 //	    env             <key> <value>
 //	    count           <n>|auto
+//	    max_count       <n>|auto
+//	    scale_idle      <duration>
+//	    max_total_memory <size>
 //	    listen          tcp|unix
 //	    startup_timeout <duration>
 //	    stop_timeout    <duration>
 //	    unhealthy_kill_after <duration>
 //	    max_consecutive_failures <n>
-//	    request_timeout <duration>
+//	    request_timeout <duration>|off
 //	    watch           <glob...>
 //	    max_requests    <n> [jitter <n>]
 //	    max_memory      <size>
@@ -130,7 +161,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("listen: %q is not a mode; use tcp or unix", v)
 			}
 			h.Listen = d.Val()
-		case "startup_timeout", "stop_timeout", "health_interval", "health_timeout", "unhealthy_kill_after", "request_timeout":
+		case "request_timeout":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				h.RequestTimeout = -1
+				break
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("request_timeout: %q is not a positive duration; write e.g. 30s or 2m, or off for no limit", d.Val())
+			}
+			h.RequestTimeout = caddy.Duration(dur)
+		case "startup_timeout", "stop_timeout", "health_interval", "health_timeout", "unhealthy_kill_after":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
@@ -149,8 +193,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.HealthTimeout = caddy.Duration(dur)
 			case "unhealthy_kill_after":
 				h.UnhealthyKillAfter = caddy.Duration(dur)
-			case "request_timeout":
-				h.RequestTimeout = caddy.Duration(dur)
 			}
 		case "health_uri":
 			if !d.NextArg() {
@@ -280,6 +322,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.Validation = v
 		default:
+			if ok, err := h.unmarshalScaling(d, opt); ok {
+				if err != nil {
+					return err
+				}
+				break
+			}
 			if ok, err := h.unmarshalDiscovery(d, opt); err != nil {
 				return err
 			} else if !ok {

@@ -2,15 +2,12 @@ package caddymodule_test
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,19 +16,30 @@ import (
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/metrics"
+	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
-	_ "github.com/caddy-workerpool/caddy-workerpool/caddymodule"
+	"github.com/caddy-workerpool/caddy-workerpool/caddymodule"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
 	"github.com/caddy-workerpool/caddy-workerpool/pool"
 )
 
 func TestMain(m *testing.M) {
 	testworker.RunIfWorker()
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(waitDraining{m},
 		// Caddy's storage keeps a lock file fresh for a while after its
 		// cleaning job ran: Caddy's goroutine, not one of ours.
 		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"))
+}
+
+// waitDraining lets the pools that reloads replaced finish stopping in
+// the background before goleak looks for goroutines.
+type waitDraining struct{ m *testing.M }
+
+func (w waitDraining) Run() int {
+	code := w.m.Run()
+	caddymodule.WaitDraining()
+	return code
 }
 
 func adapt(caddyfile string) ([]byte, error) {
@@ -135,52 +143,14 @@ func TestCaddyfileServesThroughWorkersAndReloads(t *testing.T) {
 
 	// A changed pool config starts new workers, switches only once they
 	// are healthy, then stops the old ones: no request fails meanwhile.
-	stopTraffic := make(chan struct{})
-	failures := make(chan string, 100)
-	var served atomic.Int64
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stopTraffic:
-					return
-				default:
-				}
-				resp, err := client.Get(url)
-				if errors.Is(err, io.EOF) {
-					// The old server closed this idle keep-alive connection
-					// as the request went out (Caddy's reload shuts the old
-					// server down); the request never reached a handler.
-					// Browsers and most clients send the GET again.
-					resp, err = client.Get(url)
-				}
-				if err != nil {
-					failures <- err.Error()
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					failures <- resp.Status
-					continue
-				}
-				served.Add(1)
-			}
-		})
-	}
+	stopTraffic := testworker.Traffic(t, client, url, 4)
 	load(t, site(port, "count 3\n\t\tenv DEPLOY 2"))
 	for pid := range first {
 		testworker.Eventually(t, 15*time.Second, "workers of the old config gone", func() bool { return !testworker.Alive(pid) })
 	}
 	now := waitServing(t, url, 3)
-	close(stopTraffic)
-	wg.Wait()
-	close(failures)
-	for f := range failures {
-		t.Errorf("request failed during the reload: %s", f)
-	}
-	if served.Load() == 0 {
+	// Each request that failed during the reload is an error of its own.
+	if served, _ := stopTraffic(); served == 0 {
 		t.Fatal("no traffic during the reload")
 	}
 	for pid := range now {
@@ -519,7 +489,7 @@ func TestMetrics(t *testing.T) {
 		victim = pid
 		break
 	}
-	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+	if err := testworker.Kill(victim); err != nil {
 		t.Fatal(err)
 	}
 	testworker.Eventually(t, 10*time.Second, "the crash counted", func() bool {
@@ -570,7 +540,7 @@ http://127.0.0.1:%d {
 		contentType  string
 		bodyContains string
 	}{
-		{port, "text/plain", "custom 503: no healthy worker"},
+		{port, "text/plain", "custom 503: "},
 		{plain, "application/problem+json", `"status":503`},
 	} {
 		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", c.port))
@@ -584,5 +554,71 @@ http://127.0.0.1:%d {
 			t.Errorf("port %d: %s %q Retry-After %q: %s; want 503 %s containing %q",
 				c.port, resp.Status, resp.Header.Get("Content-Type"), resp.Header.Get("Retry-After"), body, c.contentType, c.bodyContains)
 		}
+	}
+}
+
+// A reload that changes the pool returns as soon as the new workers
+// serve; WebSockets open on the old workers go on echoing until their
+// clients close them (or stop_timeout passes), and only then do the old
+// workers stop.
+func TestChangedReloadReturnsPromptlyAndKeepsWebSockets(t *testing.T) {
+	port := testworker.FreePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	load(t, site(port, "count 2\n\t\tstop_timeout 30s"))
+	defer stop(t)
+	old := waitServing(t, url, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var socks []*websocket.Conn
+	for range 6 {
+		c, _, err := websocket.Dial(ctx, fmt.Sprintf("ws://127.0.0.1:%d/ws", port), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		socks = append(socks, c)
+	}
+	echo := func(when string) {
+		t.Helper()
+		for i, c := range socks {
+			if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+				t.Fatalf("%s: socket %d: write: %v", when, i, err)
+			}
+			if _, msg, err := c.Read(ctx); err != nil || string(msg) != "echo:hi" {
+				t.Fatalf("%s: socket %d: %q, %v", when, i, msg, err)
+			}
+		}
+	}
+	echo("before the reload")
+
+	began := time.Now()
+	load(t, site(port, "count 2\n\t\tstop_timeout 30s\n\t\tenv DEPLOY 2"))
+	// The reload waits for the new workers (about 0.4s here, seconds
+	// with the race detector on a busy machine), never for the old ones
+	// to drain, which would take the sockets' lifetime or stop_timeout.
+	took := time.Since(began)
+	t.Logf("the reload took %v with 6 open WebSockets", took)
+	if took > 15*time.Second {
+		t.Errorf("the reload took %v with open WebSockets: it waited for the old workers to drain", took)
+	}
+	now := waitServing(t, url, 2)
+	for pid := range now {
+		if old[pid] != 0 {
+			t.Fatalf("new config served by old worker %d", pid)
+		}
+	}
+	echo("after the reload")
+	for pid := range old {
+		if !testworker.Alive(pid) {
+			t.Fatalf("old worker %d stopped while its WebSockets were open", pid)
+		}
+	}
+	for i, c := range socks {
+		if err := c.Close(websocket.StatusNormalClosure, "done"); err != nil {
+			t.Errorf("socket %d: close: %v", i, err)
+		}
+	}
+	for pid := range old {
+		testworker.Eventually(t, 10*time.Second, "old worker gone once its sockets closed", func() bool { return !testworker.Alive(pid) })
 	}
 }

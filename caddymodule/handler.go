@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -39,7 +40,10 @@ func init() {
 // least busy. Workers are started when the config loads and stopped when
 // it unloads.
 type Handler struct {
-	// Name identifies the pool in logs and status. Default: "default".
+	// Name identifies the pool in logs, status, metrics and the admin
+	// API. Two different pools of one config may not have the same name
+	// (the config is refused); handlers with the very same pool config
+	// share one pool. Default: "default".
 	Name string `json:"name,omitempty"`
 
 	// Command is the program to run and its arguments, e.g.
@@ -82,10 +86,14 @@ type Handler struct {
 	// restarted only every 10s. Default: 5.
 	MaxConsecutiveFailures int `json:"max_consecutive_failures,omitempty"`
 
-	// RequestTimeout bounds the time a worker may take to answer one
-	// request; past it the client gets 504, the request is not retried,
-	// and the worker is treated as hung (out of rotation, killed after
-	// UnhealthyKillAfter unless its health check passes). Default: none.
+	// RequestTimeout bounds the time a worker may take to start its
+	// answer to one request (its response headers; a stream, a long
+	// download or a WebSocket that has started is never cut by it); past
+	// it the client gets 504, the request is not retried, and the worker
+	// is treated as hung (out of rotation, killed after
+	// UnhealthyKillAfter unless its health check passes). Default: 60s,
+	// as nginx's proxy_read_timeout. A negative value turns it off
+	// (Caddyfile: request_timeout off).
 	RequestTimeout caddy.Duration `json:"request_timeout,omitempty"`
 
 	// MaxRequests recycles a worker after this many requests, plus a
@@ -203,6 +211,10 @@ type Handler struct {
 	// and registration in Consul (consul_register).
 	Discovery
 
+	// Scaling: more workers than Count while requests queue (max_count,
+	// scale_idle, max_total_memory).
+	Scaling
+
 	pool      *pool.Pool
 	key       string
 	logger    *zap.Logger
@@ -229,6 +241,22 @@ type Breaker struct {
 	Statuses []int `json:"statuses,omitempty"`
 }
 
+// DefaultRequestTimeout is RequestTimeout when it is not set: without a
+// limit, requests to a worker that never answers would hold its slots,
+// and a pool of single-threaded workers, until their clients give up.
+const DefaultRequestTimeout = 60 * time.Second
+
+// requestTimeout is the balancer's request timeout: 0 for none.
+func (h *Handler) requestTimeout() time.Duration {
+	switch {
+	case h.RequestTimeout == 0:
+		return DefaultRequestTimeout
+	case h.RequestTimeout < 0:
+		return 0
+	}
+	return time.Duration(h.RequestTimeout)
+}
+
 // maxInflight is the configured limit, auto unless set.
 func (h *Handler) maxInflight() Limit {
 	if h.MaxInflight == nil {
@@ -245,25 +273,12 @@ type Limit struct {
 }
 
 // MarshalJSON writes a number, or "auto".
-func (l Limit) MarshalJSON() ([]byte, error) {
-	if l.Auto {
-		return []byte(`"auto"`), nil
-	}
-	return []byte(strconv.Itoa(l.N)), nil
-}
+func (l Limit) MarshalJSON() ([]byte, error) { return marshalNumberOrAuto(l.N, l.Auto) }
 
 // UnmarshalJSON reads a number, or "auto".
-func (l *Limit) UnmarshalJSON(b []byte) error {
-	if string(b) == `"auto"` {
-		*l = Limit{Auto: true}
-		return nil
-	}
-	n, err := strconv.Atoi(string(b))
-	if err != nil {
-		return fmt.Errorf("max_inflight: %s is neither a number nor \"auto\"", b)
-	}
-	*l = Limit{N: n}
-	return nil
+func (l *Limit) UnmarshalJSON(b []byte) (err error) {
+	l.N, l.Auto, err = unmarshalNumberOrAuto(b, "max_inflight")
+	return err
 }
 
 // CaddyModule returns the Caddy module information.
@@ -285,18 +300,42 @@ type runningPool struct {
 	metrics *poolMetrics
 }
 
-// Destruct stops the workers once no loaded config uses the pool.
+// Destruct stops the workers once no loaded config uses the pool. On a
+// reload that replaced the pool it returns at once: the old workers
+// finish their requests and open streams in the background (bounded by
+// stop_timeout) while the new ones serve. When Caddy stops, or the
+// process exits, they stop before it returns.
 func (p runningPool) Destruct() error {
 	unregister(p.Pool)
-	p.Stop()
+	switch {
+	case caddy.Exiting():
+		p.Close()
+		return nil
+	case caddy.ActiveContext().Context == nil:
+		// Caddy stopped without a config to replace this one.
+		p.Stop()
+		return nil
+	}
+	draining.Add(1)
+	go func() {
+		defer draining.Done()
+		p.Stop()
+	}()
 	return nil
 }
 
+// draining counts the pools that stop in the background after a reload.
+var draining sync.WaitGroup
+
 // Provision checks the config, sets defaults and starts the workers, or
-// takes over the running ones if an earlier config had the same pool. A
-// new pool is given until its startup_timeout to become healthy before
-// Provision returns, so a reload switches traffic only to workers that
-// answer (blue/green); the old config keeps serving meanwhile.
+// takes over the running ones if an earlier config had the same pool.
+// A pool that nothing serves yet (the first load) returns at once, so
+// that Caddy listens at once: its requests wait in the queue for the
+// first healthy worker. A pool that replaces a running one of the same
+// name (a reload that changed it) is given until its startup_timeout to
+// become healthy before Provision returns, so a reload switches traffic
+// only to workers that answer (blue/green); the old config keeps
+// serving meanwhile, and the process beginning to exit ends the wait.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if h.Name == "" {
@@ -305,13 +344,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
-	if err := h.provisionValidation(); err != nil {
+	if err := h.provisionValidation(ctx); err != nil {
 		return err
 	}
 	key, err := h.poolKey()
 	if err != nil {
 		return err
 	}
+	if err := h.claimName(ctx, key); err != nil {
+		return err
+	}
+	// A pool of this name that a running config serves from: the one a
+	// changed pool replaces.
+	replacing := lookup(h.Name) != nil
 	val, loaded, err := pools.LoadOrNew(key, func() (caddy.Destructor, error) {
 		// The pool outlives this config, so it logs through Caddy's
 		// process-wide logger rather than this config's.
@@ -340,6 +385,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.key, h.pool = key, rp.Pool
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
 		h.errorRoutes = srv.Errors != nil && len(srv.Errors.Routes) > 0
+		// When the process exits, the server waits for its requests
+		// before the pool is cleaned up: requests that wait for a worker
+		// to start must get their 503 now, and the workers their SIGTERM,
+		// so that they end their streams.
+		p := rp.Pool
+		srv.RegisterOnShutdown(func() {
+			if caddy.Exiting() {
+				p.Close()
+			}
+		})
 	}
 	if err := h.provisionTracing(ctx); err != nil {
 		return fmt.Errorf("worker_pool %q: %w", h.Name, err)
@@ -355,20 +410,53 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionRegistration(); err != nil {
 		return err
 	}
-	if loaded {
+	switch {
+	case loaded:
 		h.logger.Info("keeping the running workers: pool config unchanged", zap.String("pool", h.Name))
 		return nil
+	case !replacing:
+		// Nothing serves this pool yet (the first load, or a new pool):
+		// Caddy listens at once, and the pool's requests wait in its
+		// queue for the first healthy worker.
+		h.logger.Info("starting workers; requests wait for the first healthy one", zap.String("pool", h.Name))
+		return nil
 	}
+	// A changed pool replaces a running one: the old config serves until
+	// the new workers are healthy, then traffic switches (blue/green).
 	wait := time.Duration(h.StartupTimeout)
 	if wait <= 0 {
 		wait = pool.DefaultStartupTimeout
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	if err := h.pool.WaitReady(wctx); err != nil {
+	if err := h.pool.WaitReady(exitAware(wctx)); err != nil {
 		h.logger.Warn("serving before every worker is healthy", zap.String("pool", h.Name), zap.Error(err))
 	}
 	return nil
+}
+
+// exitAware returns a context that also ends when the process begins to
+// exit (Ctrl-C, SIGTERM): a reload that waits for new workers must not
+// hold the exit up, and Caddy has no earlier notice of it than
+// caddy.Exiting, so it is polled. The polling ends with ctx.
+func exitAware(ctx context.Context) context.Context {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if caddy.Exiting() {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx
 }
 
 // poolKey identifies the pool's configuration: all of the handler's but
@@ -431,6 +519,7 @@ func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 			MaxLifetime: time.Duration(h.MaxLifetime),
 		},
 		Balancer: h.balancerConfig(log),
+		Scale:    h.scaleConfig(),
 	}, nil
 }
 
@@ -445,7 +534,7 @@ func (h *Handler) balancerConfig(log *zap.Logger) balancer.Config {
 		QueueTimeout:   time.Duration(h.QueueTimeout),
 		Schedule:       h.Schedule,
 		CostKey:        h.costKey(),
-		RequestTimeout: time.Duration(h.RequestTimeout),
+		RequestTimeout: h.requestTimeout(),
 		TrustForwarded: trustedProxy,
 		ClientIP:       clientIP,
 		// Traces the attempts of the requests that a handler with
@@ -483,6 +572,7 @@ func (h *Handler) Validate() error {
 	}
 	h.validateSource(bad)
 	h.validateRegistration(bad)
+	h.validateScaling(bad)
 	if h.Count < 0 {
 		bad("count", "%d is negative: give a number of workers, or leave it out (auto) for one per CPU", h.Count)
 	}
@@ -505,8 +595,7 @@ func (h *Handler) Validate() error {
 	}
 	for field, d := range map[string]caddy.Duration{
 		"startup_timeout": h.StartupTimeout, "stop_timeout": h.StopTimeout,
-		"unhealthy_kill_after": h.UnhealthyKillAfter, "request_timeout": h.RequestTimeout,
-		"max_lifetime":    h.MaxLifetime,
+		"unhealthy_kill_after": h.UnhealthyKillAfter, "max_lifetime": h.MaxLifetime,
 		"health_interval": h.HealthInterval, "health_timeout": h.HealthTimeout,
 	} {
 		if d < 0 {
@@ -568,6 +657,13 @@ func (h *Handler) Cleanup() error {
 	}
 	errs = append(errs, h.cleanupTracing())
 	return errors.Join(errs...)
+}
+
+// configServer is the server whose handlers (or listener wrappers) ctx
+// provisions, or nil.
+func configServer(ctx caddy.Context) *caddyhttp.Server {
+	srv, _ := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return srv
 }
 
 // trustedProxy reports whether Caddy's server found the client to be one

@@ -28,7 +28,7 @@ type poolMetrics struct {
 	retries   prometheus.Counter
 	vecs      []prometheus.Collector
 
-	workers, healthy, inflight, limit, queue, restarts, breaker, cost *prometheus.Desc
+	workers, healthy, inflight, limit, queue, restarts, breaker, cost, scaling *prometheus.Desc
 
 	mu      sync.Mutex               // serialises growing workerL
 	workerL atomic.Pointer[[]string] // "0", "1", …: label values, made once
@@ -71,6 +71,7 @@ func newPoolMetrics(name string) *poolMetrics {
 		breaker:  desc("worker_breaker_state", "The worker's circuit breaker: 0 closed, 1 half-open, 2 open.", "worker"),
 		cost: desc("route_cost_seconds", fmt.Sprintf("What a route's requests cost: the decaying average time they took at a worker (at most %d routes, the most recently used).",
 			balancer.DefaultCostKeys), "route"),
+		scaling: desc("scaling_decisions_total", "Scaling decisions of a pool with max_count, by direction (up, down, hold: a worker was needed but not started) and reason.", "direction", "reason"),
 	}
 }
 
@@ -120,7 +121,7 @@ func (m *poolMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range m.vecs {
 		c.Describe(ch)
 	}
-	for _, d := range []*prometheus.Desc{m.workers, m.healthy, m.inflight, m.limit, m.queue, m.restarts, m.breaker, m.cost} {
+	for _, d := range []*prometheus.Desc{m.workers, m.healthy, m.inflight, m.limit, m.queue, m.restarts, m.breaker, m.cost, m.scaling} {
 		ch <- d
 	}
 }
@@ -151,6 +152,11 @@ func (m *poolMetrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.queue, prometheus.GaugeValue, float64(st.Queued))
 	for _, c := range st.Costs {
 		ch <- prometheus.MustNewConstMetric(m.cost, prometheus.GaugeValue, c.CostMS/1000, c.Route)
+	}
+	if st.Scaling != nil {
+		for _, c := range st.Scaling.Totals {
+			ch <- prometheus.MustNewConstMetric(m.scaling, prometheus.CounterValue, float64(c.Count), c.Direction, c.Reason)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -35,8 +36,9 @@ func init() {
 // sends Sec-Fetch-Mode without Origin or Referer, which the admin
 // endpoint's cross-site protection answers with 403.
 //
-// By default it answers only clients on a loopback address (as Caddy
-// determined the client, honouring trusted_proxies): put it behind
+// By default it answers only clients on this machine: the connection's
+// peer must be on a loopback address (and so must the client that a
+// trusted proxy forwarded the request for, if any). Put it behind
 // authentication (basic_auth, forward_auth) and set AllowRemote to show
 // it to others.
 type StatusPage struct {
@@ -119,10 +121,22 @@ func (s *StatusPage) statuses() []pool.Status {
 	return out
 }
 
-// loopbackClient reports whether the client, as Caddy's server
-// determined it, is on a loopback address.
+// loopbackClient reports whether the request comes from this machine:
+// its connection's peer is on a loopback address, as Caddy's remote_ip
+// matcher judges, and so is the client that a trusted proxy forwarded it
+// for, if any. The peer is what a client cannot forge: Caddy's client IP
+// comes from X-Forwarded-For when the peer is one of trusted_proxies, so
+// a remote client behind a trusted load balancer could claim 127.0.0.1.
+// The forwarded address is checked too so that a trusted proxy on this
+// host (a service mesh's sidecar) does not open the page to everyone it
+// forwards.
 func loopbackClient(r *http.Request) bool {
-	addr, err := netip.ParseAddr(clientIP(r))
+	peer, _, err := net.SplitHostPort(r.RemoteAddr)
+	return err == nil && isLoopback(peer) && isLoopback(clientIP(r))
+}
+
+func isLoopback(ip string) bool {
+	addr, err := netip.ParseAddr(ip)
 	return err == nil && addr.Unmap().IsLoopback()
 }
 

@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,7 +60,8 @@ func headless(t *testing.T, browser, url string, flags ...string) string {
 }
 
 // The status page, opened in a real browser, shows the workers of a
-// running pool: every pid, its state and the request it holds.
+// running pool: every pid, its state and the request it holds; and the
+// pool's floor and ceiling.
 func TestStatusPageInChromium(t *testing.T) {
 	browser := chromium(t)
 	port := testworker.FreePort(t)
@@ -79,6 +82,7 @@ http://127.0.0.1:%d {
 			env %s serve
 			env GORACE atexit_sleep_ms=0
 			count 2
+			max_count 3
 			max_inflight 1
 			health_uri /healthz
 			health_interval 50ms
@@ -124,6 +128,9 @@ http://127.0.0.1:%d {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the page does not show worker %d (%s); DOM:\n%s", w.ID, want, dom)
 		}
+	}
+	if !strings.Contains(dom, `data-floor="2" data-ceiling="3"`) {
+		t.Errorf("the page does not show the floor and the ceiling; DOM:\n%s", dom)
 	}
 	if !strings.Contains(dom, "1 / 1") {
 		t.Errorf("the page shows no worker with 1 of 1 requests in flight; DOM:\n%s", dom)
@@ -213,5 +220,59 @@ func TestStatusPageCaddyfile(t *testing.T) {
 	err := (&caddymodule.StatusPage{}).UnmarshalCaddyfile(caddyfile.NewTestDispenser("worker_pool_status {\n public\n}"))
 	if err == nil || !strings.Contains(err.Error(), `unrecognized worker_pool_status option "public"`) {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// Without allow_remote the page answers only clients on this machine,
+// judged by the connection's peer: a remote client that a trusted proxy
+// forwards cannot claim 127.0.0.1 in X-Forwarded-For, and a remote client
+// forwarded by a trusted proxy on loopback is still remote.
+func TestStatusPageJudgesTheTCPPeer(t *testing.T) {
+	ip := testworker.NonLoopbackIPv4()
+	if ip == "" {
+		t.Skip("this machine has no IPv4 address but loopback: no client can look remote")
+	}
+	port := testworker.FreePort(t)
+	load(t, fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+	servers {
+		trusted_proxies static %s/32 127.0.0.1/32
+	}
+}
+
+http://:%d {
+	worker_pool_status
+}
+`, ip, port))
+	defer stop(t)
+	for _, c := range []struct {
+		from, forwardedFor string
+		status             int
+	}{
+		{ip, "127.0.0.1", http.StatusForbidden},
+		{ip, "::1", http.StatusForbidden},
+		{ip, "", http.StatusForbidden},
+		{"127.0.0.1", "203.0.113.7", http.StatusForbidden},
+		{"127.0.0.1", "", http.StatusOK},
+		{"127.0.0.1", "127.0.0.1", http.StatusOK},
+	} {
+		req, err := http.NewRequest("GET", fmt.Sprintf("http://%s/?format=json", net.JoinHostPort(c.from, strconv.Itoa(port))), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.forwardedFor != "" {
+			req.Header.Set("X-Forwarded-For", c.forwardedFor)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status {
+			t.Errorf("from %s, X-Forwarded-For %q: %s %s; want %d", c.from, c.forwardedFor, resp.Status, body, c.status)
+		}
 	}
 }

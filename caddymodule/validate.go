@@ -32,7 +32,7 @@ func init() {
 
 // provisionValidation loads the validate block, if any. A broken OpenAPI
 // document refuses the config before any worker starts.
-func (h *Handler) provisionValidation() error {
+func (h *Handler) provisionValidation(ctx caddy.Context) error {
 	if h.Validation == nil {
 		return nil
 	}
@@ -41,6 +41,7 @@ func (h *Handler) provisionValidation() error {
 		return fmt.Errorf("worker_pool %q: %w", h.Name, err)
 	}
 	h.validator = v
+	warnWithoutStrictFraming(ctx, h.logger)
 	return nil
 }
 
@@ -90,12 +91,13 @@ func (ValidateHandler) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision loads the config and its OpenAPI document.
-func (vh *ValidateHandler) Provision(caddy.Context) error {
+func (vh *ValidateHandler) Provision(ctx caddy.Context) error {
 	v, err := validate.New(vh.Config)
 	if err != nil {
 		return fmt.Errorf("worker_pool_validate: %w", err)
 	}
 	vh.validator = v
+	warnWithoutStrictFraming(ctx, ctx.Logger())
 	return nil
 }
 

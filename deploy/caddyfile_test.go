@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -33,8 +34,29 @@ type adapted struct {
 }
 
 type server struct {
-	Listen []string `json:"listen"`
-	Routes []route  `json:"routes"`
+	Listen            []string        `json:"listen"`
+	Routes            []route         `json:"routes"`
+	ReadHeaderTimeout time.Duration   `json:"read_header_timeout"`
+	ListenerWrappers  []listenWrapper `json:"listener_wrappers"`
+}
+
+type listenWrapper struct {
+	Wrapper string `json:"wrapper"`
+}
+
+// guarded reports what the server lacks of the protections against
+// hostile clients that every shipped config sets: a short time for
+// request headers (Caddy's default is a minute) and the refusal of
+// requests that declare their body's length twice.
+func (s server) guarded() []string {
+	var missing []string
+	if s.ReadHeaderTimeout <= 0 || s.ReadHeaderTimeout > 30*time.Second {
+		missing = append(missing, fmt.Sprintf("read_header_timeout %v (want at most 30s)", s.ReadHeaderTimeout))
+	}
+	if !slices.ContainsFunc(s.ListenerWrappers, func(w listenWrapper) bool { return w.Wrapper == "worker_pool_framing" }) {
+		missing = append(missing, "the worker_pool_framing listener wrapper")
+	}
+	return missing
 }
 
 type route struct {

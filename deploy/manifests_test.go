@@ -91,6 +91,11 @@ func inspect(t *testing.T, o *objects) pod {
 	if !p.config.Admin.Disabled {
 		t.Errorf("%s: the admin endpoint is on, on a loopback that the pod's containers share", what)
 	}
+	for name, s := range p.config.Apps.HTTP.Servers {
+		if missing := s.guarded(); len(missing) > 0 {
+			t.Errorf("%s: server %s %v lacks %s", what, name, s.Listen, strings.Join(missing, " and "))
+		}
+	}
 
 	// Container ports are Caddy's listeners, no more, no fewer.
 	var cports []int

@@ -88,9 +88,13 @@ func (f *finder) update(targets []health.Target) {
 		f.found[t] = m
 		added = append(added, m)
 	}
+	first := !f.updated
 	f.updated = true
 	p.notifyLocked()
 	p.mu.Unlock()
+	if first {
+		defer p.arrived(1)
+	}
 
 	for _, m := range gone {
 		p.leave(m)
@@ -118,6 +122,9 @@ func (f *finder) freeIDLocked() int {
 		}
 	}
 }
+
+// arriving: the source's first report, which may list none.
+func (f *finder) arriving() int { return 1 }
 
 func (f *finder) slots() int {
 	f.p.mu.Lock()

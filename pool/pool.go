@@ -62,6 +62,9 @@ type Config struct {
 	// retries. The pool sets its OnPassiveDown, OnHung and
 	// OnBreakerChange.
 	Balancer balancer.Config
+	// Scale lets a pool that spawns its workers run more than
+	// Workers.Count of them while requests queue (see scale.go).
+	Scale Scale
 }
 
 // Pool runs and serves from a set of endpoints.
@@ -74,6 +77,18 @@ type Pool struct {
 	mu      sync.Mutex
 	members []*member
 	changed chan struct{} // closed and replaced when rotation changes
+	// While the pool boots — from Start until an endpoint first serves,
+	// or startup_timeout passes — requests that find no endpoint wait
+	// for one, rather than get 503 at once: booting counts endpoints the
+	// source is about to report (workers being spawned, a first
+	// discovery), and members that are starting count too. After boot a
+	// pool with no endpoint answers 503 at once: a worker that crashes
+	// or never gets healthy must not hold requests.
+	warming  bool
+	booting  int
+	bootOver *time.Timer
+
+	stopOnce sync.Once
 }
 
 // source is where a pool's endpoints come from: worker processes it
@@ -85,6 +100,9 @@ type source interface {
 	start()
 	// stop ends the source; every endpoint has left when it returns.
 	stop()
+	// arriving is how many endpoints the source will report soon after
+	// start, which requests may wait for.
+	arriving() int
 	// slots is how many endpoints the pool should have: the worker
 	// count, or the candidates the source lists now.
 	slots() int
@@ -131,6 +149,9 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 	if err := cfg.Health.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.checkScale(); err != nil {
+		return nil, err
+	}
 	cfg.Health = cfg.Health.WithDefaults()
 	if cfg.StartupTimeout <= 0 {
 		cfg.StartupTimeout = DefaultStartupTimeout
@@ -173,7 +194,47 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 // Start starts the source: the workers (with the file watch and the
 // recycler), or the discovery. Requests wait in the queue for the first
 // endpoint that serves, up to the queue timeout.
-func (p *Pool) Start() { p.src.start() }
+func (p *Pool) Start() {
+	p.mu.Lock()
+	p.warming, p.booting = true, p.src.arriving()
+	p.bootOver = time.AfterFunc(p.cfg.StartupTimeout, p.booted)
+	p.expectLocked()
+	p.mu.Unlock()
+	p.src.start()
+}
+
+// booted ends the pool's boot.
+func (p *Pool) booted() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.warming = false
+	p.expectLocked()
+}
+
+// arrived is a source's report that n endpoints it announced have
+// joined, or will not.
+func (p *Pool) arrived(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.booting = max(p.booting-n, 0)
+	p.expectLocked()
+}
+
+// expectLocked tells the balancer how many endpoints may join soon
+// while the pool boots: those starting and those about to be reported.
+// p.mu is held.
+func (p *Pool) expectLocked() {
+	n := 0
+	if p.warming {
+		n = p.booting
+		for _, m := range p.members {
+			if m.life.state == starting {
+				n++
+			}
+		}
+	}
+	p.bal.Expect(n)
+}
 
 // Stop lets the requests in flight and in the queue finish, and open
 // streams end (bounded by the stop timeout), then stops the source —
@@ -182,8 +243,34 @@ func (p *Pool) Start() { p.src.start() }
 // an old config while its server still finishes requests, so the
 // workers must outlive those.
 func (p *Pool) Stop() {
-	p.settle(p.stopTimeout())
-	p.src.stop()
+	p.settle(p.stopTimeout(), true)
+	p.close()
+}
+
+// Close stops the pool without waiting for open streams: requests that
+// wait for a worker to start get 503 at once, requests in flight finish
+// (bounded by the stop timeout), and the workers are stopped — SIGTERM,
+// so that they can end their streams themselves, then SIGKILL after the
+// stop timeout. It is how the pool stops when the process exits. Stop
+// or Close again does nothing more.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.warming = false
+	p.expectLocked()
+	p.mu.Unlock()
+	p.settle(p.stopTimeout(), false)
+	p.close()
+}
+
+func (p *Pool) close() {
+	p.stopOnce.Do(func() {
+		p.mu.Lock()
+		if p.bootOver != nil {
+			p.bootOver.Stop()
+		}
+		p.mu.Unlock()
+		p.src.stop()
+	})
 }
 
 // ServeHTTP proxies r to a healthy worker, answering problem+json when
@@ -257,6 +344,8 @@ func (p *Pool) join(m *member) {
 	p.mu.Lock()
 	p.members = append(p.members, m)
 	m.startup = time.AfterFunc(p.cfg.StartupTimeout, func() { p.apply(m, event{kind: evStartupExpired}) })
+	p.booting = max(p.booting-1, 0)
+	p.expectLocked()
 	p.notifyLocked()
 	p.mu.Unlock()
 	m.checker.Start()
@@ -274,6 +363,7 @@ func (p *Pool) leave(m *member) {
 	if i := slices.Index(p.members, m); i >= 0 {
 		p.members = slices.Delete(p.members, i, i+1)
 	}
+	p.expectLocked()
 	p.notifyLocked()
 	p.mu.Unlock()
 	m.ep.Close()
@@ -325,6 +415,7 @@ func (p *Pool) applyLocked(m *member, ev event) {
 	if act == 0 && next == was {
 		return
 	}
+
 	log := p.log.With(zap.Int("worker", m.id), zap.Int("pid", m.pid()), zap.String("address", m.target.Address))
 	if act&actReady != 0 {
 		m.startup.Stop()
@@ -374,6 +465,12 @@ func (p *Pool) applyLocked(m *member, ev event) {
 		}
 		p.src.kill(m, why)
 	}
+	if was.state == starting && next.state != starting {
+		// After the endpoint joined rotation, if it did: waiters must
+		// not be failed for want of it.
+		p.warming = p.warming && next.state != serving
+		p.expectLocked()
+	}
 	p.notifyLocked()
 }
 
@@ -413,15 +510,15 @@ func (p *Pool) stopTimeout() time.Duration {
 	return worker.DefaultStopTimeout
 }
 
-// settle waits until no request is in flight or queued and no stream
-// is open, at most d.
-func (p *Pool) settle(d time.Duration) {
+// settle waits until no request is in flight or queued, and, with
+// streams, no stream is open; at most d.
+func (p *Pool) settle(d time.Duration, streams bool) {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		busy := p.bal.QueueLen() > 0
 		p.mu.Lock()
 		for _, m := range p.members {
-			busy = busy || m.ep.Busy()
+			busy = busy || m.ep.Inflight() > 0 || (streams && m.ep.Streams() > 0)
 		}
 		p.mu.Unlock()
 		if !busy {

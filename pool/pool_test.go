@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -96,7 +95,7 @@ func TestPoolServesFromEveryWorkerAndHeals(t *testing.T) {
 			if !seen[victim] {
 				t.Fatalf("status pid %d never served", victim)
 			}
-			if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+			if err := testworker.Kill(victim); err != nil {
 				t.Fatal(err)
 			}
 			testworker.Eventually(t, 10*time.Second, "killed worker replaced and healthy", func() bool {
@@ -366,5 +365,22 @@ func TestRecycling(t *testing.T) {
 				t.Fatalf("no recycling logged with reason %q", c.reason)
 			}
 		})
+	}
+}
+
+// On its first start a pool serves at once: a request that arrives
+// before any worker is healthy waits for the first one rather than get
+// 503. Once the pool has booted, a pool without a worker answers 503 at
+// once (TestNeverHealthyWorkerIsRestartedAndPoolAnswers503).
+func TestRequestsWaitForTheFirstWorkerWhileThePoolBoots(t *testing.T) {
+	p, srv := newPool(t, pool.Config{
+		Workers: worker.Spec{Env: testworker.Env("slow-start"), Count: 2},
+		Health:  health.Config{URI: "/healthz"},
+	}, nil)
+	if p.Healthy() != 0 {
+		t.Fatal("a slow-starting worker is healthy at once")
+	}
+	if pid := pidOf(t, srv.Client(), srv.URL+"/"); pid == 0 {
+		t.Fatal("no pid")
 	}
 }

@@ -24,6 +24,8 @@ type spawner struct {
 	stopRecycler context.CancelFunc // nil without Config.Recycle
 	recyclerDone chan struct{}
 
+	scale *scaler // nil unless Config.Scale lets the pool scale
+
 	// Guarded by Pool.mu.
 	procs map[*worker.Instance]*member
 }
@@ -40,6 +42,9 @@ func newSpawner(p *Pool) (*spawner, error) {
 			return nil, err
 		}
 	}
+	if p.cfg.Scale.enabled(s.sup.Count()) {
+		s.scale = newScaler(s)
+	}
 	return s, nil
 }
 
@@ -53,9 +58,15 @@ func (s *spawner) start() {
 		s.stopRecycler, s.recyclerDone = cancel, make(chan struct{})
 		go s.recycler(ctx, s.recyclerDone)
 	}
+	if s.scale != nil {
+		s.scale.start()
+	}
 }
 
 func (s *spawner) stop() {
+	if s.scale != nil {
+		s.scale.stop()
+	}
 	if s.watch != nil {
 		s.watch.stop()
 	}
@@ -66,7 +77,12 @@ func (s *spawner) stop() {
 	s.sup.Stop()
 }
 
-func (s *spawner) slots() int { return s.sup.Count() }
+// slots counts the slots added while scaling too: their ids are
+// Count()+1 up to slots().
+func (s *spawner) slots() int { return s.sup.Slots() }
+
+// arriving: every worker is being started.
+func (s *spawner) arriving() int { return s.sup.Count() }
 
 func (s *spawner) settled() bool { return s.p.Healthy() >= s.sup.Count() }
 

@@ -40,6 +40,9 @@ type Status struct {
 	Workers []WorkerStatus `json:"workers"`
 	// Costs are the routes' learned costs.
 	Costs []balancer.RouteCost `json:"costs,omitempty"`
+	// Scaling shows the floor, the ceiling and the decisions of a pool
+	// that scales; absent otherwise.
+	Scaling *ScaleStatus `json:"scaling,omitempty"`
 }
 
 // Status reports every worker slot, or every endpoint found.
@@ -87,6 +90,9 @@ func (p *Pool) Status() Status {
 			st.Healthy++
 		}
 		st.Workers[i] = ws
+	}
+	if s, ok := p.src.(*spawner); ok && s.scale != nil {
+		st.Scaling = s.scale.status()
 	}
 	return st
 }

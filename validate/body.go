@@ -18,28 +18,45 @@ var ErrBodyTooLarge = errors.New("request body too large")
 // passes the limit. Passing the limit cancels the request's context: the
 // proxy then stops, the worker sees its connection close mid-body, and
 // the pool counts it as a client that went away, not as a worker fault.
+//
+// It reads through http.MaxBytesReader on the server's own writer, which
+// tells Go's server that the body was too large: the server then closes
+// the connection after the 413 only once the client had time to read it
+// (otherwise the unread rest of the body makes the close a reset, and
+// many clients report the reset instead of the answer).
 type limitedBody struct {
 	rc     io.ReadCloser
-	left   int64
 	limit  int64
 	over   atomic.Bool
 	cancel context.CancelFunc
+}
+
+func newLimitedBody(w http.ResponseWriter, body io.ReadCloser, limit int64, cancel context.CancelFunc) *limitedBody {
+	return &limitedBody{rc: http.MaxBytesReader(serverWriter(w), body, limit), limit: limit, cancel: cancel}
+}
+
+// serverWriter is the writer that w wraps, innermost first: the one
+// http.MaxBytesReader can tell about the limit.
+func serverWriter(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
 	if b.over.Load() {
 		return 0, ErrBodyTooLarge
 	}
-	if int64(len(p)) > b.left+1 {
-		p = p[:b.left+1]
-	}
 	n, err := b.rc.Read(p)
-	if int64(n) > b.left {
+	if _, over := err.(*http.MaxBytesError); over {
 		b.over.Store(true)
 		b.cancel()
-		return int(b.left), ErrBodyTooLarge
+		return n, ErrBodyTooLarge
 	}
-	b.left -= int64(n)
 	return n, err
 }
 

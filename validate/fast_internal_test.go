@@ -172,3 +172,15 @@ func FuzzDecodeJSON(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDecodeHugeNumber is what the decoder spends on a body of one
+// number of 900,000 digits once it is in memory: it stops at the first
+// digit past the limit.
+func BenchmarkDecodeHugeNumber(b *testing.B) {
+	body := []byte(strings.Replace(fastOrder, `"qty":2`, `"qty":1`+strings.Repeat("0", 900_000), 1))
+	for b.Loop() {
+		if _, err := decodeJSON(body); err == nil {
+			b.Fatal("accepted")
+		}
+	}
+}

@@ -5,7 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/caddy-workerpool/caddy-workerpool/validate"
@@ -32,10 +32,29 @@ func FuzzValidate(f *testing.F) {
 	f.Add("GET", "/orders/%2F..%2F/items/1", "limit=%zz", "", []byte(nil))
 	f.Add("HEAD", "//orders//", "", "", []byte(nil))
 	f.Add("POST", "/echo", "", "text/plain", []byte("hello"))
+	// The cases of issue 19: paths a worker's parser resolves to another
+	// path, repeated and bracketed parameters, numbers too long to
+	// compare, bodies where the document declares none or no schema.
+	f.Add("POST", "/x/../orders", "", "application/json", []byte(`{}`))
+	f.Add("POST", "/echo/%2e%2e/orders", "", "application/json", []byte(`{}`))
+	f.Add("POST", "/echo/.%2E/orders", "", "application/json", []byte(`{}`))
+	f.Add("POST", "//orders", "", "application/json", []byte(`{}`))
+	f.Add("GET", "/orders", "limit=5&limit=100000", "", []byte(nil))
+	f.Add("GET", "/orders", "limit[]=100000&limit%5Bx%5D=1", "", []byte(nil))
+	f.Add("GET", "/orders", "limit=1"+strings.Repeat("0", 1200), "", []byte(nil))
+	f.Add("POST", "/orders", "", "application/json", []byte(`{"items":[{"qty":1`+strings.Repeat("0", 1200)+`}]}`))
+	f.Add("POST", "/orders", "", "application/json", []byte(`{"items":[{"qty":1e999999,"note":"\u0041"}]}`))
+	f.Add("POST", "/orders", "", "application/json", []byte(`{"items":[{"qty":0.`+strings.Repeat("0", 999)+`1e-1000}]}`))
+	f.Add("DELETE", "/orders/7c9e6679-7425-40de-944b-e07fc1f90ae7", "", "application/json", []byte(`{"why":"no"}`))
+	f.Add("POST", "/echo", "", "application/octet-stream", bytes.Repeat([]byte("x"), 5000))
 	f.Fuzz(func(t *testing.T, method, path, query, ctype string, body []byte) {
-		u := &url.URL{Path: path, RawQuery: query}
-		r, err := http.NewRequest(method, "http://x"+u.RequestURI(), bytes.NewReader(body))
-		if err != nil {
+		// The path as the client sends it, escapes and all.
+		target := "http://x" + path
+		if query != "" {
+			target += "?" + query
+		}
+		r, err := http.NewRequest(method, target, bytes.NewReader(body))
+		if err != nil || r.URL.Host != "x" {
 			return
 		}
 		if ctype != "" {

@@ -17,22 +17,43 @@ import (
 // decoder replaces), deep nesting, and every error, so that results and
 // error messages are the standard ones. FuzzDecodeJSON holds the two to
 // the same results.
+//
+// A number beyond the limits of numbers.go is a *numberError: the fast
+// decoder stops at its first digit past them, so that refusing a huge
+// literal costs no more than reading it up to there.
 func decodeJSON(body []byte) (any, error) {
-	if v, ok := decodeFast(body); ok {
-		return v, nil
+	v, err := decodeDocument(body)
+	var ne *numberError
+	if err == nil || errors.As(err, &ne) {
+		return v, err
 	}
-	return jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if v, err = jsonschema.UnmarshalJSON(bytes.NewReader(body)); err != nil {
+		return nil, err
+	}
+	if ptr, ok := oversizedNumber(v); ok {
+		return nil, &numberError{pointer: ptr, offset: -1}
+	}
+	return v, nil
+}
+
+// decodeDocument is the fast decoder on a whole body; errHandOver (or a
+// *numberError) when it leaves the body to the standard decoder.
+func decodeDocument(body []byte) (any, error) {
+	d := jsonDecoder{data: body}
+	v, err := d.value(0)
+	if err != nil {
+		return nil, err
+	}
+	if d.space(); d.pos != len(d.data) {
+		return nil, errHandOver
+	}
+	return v, nil
 }
 
 // decodeFast is the fast decoder alone; false hands the input over.
 func decodeFast(body []byte) (any, bool) {
-	d := jsonDecoder{data: body}
-	v, err := d.value(0)
-	if err != nil {
-		return nil, false
-	}
-	d.space()
-	return v, d.pos == len(d.data)
+	v, err := decodeDocument(body)
+	return v, err == nil
 }
 
 // errHandOver means the fast decoder leaves the input to the standard one.
@@ -229,13 +250,16 @@ func unescape(raw []byte) (string, error) {
 	return string(out), nil
 }
 
-// number reads a number in JSON's grammar:
-// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+// number reads a number in JSON's grammar,
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, within the limits of
+// numbers.go.
 func (d *jsonDecoder) number() (any, error) {
 	start := d.pos
+	// digits reads digits, but no more than the limit and one: the
+	// number is refused then, whatever follows.
 	digits := func() int {
 		n := 0
-		for d.pos < len(d.data) && d.data[d.pos] >= '0' && d.data[d.pos] <= '9' {
+		for d.pos < len(d.data) && d.data[d.pos] >= '0' && d.data[d.pos] <= '9' && n <= maxNumberDigits {
 			d.pos++
 			n++
 		}
@@ -244,24 +268,34 @@ func (d *jsonDecoder) number() (any, error) {
 	if d.data[d.pos] == '-' {
 		d.pos++
 	}
+	mantissa := 1
 	if d.pos < len(d.data) && d.data[d.pos] == '0' {
 		d.pos++
-	} else if digits() == 0 {
+	} else if mantissa = digits(); mantissa == 0 {
 		return nil, errHandOver
 	}
 	if d.pos < len(d.data) && d.data[d.pos] == '.' {
 		d.pos++
-		if digits() == 0 {
+		n := digits()
+		if n == 0 {
 			return nil, errHandOver
 		}
+		mantissa += n
+	}
+	if mantissa > maxNumberDigits {
+		return nil, &numberError{offset: start}
 	}
 	if d.pos < len(d.data) && (d.data[d.pos] == 'e' || d.data[d.pos] == 'E') {
 		d.pos++
 		if d.pos < len(d.data) && (d.data[d.pos] == '+' || d.data[d.pos] == '-') {
 			d.pos++
 		}
+		exp := d.pos
 		if digits() == 0 {
 			return nil, errHandOver
+		}
+		if !exponentFits(d.data[exp:d.pos]) {
+			return nil, &numberError{offset: start}
 		}
 	}
 	return json.Number(d.data[start:d.pos]), nil

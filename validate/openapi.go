@@ -330,6 +330,10 @@ func parseTemplate(tmpl string) ([]segment, error) {
 // and the path parameters' values, or a 404/405 *Error.
 func (a *api) match(r *http.Request) (*operation, string, map[string]string, error) {
 	path := r.URL.EscapedPath()
+	if why := ambiguousPath(path); why != "" {
+		return nil, "", nil, &Error{Status: http.StatusBadRequest, Detail: "the request's path is ambiguous",
+			Errors: []problem.FieldError{{Pointer: "/path", Detail: why}}}
+	}
 	var parts []string
 	if strings.HasPrefix(path, "/") {
 		parts = strings.Split(path[1:], "/")
@@ -350,6 +354,42 @@ func (a *api) match(r *http.Request) (*operation, string, map[string]string, err
 		return nil, "", nil, nil
 	}
 	return nil, "", nil, &Error{Status: http.StatusNotFound, Detail: "no route of the API matches this path"}
+}
+
+// ambiguousPath says what makes the escaped path mean different paths
+// to different URL parsers, or "" when nothing does. The path is matched
+// as it is sent to the worker, but a worker's parser may resolve dot
+// segments first (WHATWG URL, Node's new URL(), resolves "/x/../orders",
+// "%2e%2e" included, to "/orders") or merge empty segments ("//"); a
+// path that the document does not know could then reach a route it
+// knows, unchecked. Such paths are refused rather than normalised, so
+// that no worker, whatever its parser, routes a path other than the one
+// checked. A trailing slash is an ordinary path.
+func ambiguousPath(path string) string {
+	if !strings.HasPrefix(path, "/") {
+		return ""
+	}
+	for rest, more := path[1:], true; more; {
+		var seg string
+		seg, rest, more = strings.Cut(rest, "/")
+		switch {
+		case seg == "" && more:
+			return "has an empty segment (//): send the path without it"
+		case isDotSegment(seg):
+			return "has a dot segment (. or .., also as %2e): send the path with dot segments removed"
+		}
+	}
+	return ""
+}
+
+// isDotSegment reports whether an escaped segment is "." or "..", with
+// any of the dots written as %2e or %2E (RFC 3986 §2.3, §5.2.4).
+func isDotSegment(seg string) bool {
+	if len(seg) > 6 {
+		return false
+	}
+	seg = strings.ReplaceAll(strings.ReplaceAll(seg, "%2e", "."), "%2E", ".")
+	return seg == "." || seg == ".."
 }
 
 // match reports whether the escaped path parts fit the route, and the
@@ -474,7 +514,11 @@ func (rb *requestBody) check(r *http.Request, hasBody bool, mt string, limit int
 // that refuses the body (or there is none).
 func checkJSON(s *jsonschema.Schema, fast *fastSchema, body []byte, prefix string) []problem.FieldError {
 	v, err := decodeJSON(body)
-	if err != nil {
+	var ne *numberError
+	switch {
+	case errors.As(err, &ne):
+		return []problem.FieldError{ne.field(prefix)}
+	case err != nil:
 		return []problem.FieldError{{Pointer: prefix, Detail: jsonSyntaxDetail(err)}}
 	}
 	if fast != nil && fast.valid(v) {

@@ -129,6 +129,7 @@ func mergeParams(shared, own []*param) []*param {
 func (op *operation) checkParams(r *http.Request, path map[string]string) []problem.FieldError {
 	var errs []problem.FieldError
 	var query url.Values
+	var bracketed map[string]bool // names given as name[...]
 	for _, p := range op.params {
 		var raw []string
 		switch p.in {
@@ -142,8 +143,23 @@ func (op *operation) checkParams(r *http.Request, path map[string]string) []prob
 				if query, err = url.ParseQuery(r.URL.RawQuery); err != nil {
 					return []problem.FieldError{{Pointer: "/query", Detail: "the query string is not well-formed"}}
 				}
+				bracketed = bracketedNames(query)
 			}
 			raw = query[p.name]
+			// Frameworks differ on a parameter given twice (the first,
+			// the last, or an array) and some read name[]= and name[k]=
+			// as arrays and objects (qs, PHP, Rails): the worker must
+			// see the one value that was checked.
+			if bracketed[p.name] {
+				errs = append(errs, problem.FieldError{Pointer: p.pointer,
+					Detail: fmt.Sprintf("is given as %s[…]; give %s=<value>", p.name, p.name)})
+				continue
+			}
+			if len(raw) > 1 && !slices.Contains(p.types, "array") {
+				errs = append(errs, problem.FieldError{Pointer: p.pointer,
+					Detail: fmt.Sprintf("is given %d times; it takes one value", len(raw))})
+				continue
+			}
 		case "header":
 			raw = r.Header.Values(p.name)
 		}
@@ -156,12 +172,34 @@ func (op *operation) checkParams(r *http.Request, path map[string]string) []prob
 		if p.schema == nil {
 			continue
 		}
-		errs = append(errs, schemaErrors(p.schema.Validate(p.value(raw)), p.pointer)...)
+		v := p.value(raw)
+		if ptr, ok := oversizedNumber(v); ok {
+			errs = append(errs, (&numberError{pointer: ptr, offset: -1}).field(p.pointer))
+			continue
+		}
+		errs = append(errs, schemaErrors(p.schema.Validate(v), p.pointer)...)
 		if len(errs) >= maxErrors {
 			break
 		}
 	}
+	if len(errs) > maxErrors {
+		errs = errs[:maxErrors]
+	}
 	return errs
+}
+
+// bracketedNames are the names that keys of the form name[…] give.
+func bracketedNames(query url.Values) map[string]bool {
+	var names map[string]bool
+	for key := range query {
+		if i := strings.IndexByte(key, '['); i > 0 {
+			if names == nil {
+				names = map[string]bool{}
+			}
+			names[key[:i]] = true
+		}
+	}
+	return names
 }
 
 // value reads the raw strings as the parameter's schema types.

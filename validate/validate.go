@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"slices"
@@ -29,11 +30,11 @@ const DefaultSchemaBodyLimit = 1 << 20
 // config of the worker_pool handler's "validate" field and of the
 // worker_pool_validate handler.
 type Config struct {
-	// MaxBody is the largest request body in bytes. A larger declared
-	// Content-Length gets 413 at once; a streamed (chunked) body is cut
-	// off with 413 as it passes the limit, without being buffered. A
-	// body checked against an OpenAPI schema is read into memory, up to
-	// MaxBody or, if unset, 1 MiB.
+	// MaxBody is the largest request body in bytes, whatever its media
+	// type. A larger declared Content-Length gets 413 at once; a streamed
+	// (chunked) body is cut off with 413 as it passes the limit, without
+	// being buffered. A body checked against an OpenAPI schema is read
+	// into memory, up to MaxBody or, if unset, 1 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
 	// MaxQuery is the longest raw query string in bytes; longer gets 414.
@@ -62,7 +63,8 @@ type Config struct {
 	// UnknownRoutes is what happens to a request whose path matches no
 	// path of the OpenAPI document: "reject" (the default, 404) or
 	// "pass" (it goes on, with the limits checked). A known path with an
-	// undeclared method always gets 405 with Allow.
+	// undeclared method always gets 405 with Allow. With "reject", a
+	// body sent to an operation that declares no requestBody gets 400.
 	UnknownRoutes string `json:"unknown_routes,omitempty"`
 }
 
@@ -179,7 +181,7 @@ func Route(r *http.Request) string {
 // A streamed body with MaxBody set is limited as it is read: use Serve,
 // which also turns a body cut off later into a 413 answer.
 func (v *Validator) Check(r *http.Request) (*http.Request, error) {
-	r, _, err := v.check(r)
+	r, _, err := v.check(nil, r)
 	return r, err
 }
 
@@ -187,7 +189,7 @@ func (v *Validator) Check(r *http.Request) (*http.Request, error) {
 // returns ok false; otherwise it returns the writer and request to pass
 // on to the next handler.
 func (v *Validator) Serve(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *http.Request, bool) {
-	r, lb, err := v.check(r)
+	r, lb, err := v.check(w, r)
 	if err != nil {
 		var e *Error
 		if !errors.As(err, &e) {
@@ -202,7 +204,8 @@ func (v *Validator) Serve(w http.ResponseWriter, r *http.Request) (http.Response
 	return w, r, true
 }
 
-func (v *Validator) check(r *http.Request) (*http.Request, *limitedBody, error) {
+// check validates r; w, if not nil, is the writer of its answer.
+func (v *Validator) check(w http.ResponseWriter, r *http.Request) (*http.Request, *limitedBody, error) {
 	if v.cfg.MaxQuery > 0 && len(r.URL.RawQuery) > v.cfg.MaxQuery {
 		return r, nil, &Error{Status: http.StatusRequestURITooLong,
 			Detail: fmt.Sprintf("the query string is longer than %d bytes", v.cfg.MaxQuery)}
@@ -245,30 +248,38 @@ func (v *Validator) check(r *http.Request) (*http.Request, *limitedBody, error) 
 		if errs := op.checkParams(r, path); len(errs) > 0 {
 			return r, nil, &Error{Status: http.StatusBadRequest, Detail: "the request's parameters do not match the API", Errors: errs}
 		}
+		if op.body == nil && hasBody && !v.api.passUnknown {
+			// The document says what the operation takes; with reject,
+			// what it does not declare does not reach the worker.
+			if err := noBody(r); err != nil {
+				return r, nil, err
+			}
+			hasBody = false
+		}
 	}
 	var ctx context.Context
 	if route != "" {
 		ctx = context.WithValue(r.Context(), RouteKey, route)
 	}
-	var lb *limitedBody
-	switch {
-	case op != nil && op.body != nil:
+	if op != nil && op.body != nil {
 		body, err := op.body.check(r, hasBody, mediaType, v.schemaLimit())
 		if err != nil {
 			return r, nil, err
 		}
 		if body != nil {
-			r = withBody(r, ctx, body)
-			return r, nil, nil
+			return withBody(r, ctx, body), nil, nil
 		}
-	case hasBody && v.cfg.MaxBody > 0 && r.ContentLength < 0:
-		// Streamed: counted as the worker reads it, never held whole.
+	}
+	// Every body not read above (any media type, declared or not) that
+	// streams is counted as the worker reads it, never held whole; one
+	// with a Content-Length was refused above if too large.
+	if hasBody && v.cfg.MaxBody > 0 && r.ContentLength < 0 {
 		if ctx == nil {
 			ctx = r.Context()
 		}
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
-		lb = &limitedBody{rc: r.Body, left: v.cfg.MaxBody, limit: v.cfg.MaxBody, cancel: cancel}
+		lb := newLimitedBody(w, r.Body, v.cfg.MaxBody, cancel)
 		r = r.WithContext(ctx)
 		r.Body = lb
 		return r, lb, nil
@@ -277,6 +288,23 @@ func (v *Validator) check(r *http.Request) (*http.Request, *limitedBody, error) 
 		r = r.WithContext(ctx)
 	}
 	return r, nil, nil
+}
+
+// noBody refuses r's body unless it is empty: a streamed body is read
+// for its first byte to tell.
+func noBody(r *http.Request) error {
+	if r.ContentLength < 0 {
+		var one [1]byte
+		switch _, err := io.ReadFull(r.Body, one[:]); err {
+		case io.EOF:
+			return nil
+		case nil:
+		default:
+			return &Error{Status: http.StatusBadRequest, Detail: "the request body could not be read"}
+		}
+	}
+	return &Error{Status: http.StatusBadRequest, Detail: "the request's body does not match the API",
+		Errors: []problem.FieldError{{Pointer: "/body", Detail: "this operation takes no request body"}}}
 }
 
 // schemaLimit bounds a body read into memory for a schema check.

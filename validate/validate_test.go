@@ -418,3 +418,205 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+// max_body holds for every body, whatever its framing and media type: a
+// declared type whose body is not checked against a schema (text/plain
+// here) is limited as it streams, like an undeclared one.
+func TestMaxBodyHoldsForEveryMediaType(t *testing.T) {
+	for _, doc := range []string{"orders-3.0.yaml", "orders-3.1.yaml"} {
+		v := newValidator(t, validate.Config{OpenAPI: filepath.Join("testdata", doc), MaxBody: 1000})
+		for _, ctype := range []string{"text/plain", "application/octet-stream", "application/json"} {
+			t.Run(doc+" "+ctype, func(t *testing.T) {
+				body := strings.Repeat("x", 100_000)
+				if ctype == "application/json" {
+					body = `"` + body + `"`
+				}
+				r := httptest.NewRequest("POST", "/echo", strings.NewReader(body))
+				r.Header.Set("Content-Type", ctype)
+				r.ContentLength = -1
+				rec, got, _ := serve(v, r)
+				if rec.Code != http.StatusRequestEntityTooLarge || len(got) > 1000 {
+					t.Fatalf("status %d, the handler read %d bytes; want 413 and at most 1000", rec.Code, len(got))
+				}
+			})
+		}
+	}
+}
+
+// A path that a worker's URL parser would resolve to another path (dot
+// segments, percent-encoded or not) or that it might merge (//) cannot
+// dodge the document with unknown_routes pass: it is refused.
+func TestAmbiguousPathsAreRefused(t *testing.T) {
+	for _, unknown := range []string{"reject", "pass"} {
+		v := newValidator(t, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", UnknownRoutes: unknown})
+		for _, target := range []string{
+			"/x/../orders", "/./orders", "/orders/.", "/orders/..", "/echo/%2e%2e/orders", "/echo/.%2E/orders",
+			"/echo/%2E/orders", "//orders", "/orders//7c9e6679-7425-40de-944b-e07fc1f90ae7", "/x/..",
+		} {
+			t.Run(unknown+" "+target, func(t *testing.T) {
+				rec, _, reached := serve(v, request(badCase{method: "POST", target: target, body: `{}`}))
+				if reached || rec.Code != 400 {
+					t.Fatalf("%s: %d reached=%v, want 400", target, rec.Code, reached)
+				}
+				if d := decodeProblem(t, rec); len(d.Errors) != 1 || d.Errors[0].Pointer != "/path" {
+					t.Fatalf("%s: errors %+v, want one at /path", target, d.Errors)
+				}
+			})
+		}
+	}
+	// Segments that merely hold dots, and a trailing slash, are paths
+	// like any other.
+	v := newValidator(t, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", UnknownRoutes: "pass"})
+	for _, target := range []string{"/a..b", "/...", "/.well-known/x", "/orders/", "/%2e%2e%2e", "/"} {
+		if rec, _, reached := serve(v, httptest.NewRequest("GET", target, nil)); !reached {
+			t.Errorf("%s refused: %d %s", target, rec.Code, rec.Body)
+		}
+	}
+}
+
+// A scalar query parameter given twice, or in the bracket forms some
+// frameworks read as an array or object (qs: limit[]=, limit[a]=), is
+// refused: the worker might read a value other than the one checked.
+func TestRepeatedScalarQueryParameters(t *testing.T) {
+	doc := filepath.Join(t.TempDir(), "api.yaml")
+	if err := os.WriteFile(doc, []byte(`openapi: 3.1.0
+info: {title: x, version: "1"}
+paths:
+  /items:
+    get:
+      parameters:
+        - {name: limit, in: query, schema: {type: integer, maximum: 100}}
+        - {name: tag, in: query, schema: {type: array, items: {type: string}}}
+        - {name: ids, in: query, explode: false, schema: {type: array, items: {type: integer}}}
+      responses: {"200": {description: ok}}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := newValidator(t, validate.Config{OpenAPI: doc})
+	for _, c := range []struct {
+		query   string
+		pointer string // "" if it passes
+	}{
+		{"limit=5", ""},
+		{"limit=5&limit=100000", "/query/limit"},
+		{"limit=5&limit=5", "/query/limit"},
+		{"limit[]=100000", "/query/limit"},
+		{"limit%5B%5D=100000", "/query/limit"},
+		{"limit[x]=1", "/query/limit"},
+		{"tag=a&tag=b", ""},
+		{"tag[]=a", "/query/tag"},
+		{"ids=1,2", ""},
+		{"ids=1,2&ids=3", ""},
+		{"other=1&other=2&other[]=3", ""},
+	} {
+		rec, _, reached := serve(v, httptest.NewRequest("GET", "/items?"+c.query, nil))
+		if c.pointer == "" {
+			if !reached {
+				t.Errorf("?%s refused: %d %s", c.query, rec.Code, rec.Body)
+			}
+			continue
+		}
+		if reached || rec.Code != 400 || !strings.Contains(rec.Body.String(), `"pointer":"`+c.pointer+`"`) {
+			t.Errorf("?%s: %d reached=%v %s; want 400 at %s", c.query, rec.Code, reached, rec.Body, c.pointer)
+		}
+	}
+}
+
+// With unknown_routes reject, an operation that declares no requestBody
+// takes none: a body sent to it is refused, not passed on unchecked.
+func TestBodyToAnOperationWithoutOne(t *testing.T) {
+	const target = "/orders/7c9e6679-7425-40de-944b-e07fc1f90ae7"
+	send := func(v *validate.Validator, body string, chunked bool) (*httptest.ResponseRecorder, bool) {
+		r := httptest.NewRequest("DELETE", target, strings.NewReader(body))
+		if body == "" {
+			r = httptest.NewRequest("DELETE", target, nil)
+		}
+		if chunked {
+			r.Body = io.NopCloser(strings.NewReader(body))
+			r.ContentLength = -1
+		}
+		rec, _, reached := serve(v, r)
+		return rec, reached
+	}
+	for _, unknown := range []string{"", "reject"} {
+		v := newValidator(t, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", UnknownRoutes: unknown})
+		for _, chunked := range []bool{false, true} {
+			rec, reached := send(v, `{"why":"no"}`, chunked)
+			if reached || rec.Code != 400 || !strings.Contains(rec.Body.String(), `"pointer":"/body"`) {
+				t.Errorf("unknown_routes %q, chunked %v: %d reached=%v %s", unknown, chunked, rec.Code, reached, rec.Body)
+			}
+			// An empty body is no body.
+			if rec, reached := send(v, "", chunked); !reached {
+				t.Errorf("unknown_routes %q, chunked %v, empty body: %d %s", unknown, chunked, rec.Code, rec.Body)
+			}
+		}
+	}
+	v := newValidator(t, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", UnknownRoutes: "pass"})
+	if rec, reached := send(v, `{"why":"no"}`, false); !reached {
+		t.Errorf("unknown_routes pass: refused %d %s", rec.Code, rec.Body)
+	}
+}
+
+// A number literal beyond the limits (digits, exponent) is refused
+// before any exact comparison, wherever it is: in a body the fast
+// decoder reads, in one it hands over (a \u escape), in a parameter.
+func TestHugeNumbersAreRefused(t *testing.T) {
+	v := newValidator(t, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", MaxBody: 1 << 20})
+	digits := "1" + strings.Repeat("0", 900_000)
+	for _, c := range []struct {
+		name, number, note, pointer string
+	}{
+		{"900,000 digits", digits, "", "/body"},
+		{"900,000 digits after a \\u escape", digits, `\u0041`, "/body/items/0/qty"},
+		{"900,000 fraction digits", "0." + strings.Repeat("0", 899_990) + "1", "", "/body"},
+		{"exponent", "1e999999", "", "/body"},
+		{"exponent after a \\u escape", "1e999999", `\u0041`, "/body/items/0/qty"},
+		{"negative exponent", "1E-1001", "", "/body"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			body := order(t, func(m map[string]any) { item(m, 0)["qty"] = json.Number(c.number) })
+			if c.note != "" {
+				body = strings.Replace(body, `"note":null`, `"note":"`+c.note+`"`, 1)
+			}
+			rec, _, reached := serve(v, request(badCase{method: "POST", target: "/orders", body: body}))
+			if reached || rec.Code != 400 {
+				t.Fatalf("%d reached=%v", rec.Code, reached)
+			}
+			d := decodeProblem(t, rec)
+			if len(d.Errors) != 1 || d.Errors[0].Pointer != c.pointer || !strings.Contains(d.Errors[0].Detail, "more than 1000 digits") {
+				t.Fatalf("errors %+v, want one at %s about the number's size", d.Errors, c.pointer)
+			}
+		})
+	}
+	// A query parameter.
+	rec, _, reached := serve(v, httptest.NewRequest("GET", "/orders?limit="+digits, nil))
+	if reached || rec.Code != 400 || !strings.Contains(rec.Body.String(), `"pointer":"/query/limit","detail":"has more than 1000 digits`) {
+		t.Fatalf("query: %d reached=%v %.300s", rec.Code, reached, rec.Body)
+	}
+	// Within the limits, numbers are compared exactly.
+	for number, ok := range map[string]bool{
+		"1" + strings.Repeat("0", 999): false, "1000." + strings.Repeat("0", 995): true,
+		"1000." + strings.Repeat("0", 994) + "1": false, "1e3": true, "1000e-0003": true, "0.001e1000": false,
+	} {
+		body := order(t, func(m map[string]any) { item(m, 0)["qty"] = json.Number(number) })
+		rec, _, reached := serve(v, request(badCase{method: "POST", target: "/orders", body: body}))
+		if reached != ok || (!ok && !strings.Contains(rec.Body.String(), `"pointer":"/body/items/0/qty"`)) {
+			t.Errorf("qty %.20s… (%d bytes): %d reached=%v %s", number, len(number), rec.Code, reached, rec.Body)
+		}
+	}
+}
+
+// BenchmarkHugeNumber is the cost of refusing a body of one number of
+// 900,000 digits (it took seconds before the limits of numbers.go).
+func BenchmarkHugeNumber(b *testing.B) {
+	v := newValidator(b, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", MaxBody: 1 << 20})
+	body := []byte(strings.Replace(goodOrder, `"qty":2`, `"qty":1`+strings.Repeat("0", 900_000), 1))
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		r := httptest.NewRequest("POST", "/orders", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		if _, err := v.Check(r); err == nil {
+			b.Fatal("accepted")
+		}
+	}
+}

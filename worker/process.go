@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,8 +24,14 @@ type Instance struct {
 	PID int
 	// PGID is the id of the process group that holds the worker and its
 	// children. On Linux its leader is the worker's reaper, not the
-	// worker itself.
+	// worker itself. On Windows it is the worker's pid, the id of the
+	// console process group it leads.
 	PGID int
+	// Cgroup is the cgroup v2 directory that holds the worker and every
+	// process it starts, also those that leave its process group; empty
+	// where there is none (outside Linux, or where cgroup v2 is not
+	// writable).
+	Cgroup string
 	// Network is "tcp" or "unix"; Address is where the worker was told to
 	// listen (host:port or a socket path).
 	Network, Address string
@@ -34,6 +39,7 @@ type Instance struct {
 	Started time.Time
 
 	cmd     *exec.Cmd
+	group   procGroup
 	exited  chan struct{}
 	err     error // set before exited is closed
 	replace chan *replaceRequest
@@ -48,57 +54,50 @@ func (i *Instance) Err() error {
 	return i.err
 }
 
-// signalGroup sends sig to the instance's whole process group. A group
-// that is already empty is not an error.
-func (i *Instance) signalGroup(sig syscall.Signal) {
-	if err := syscall.Kill(-i.PGID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		// Fall back to the leader alone, e.g. if it left its group.
-		_ = syscall.Kill(i.PGID, sig)
-	}
-}
-
-// groupAlive reports whether any process of the instance's group remains.
-// The group id cannot be reused while the group has members, so this
-// never mistakes another process for ours.
-func (i *Instance) groupAlive() bool {
-	return syscall.Kill(-i.PGID, 0) == nil
-}
-
-// terminate stops the process group gracefully: SIGTERM, then SIGKILL for
+// terminate stops the instance's processes gracefully: a stop signal
+// (SIGTERM, or CTRL_BREAK on Windows) to all of them, then a kill for
 // whatever is left after timeout. It returns when the leader has been
-// reaped and the group is empty, or after the SIGKILL.
+// reaped and the group is empty, or after the kill.
 func (i *Instance) terminate(timeout time.Duration) {
-	i.signalGroup(syscall.SIGTERM)
+	i.group.interrupt()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	select {
 	case <-i.exited:
 	case <-deadline.C:
-		i.signalGroup(syscall.SIGKILL)
+		i.group.kill()
 		<-i.exited
-		i.awaitGroupGone(time.Second)
+		awaitGone(i.group, time.Second)
 		return
 	}
-	// The leader is gone; children in its group may still be finishing.
-	// Nothing notifies us about processes that are not our children, so
-	// poll for the group to empty.
+	// The leader is gone; its children may still be finishing. Nothing
+	// notifies us about processes that are not our children, so poll for
+	// the group to empty.
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for i.groupAlive() {
+	for i.group.alive() {
 		select {
 		case <-tick.C:
 		case <-deadline.C:
-			i.signalGroup(syscall.SIGKILL)
-			i.awaitGroupGone(time.Second)
+			i.group.kill()
+			awaitGone(i.group, time.Second)
 			return
 		}
 	}
 }
 
-// awaitGroupGone waits, at most d, for the group's processes to die after
-// SIGKILL: the signal is delivered at once, the exit a moment later.
-func (i *Instance) awaitGroupGone(d time.Duration) {
-	for end := time.Now().Add(d); i.groupAlive() && time.Now().Before(end); {
+// discard kills whatever is left of g, waits briefly for it to go, and
+// frees what held it (a cgroup, a job object).
+func discard(g procGroup) {
+	g.kill()
+	awaitGone(g, time.Second)
+	g.free()
+}
+
+// awaitGone waits, at most d, for g's processes to die after a kill: the
+// kill is delivered at once, the exits a moment later.
+func awaitGone(g procGroup, d time.Duration) {
+	for end := time.Now().Add(d); g.alive() && time.Now().Before(end); {
 		time.Sleep(5 * time.Millisecond) // nothing notifies us; poll
 	}
 }
@@ -108,11 +107,12 @@ func (s *Supervisor) spawn(id int) (*Instance, error) {
 	inst := &Instance{Worker: id, Network: s.spec.Listen, exited: make(chan struct{}), replace: make(chan *replaceRequest)}
 	env := append(os.Environ(), s.env...)
 	env = append(env, "WORKER_ID="+strconv.Itoa(id), "WORKER_COUNT="+strconv.Itoa(s.spec.Count))
+	// A replacement runs beside the process it replaces: each process
+	// gets a socket and a cgroup of its own.
+	seq := s.spawned.Add(1)
 	switch s.spec.Listen {
 	case ListenUnix:
-		// A replacement runs beside the process it replaces: each
-		// process gets a socket of its own.
-		inst.Address = filepath.Join(s.sockDir, "worker-"+strconv.Itoa(id)+"-"+strconv.FormatUint(s.spawned.Add(1), 10)+".sock")
+		inst.Address = filepath.Join(s.sockDir, "worker-"+strconv.Itoa(id)+"-"+strconv.FormatUint(seq, 10)+".sock")
 		if err := os.Remove(inst.Address); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
@@ -136,19 +136,22 @@ func (s *Supervisor) spawn(id int) (*Instance, error) {
 	stderr := newLineLogger(zapcore.WarnLevel)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	base := s.log.With(zap.Int("worker", id))
-	pid, err := start(cmd)
+	pid, group, err := s.launcher.start(s.stopCtx, cmd, "w"+strconv.Itoa(id)+"-"+strconv.FormatUint(seq, 10))
 	if err != nil {
 		// Let whatever the failed start printed through, without a pid.
 		stdout.setLogger(base.With(zap.String("stream", "stdout")))
 		stderr.setLogger(base.With(zap.String("stream", "stderr")))
+		group.kill() // a reaper that started must die for Wait to return
 		if cmd.Process != nil {
 			_ = cmd.Wait()
 		}
+		discard(group)
 		return nil, fmt.Errorf("worker %d: start %q: %w", id, s.path, err)
 	}
 	inst.cmd = cmd
+	inst.group = group
 	inst.PID = pid
-	inst.PGID = cmd.Process.Pid
+	inst.PGID, inst.Cgroup = group.pgid, group.cgroupDir()
 	inst.Started = time.Now()
 	withPID := base.With(zap.Int("pid", inst.PID))
 	stdout.setLogger(withPID.With(zap.String("stream", "stdout")))

@@ -88,7 +88,8 @@ func ResolveCommand(command, dir string) (string, error) {
 	if command == "" {
 		return "", errors.New("no command given")
 	}
-	if !strings.ContainsRune(command, os.PathSeparator) {
+	// On Windows both / and \ separate; elsewhere the second test repeats the first.
+	if !strings.ContainsAny(command, "/"+string(os.PathSeparator)) {
 		p, err := exec.LookPath(command)
 		if err != nil {
 			return "", fmt.Errorf("command %q: not found in PATH", command)
@@ -109,7 +110,7 @@ func ResolveCommand(command, dir string) (string, error) {
 		return "", fmt.Errorf("command %q: %w", command, err)
 	case fi.IsDir():
 		return "", fmt.Errorf("command %q: %s is a directory", command, p)
-	case fi.Mode().Perm()&0o111 == 0:
+	case fi.Mode().Perm()&0o111 == 0 && runtime.GOOS != "windows": // Windows has no execute bits
 		return "", fmt.Errorf("command %q: %s is not executable", command, p)
 	}
 	return p, nil

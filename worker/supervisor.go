@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -61,6 +60,7 @@ type Supervisor struct {
 
 	sockDir    string
 	ownSockDir bool
+	launcher   *launcher // set by Start
 
 	stop     chan struct{}
 	stopCtx  context.Context // cancelled by Stop
@@ -71,6 +71,7 @@ type Supervisor struct {
 
 	mu    sync.Mutex
 	slots []Status
+	extra map[int]*extraSlot // slots added by AddSlot, by id; see scale.go
 }
 
 // New checks spec and prepares a supervisor; no process starts until
@@ -106,8 +107,9 @@ func New(spec Spec, hooks Hooks, log *zap.Logger) (*Supervisor, error) {
 	}
 	if spec.Listen == ListenUnix {
 		if spec.SocketDir == "" {
+			removeStaleSocketDirs(log)
 			// MkdirTemp creates the directory with mode 0700.
-			dir, err := os.MkdirTemp("", "workerpool-")
+			dir, err := os.MkdirTemp("", ownedName())
 			if err != nil {
 				return nil, fmt.Errorf("socket directory: %w", err)
 			}
@@ -133,20 +135,26 @@ func (s *Supervisor) Count() int { return s.spec.Count }
 
 // Start starts every worker slot.
 func (s *Supervisor) Start() {
+	s.launcher = newLauncher(s.log)
 	for id := 1; id <= s.spec.Count; id++ {
 		s.wg.Add(1)
 		go s.run(id)
 	}
 }
 
-// Stop stops every worker gracefully (SIGTERM to its process group, then
-// SIGKILL after StopTimeout) and returns once all of them are gone.
+// Stop stops every worker gracefully (SIGTERM to each of its processes,
+// then SIGKILL after StopTimeout) and returns once all of them are gone.
+// A process still being started is stopped too, and a slot that waits
+// to restart its worker starts none.
 func (s *Supervisor) Stop() {
 	s.stopOnce.Do(func() {
 		close(s.stop)
 		s.stopAll()
 	})
 	s.wg.Wait()
+	if s.launcher != nil {
+		s.launcher.close()
+	}
 	if s.ownSockDir {
 		_ = os.RemoveAll(s.sockDir)
 	}
@@ -162,7 +170,7 @@ func (s *Supervisor) Restart(inst *Instance, reason string) {
 	default:
 	}
 	s.log.Warn("killing worker", zap.Int("worker", inst.Worker), zap.Int("pid", inst.PID), zap.String("reason", reason))
-	inst.signalGroup(syscall.SIGKILL)
+	inst.group.kill()
 }
 
 // replaceRequest asks a slot to replace its process.
@@ -219,7 +227,7 @@ func (s *Supervisor) surge(id int, log *zap.Logger, inst *Instance, req *replace
 	default:
 	}
 	if err != nil {
-		next.signalGroup(syscall.SIGKILL)
+		next.group.kill()
 		<-next.exited
 		s.exited(next)
 		log.Warn("replacement abandoned; the worker keeps running", zap.Int("pid", inst.PID), zap.Error(err))
@@ -235,8 +243,10 @@ func (s *Supervisor) surge(id int, log *zap.Logger, inst *Instance, req *replace
 	return next, nil
 }
 
-// exited runs the Exited hook and removes the process's socket.
+// exited kills what the process left behind, frees its cgroup or job,
+// runs the Exited hook and removes the process's socket.
 func (s *Supervisor) exited(inst *Instance) {
+	discard(inst.group)
 	if s.hooks.Exited != nil {
 		s.hooks.Exited(inst, inst.err)
 	}
@@ -249,7 +259,7 @@ func (s *Supervisor) exited(inst *Instance) {
 func (s *Supervisor) Status() []Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.slots)
+	return slices.DeleteFunc(slices.Clone(s.slots), func(st Status) bool { return s.removedLocked(st.ID) })
 }
 
 func (s *Supervisor) update(id int, f func(*Status)) {
@@ -265,16 +275,24 @@ func (s *Supervisor) run(id int) {
 		st.State, st.PID, st.Since = StateStopped, 0, time.Now()
 	})
 	log := s.log.With(zap.Int("worker", id))
+	retire := s.retired(id) // nil, never ready, for the first Count slots
 	failures := 0
 	for {
 		select {
 		case <-s.stop:
+			return
+		case <-retire:
 			return
 		default:
 		}
 		s.update(id, func(st *Status) { st.State, st.Since = StateStarting, time.Now() })
 		inst, err := s.spawn(id)
 		if err != nil {
+			select {
+			case <-s.stop:
+				return // the start was cut short by Stop
+			default:
+			}
 			failures++
 			log.Error("worker did not start", zap.Error(err), zap.Int("consecutive_failures", failures))
 			s.update(id, func(st *Status) { st.LastExit = err.Error() })
@@ -305,10 +323,12 @@ func (s *Supervisor) run(id int) {
 				}
 				req.reply <- err
 			case <-inst.exited:
-				// Kill what the worker left behind in its group.
-				inst.signalGroup(syscall.SIGKILL)
 				break wait
 			case <-s.stop:
+				stopping = true
+				inst.terminate(s.spec.StopTimeout)
+				break wait
+			case <-retire:
 				stopping = true
 				inst.terminate(s.spec.StopTimeout)
 				break wait
@@ -365,6 +385,8 @@ func (s *Supervisor) wait(log *zap.Logger, id, failures int) bool {
 	case <-t.C:
 		return true
 	case <-s.stop:
+		return false
+	case <-s.retired(id):
 		return false
 	}
 }

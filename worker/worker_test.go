@@ -1,3 +1,5 @@
+//go:build unix
+
 package worker_test
 
 import (
@@ -24,6 +26,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testworker.RunIfWorker()
+	superviseIfAsked()
 	goleak.VerifyTestMain(m)
 }
 

@@ -74,6 +74,30 @@
     return tr;
   }
 
+  // The floor, the ceiling and the latest decisions of a pool that
+  // scales, newest first.
+  function scaling(sum, s) {
+    const span = el('span');
+    span.append('workers ');
+    const b = el('b', 'scaling', s.workers + ' (floor ' + s.floor + ', ceiling ' + s.ceiling + ')');
+    b.dataset.floor = s.floor;
+    b.dataset.ceiling = s.ceiling;
+    span.appendChild(b);
+    span.title = 'workload ' + s.workload + '; scale_idle ' + duration(s.idle_seconds) +
+      '; at most ' + s.cpus + ' workers that compute';
+    sum.appendChild(span);
+    const list = el('ol', 'decisions');
+    for (const d of (s.decisions || []).slice(-5).reverse()) {
+      let text = new Date(d.at).toLocaleTimeString() + ' ' + d.direction + ' ' + d.from + '→' + d.to + ' ' + d.reason;
+      if (d.queue_wait_ms) text += ' (queue wait ' + d.queue_wait_ms.toFixed(0) + ' ms)';
+      const li = el('li', 'decision ' + d.direction, text);
+      li.dataset.direction = d.direction;
+      li.dataset.reason = d.reason;
+      list.appendChild(li);
+    }
+    return list;
+  }
+
   const columns = [['#', 'num'], ['pid', 'num'], ['state', ''], ['in flight', ''], ['served', 'num'],
     ['restarts', 'num'], ['recycles', 'num'], ['breaker', ''], ['latency ms', 'num'], ['uptime', 'num'], ['memory', 'num']];
 
@@ -94,7 +118,9 @@
     inflight.append('in flight ');
     inflight.appendChild(el('b', '', p.workers.reduce((n, w) => n + (w.inflight || 0), 0)));
     sum.appendChild(inflight);
+    const decisions = p.scaling ? scaling(sum, p.scaling) : null;
     s.appendChild(sum);
+    if (decisions && decisions.childElementCount) s.appendChild(decisions);
     const table = el('table');
     const head = el('tr');
     for (const [name, cls] of columns) head.appendChild(el('th', cls, name));

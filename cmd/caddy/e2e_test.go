@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
 )
 
@@ -71,6 +73,12 @@ func startCaddyWith(t *testing.T, count int, command string) *caddyProc {
 // count with more worker_pool options.
 func startPool(t *testing.T, count int, command, options string) *caddyProc {
 	t.Helper()
+	return startPoolWith(t, "", count, command, options)
+}
+
+// startPoolWith is startPool with more global options.
+func startPoolWith(t *testing.T, globals string, count int, command, options string) *caddyProc {
+	t.Helper()
 	app, err := filepath.Abs("../../examples/node/server.js")
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +89,7 @@ func startPool(t *testing.T, count int, command, options string) *caddyProc {
 	admin off
 	auto_https off
 	persist_config off
+	%s
 }
 
 http://127.0.0.1:%d {
@@ -93,7 +102,7 @@ http://127.0.0.1:%d {
 		%s
 	}
 }
-`, port, fmt.Sprintf(command, app), count, options)
+`, globals, port, fmt.Sprintf(command, app), count, options)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
@@ -109,8 +118,16 @@ func runCaddy(t *testing.T, dir string, port int, path string, env []string) *ca
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatal("node is required for the end-to-end tests (Node.js 20 is on every machine of this project)")
 	}
+	return runCommand(t, dir, port, env, "run", "--config", path, "--adapter", "caddyfile")
+}
+
+// runCommand runs our Caddy (this test binary as main) with args, its
+// data and config in dir, serving on port; extra environment goes to it
+// and its workers. The test's end kills it.
+func runCommand(t *testing.T, dir string, port int, env []string, args ...string) *caddyProc {
+	t.Helper()
 	self, _ := os.Executable()
-	cmd := exec.Command(self, "run", "--config", path, "--adapter", "caddyfile")
+	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), caddyEnv+"=1", "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "GORACE=atexit_sleep_ms=0")
 	cmd.Env = append(cmd.Env, env...)
 	logs := &lockedBuffer{}
@@ -198,7 +215,7 @@ func TestExampleAppThroughCaddy(t *testing.T) {
 		victim = pid
 		break
 	}
-	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+	if err := testworker.Kill(victim); err != nil {
 		t.Fatal(err)
 	}
 	healed := waitPIDs(t, c, 3)
@@ -248,29 +265,14 @@ func TestWorkersAndTheirChildrenDieWithKilledCaddy(t *testing.T) {
 func TestWorkerPoolCommand(t *testing.T) {
 	app, _ := filepath.Abs("../../examples/node/server.js")
 	port := testworker.FreePort(t)
-	dir := t.TempDir()
-	self, _ := os.Executable()
-	cmd := exec.Command(self, "worker-pool", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--workers", "2",
+	c := runCommand(t, t.TempDir(), port, nil, "worker-pool", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--workers", "2",
 		"--health-uri", "/healthz", "--admin", "off", "--", "node", app)
-	cmd.Env = append(os.Environ(), caddyEnv+"=1", "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "GORACE=atexit_sleep_ms=0")
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &caddyProc{cmd: cmd, exited: make(chan struct{}), url: fmt.Sprintf("http://127.0.0.1:%d", port), log: out}
-	go func() { _ = cmd.Wait(); close(c.exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-c.exited
-		if t.Failed() {
-			t.Logf("output:\n%s", out.String())
-		}
-	})
+	cmd, out := c.cmd, c.log
 	pids := waitPIDs(t, c, 2)
 	if !strings.Contains(out.String(), fmt.Sprintf("worker pool serving on 127.0.0.1:%d: node %s", port, app)) {
 		t.Fatalf("it does not say where it listens:\n%s", out.String())
 	}
+	refusesAmbiguousFraming(t, c.url)
 	groups := map[int]int{}
 	for pid := range pids {
 		groups[pid] = testworker.PGID(pid)
@@ -325,4 +327,31 @@ func TestCaddyfileExample(t *testing.T) {
 	if resp.StatusCode != 400 || !strings.Contains(string(body), `"pointer":"/body/items"`) {
 		t.Fatalf("bad order: %s %s", resp.Status, body)
 	}
+
+	// Slow clients and ambiguous requests: a short time for headers
+	// (Caddy's default is a minute), and the framing wrapper.
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(example, map[string]any{"filename": "Caddyfile.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var servers struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					ReadHeaderTimeout time.Duration     `json:"read_header_timeout"`
+					ListenerWrappers  []json.RawMessage `json:"listener_wrappers"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(adapted, &servers); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range servers.Apps.HTTP.Servers {
+		if s.ReadHeaderTimeout <= 0 || s.ReadHeaderTimeout > 30*time.Second || len(s.ListenerWrappers) == 0 ||
+			!strings.Contains(string(s.ListenerWrappers[len(s.ListenerWrappers)-1]), `"worker_pool_framing"`) {
+			t.Errorf("server %s: read_header_timeout %v, listener wrappers %s; want at most 30s and worker_pool_framing", name, s.ReadHeaderTimeout, s.ListenerWrappers)
+		}
+	}
+	refusesAmbiguousFraming(t, c.url)
 }

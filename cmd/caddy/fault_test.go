@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 import (
@@ -71,7 +73,6 @@ func (f *faultPool) post(t *testing.T, path, contentType, body string) {
 
 // poolCaddyfile is the Caddyfile of the suite, with extra pool options.
 func poolCaddyfile(port, adminPort int, extra string) string {
-	app, _ := filepath.Abs("../../examples/node/server.js")
 	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	auto_https off
@@ -79,7 +80,15 @@ func poolCaddyfile(port, adminPort int, extra string) string {
 }
 
 http://127.0.0.1:%d {
-	worker_pool {
+	%s
+}
+`, adminPort, port, faultPoolBlock(extra))
+}
+
+// faultPoolBlock is the suite's worker_pool, with extra options.
+func faultPoolBlock(extra string) string {
+	app, _ := filepath.Abs("../../examples/node/server.js")
+	return fmt.Sprintf(`worker_pool {
 		command node %s
 		count %d
 		health_uri /healthz
@@ -89,16 +98,22 @@ http://127.0.0.1:%d {
 		request_timeout 2s
 		stop_timeout 5s
 		%s
-	}
-}
-`, adminPort, port, app, faultWorkers, extra)
+	}`, app, faultWorkers, extra)
 }
 
 func startFaultPool(t *testing.T, extra string, env ...string) *faultPool {
 	t.Helper()
+	return startFaultCaddy(t, func(port, adminPort int) string { return poolCaddyfile(port, adminPort, extra) }, env...)
+}
+
+// startFaultCaddy runs our Caddy with the Caddyfile that caddyfile gives
+// for its site's port and its admin port, and waits until the pool's
+// workers are healthy.
+func startFaultCaddy(t *testing.T, caddyfile func(port, adminPort int) string, env ...string) *faultPool {
+	t.Helper()
 	port, adminPort := testworker.FreePort(t), testworker.FreePort(t)
 	dir := t.TempDir()
-	f := &faultPool{admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), caddyfile: poolCaddyfile(port, adminPort, extra)}
+	f := &faultPool{admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), caddyfile: caddyfile(port, adminPort)}
 	f.path = filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(f.path, []byte(f.caddyfile), 0o600); err != nil {
 		t.Fatal(err)
@@ -266,6 +281,8 @@ func TestFaultInjection(t *testing.T) {
 	}
 	t.Cleanup(func() { writeReliabilityReport(t) })
 
+	t.Run("bad input", runBadInput)
+
 	t.Run("SIGKILL a worker", func(t *testing.T) {
 		f := startFaultPool(t, "")
 		var victim pool.WorkerStatus
@@ -380,20 +397,7 @@ func TestFaultInjection(t *testing.T) {
 
 	t.Run("rolling restart", func(t *testing.T) {
 		f := startFaultPool(t, "")
-		before := pidsOf(f.status(t))
-		var wait func() time.Duration
-		res := steadyLoad(f.url, func() {
-			wait = f.recovery(t, func(st pool.Status) bool {
-				for pid := range pidsOf(st) {
-					if before[pid] {
-						return false
-					}
-				}
-				return true
-			})
-			f.post(t, "/worker_pool/default/restart", "", "")
-		})
-		rec := wait()
+		res, rec := f.rollingRestart(t)
 		if res.failed > 0 {
 			t.Errorf("%d failed (%s) during the rolling restart", res.failed, kinds(res))
 		}
@@ -402,7 +406,6 @@ func TestFaultInjection(t *testing.T) {
 
 	t.Run("rolling restart with open event streams", func(t *testing.T) {
 		f := startFaultPool(t, "")
-		before := pidsOf(f.status(t))
 		const events = 25 // 100 ms apart: they outlast the start of the restart
 		streams := make([]<-chan sseResult, 6)
 		for i := range streams {
@@ -415,19 +418,7 @@ func TestFaultInjection(t *testing.T) {
 			}
 			return n == int64(len(streams))
 		})
-		var wait func() time.Duration
-		res := steadyLoad(f.url, func() {
-			wait = f.recovery(t, func(st pool.Status) bool {
-				for pid := range pidsOf(st) {
-					if before[pid] {
-						return false
-					}
-				}
-				return true
-			})
-			f.post(t, "/worker_pool/default/restart", "", "")
-		})
-		rec := wait()
+		res, rec := f.rollingRestart(t)
 		cut := 0
 		for i, ch := range streams {
 			r := <-ch
@@ -517,6 +508,25 @@ func TestFaultInjection(t *testing.T) {
 	}
 }
 
+// rollingRestart asks the admin API for a rolling restart amid the
+// steady load, and measures the time until every worker is a new one.
+func (f *faultPool) rollingRestart(t *testing.T) (loadResult, time.Duration) {
+	before := pidsOf(f.status(t))
+	var wait func() time.Duration
+	res := steadyLoad(f.url, func() {
+		wait = f.recovery(t, func(st pool.Status) bool {
+			for pid := range pidsOf(st) {
+				if before[pid] {
+					return false
+				}
+			}
+			return true
+		})
+		f.post(t, "/worker_pool/default/restart", "", "")
+	})
+	return res, wait()
+}
+
 // breakerOpens polls (the admin API has no events) whether worker i's
 // breaker opens before the load ends.
 func breakerOpens(t *testing.T, f *faultPool, i int, start time.Time) bool {
@@ -528,6 +538,10 @@ func breakerOpens(t *testing.T, f *faultPool, i int, start time.Time) bool {
 	}
 	return false
 }
+
+// keepMarker starts the part of docs/reliability.md that the fault
+// suite does not write.
+const keepMarker = "<!-- written by hand below -->"
 
 func writeReliabilityReport(t *testing.T) {
 	path := os.Getenv("RELIABILITY_REPORT")
@@ -558,6 +572,14 @@ Recovery is the time from the fault until every worker is healthy again
 			rec = r.recovery.Round(10 * time.Millisecond).String()
 		}
 		fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s |\n", r.scenario, r.sent, r.failed, r.allowed, r.detail, rec)
+	}
+	writeBadInputReport(&b)
+	// What follows the marker is written by hand (figures of other
+	// tests) and kept.
+	if old, err := os.ReadFile(path); err == nil {
+		if i := strings.Index(string(old), keepMarker); i >= 0 {
+			b.WriteString("\n" + string(old[i:]))
+		}
 	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Error(err)

@@ -4,10 +4,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,4 +158,176 @@ func TestStreamedBodyCutWhileProxied(t *testing.T) {
 		_, code, err := get(c.url + "/")
 		return err == nil && code == 200
 	})
+}
+
+// A streamed body to an operation whose media type is not checked
+// against a schema (text/plain, application/octet-stream) is held to
+// max_body like any other: 413, and the client's 10 MB are not taken.
+func TestMaxBodyHoldsForStreamedBodiesOfEveryType(t *testing.T) {
+	doc, _ := filepath.Abs("../../examples/node/openapi.json")
+	c := startValidatingCaddy(t, "max_body 64KiB\n\t\t\topenapi "+doc)
+	const size = 10 << 20
+	for _, ctype := range []string{"text/plain", "application/octet-stream"} {
+		t.Run(ctype, func(t *testing.T) {
+			body := &countingReader{r: strings.NewReader(strings.Repeat("x", size))}
+			req, err := http.NewRequest("POST", c.url+"/upload", chunked{body})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", ctype)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			answer, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 413 || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Fatalf("%s %q: %s", resp.Status, resp.Header.Get("Content-Type"), answer)
+			}
+			if n := body.n.Load(); n >= size {
+				t.Fatalf("all %d bytes were taken from the client", n)
+			}
+		})
+	}
+}
+
+// countingReader counts what the client's transport has read.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// With unknown_routes pass, a path that the worker's URL parser resolves
+// to a documented path (Node's new URL() removes dot segments, %2e
+// included) is refused instead of passing unchecked as unknown.
+func TestDotSegmentsDoNotDodgeTheSchema(t *testing.T) {
+	doc, _ := filepath.Abs("../../examples/node/openapi.json")
+	c := startValidatingCaddy(t, "openapi "+doc+"\n\t\t\tunknown_routes pass")
+	for _, path := range []string{"/x/../orders", "/./orders", "/echo/%2e%2e/orders", "/echo/.%2E/orders", "//orders"} {
+		t.Run(path, func(t *testing.T) {
+			before := served(t, c)
+			resp, err := client.Post(c.url+path, "application/json", strings.NewReader(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 400 || !strings.Contains(string(body), `"pointer":"/path"`) {
+				t.Fatalf("POST %s: %s %s", path, resp.Status, body)
+			}
+			if after := served(t, c); after != before {
+				t.Fatalf("POST %s reached the worker", path)
+			}
+		})
+	}
+	// An unknown path still passes.
+	if resp, err := client.Get(c.url + "/nowhere"); err != nil || resp.StatusCode != 404 {
+		t.Fatalf("unknown path: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+}
+
+// exchange sends request on a new connection to host and returns all
+// that comes back until the server closes the connection.
+func exchange(t *testing.T, host, request string) (string, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(conn)
+	return string(b), err
+}
+
+// ambiguousUpload is a POST /upload to host whose body's length is
+// declared twice.
+func ambiguousUpload(host string) string {
+	return "POST /upload HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: text/plain\r\n" +
+		"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+}
+
+// refusesAmbiguousFraming checks that the Caddy at url answers an
+// ambiguous request 400 with Connection: close, and closes.
+func refusesAmbiguousFraming(t *testing.T, url string) {
+	t.Helper()
+	host := strings.TrimPrefix(url, "http://")
+	answer, err := exchange(t, host, ambiguousUpload(host))
+	if err != nil {
+		t.Fatalf("ambiguous request: %v; want the connection closed after the answer", err)
+	}
+	if !strings.HasPrefix(answer, "HTTP/1.1 400 ") || !strings.Contains(answer, "\r\nConnection: close\r\n") {
+		t.Fatalf("ambiguous request: answered %q; want 400 with Connection: close", answer)
+	}
+}
+
+// A request that declares its body's length twice is answered 400 with
+// Connection: close, and the connection closed, before any handler: a
+// proxy in front that took Content-Length (where Caddy takes
+// Transfer-Encoding) would otherwise read the rest as another request.
+func TestAmbiguousFramingRefused(t *testing.T) {
+	doc, _ := filepath.Abs("../../examples/node/openapi.json")
+	c := startPoolWith(t, "servers {\n\t\tlistener_wrappers {\n\t\t\tworker_pool_framing\n\t\t}\n\t}",
+		1, "node %s", "validate {\n\t\t\topenapi "+doc+"\n\t\t}")
+	waitPIDs(t, c, 1)
+	host := strings.TrimPrefix(c.url, "http://")
+	before := served(t, c)
+	refusesAmbiguousFraming(t, c.url)
+	for _, request := range []string{
+		"POST /upload HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"POST /upload HTTP/1.0\r\nHost: " + host + "\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+	} {
+		answer, err := exchange(t, host, request)
+		if err != nil || !strings.HasPrefix(answer, "HTTP/1.1 400 ") || !strings.Contains(answer, "\r\nConnection: close\r\n") {
+			t.Fatalf("%q: answered %q, %v; want 400 with Connection: close, then the close", request, answer, err)
+		}
+	}
+	if after := served(t, c); after != before {
+		t.Fatalf("the worker received %d of the requests", after-before)
+	}
+	// The same body, framed once, is served; Connection: close only ends
+	// the exchange.
+	answer, err := exchange(t, host, "POST /upload HTTP/1.1\r\nHost: "+host+"\r\nContent-Type: text/plain\r\n"+
+		"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+	if err != nil || !strings.HasPrefix(answer, "HTTP/1.1 200 ") || !strings.Contains(answer, `"bytes":3`) {
+		t.Fatalf("a chunked upload: %q %v", answer, err)
+	}
+}
+
+// caddy validate refuses a config with two different pools of one name,
+// naming the lines of both.
+func TestCaddyValidateRefusesTwoPoolsWithOneName(t *testing.T) {
+	app, _ := filepath.Abs("../../examples/node/server.js")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "Caddyfile")
+	caddyfile := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n}\n\n"+
+		"http://127.0.0.1:%d {\n\tworker_pool {\n\t\tname app\n\t\tcommand node %s\n\t}\n}\n\n"+
+		"http://127.0.0.1:%d {\n\tworker_pool {\n\t\tname app\n\t\tcommand node %s --other\n\t}\n}\n",
+		testworker.FreePort(t), app, testworker.FreePort(t), app)
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Executable()
+	cmd := exec.Command(self, "validate", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), caddyEnv+"=1", "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("caddy validate accepted two pools named app:\n%s", out)
+	}
+	for _, want := range []string{`name: \"app\" is the name of two different pools`, "Caddyfile:7", "Caddyfile:14"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("caddy validate does not say %q:\n%s", want, out)
+		}
+	}
 }

@@ -9,6 +9,7 @@
 //   GET  /healthz   200 "ok" (the pool's health check)
 //   GET  /stats     {"pid", "worker", "requests"}: requests this process served
 //   POST /echo      answers with the request body and its Content-Type
+//   POST /upload    reads the whole body, then answers {"bytes", "sha256"}
 //   POST /orders    reads a JSON order (openapi.json's Order), answers 201
 //                   {"bytes", "sha256", "items"}: the body as it arrived
 //   GET  /orders/ID {"id"}
@@ -162,6 +163,15 @@ const server = http.createServer((req, res) => {
       req.pipe(res);
       return;
     }
+    case '/upload':
+      if (req.method !== 'POST') {
+        res.setHeader('Allow', 'POST');
+        return json(res, 405, { error: 'use POST' });
+      }
+      return readBody(req, (body) => {
+        const sha256 = crypto.createHash('sha256').update(body).digest('hex');
+        return json(res, 200, { bytes: body.length, sha256 });
+      });
     case '/orders':
       if (req.method !== 'POST') {
         res.setHeader('Allow', 'POST');

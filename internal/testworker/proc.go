@@ -3,6 +3,7 @@ package testworker
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -64,4 +65,32 @@ func Alive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	f := strings.Fields(s[i+1:])
 	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+}
+
+// Kill kills process pid at once: SIGKILL, or TerminateProcess on
+// Windows.
+func Kill(pid int) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	return p.Kill()
+}
+
+// WithArg lists the pids of live processes that have arg among their
+// command-line arguments, read from /proc.
+func WithArg(arg string) []int {
+	var pids []int
+	lines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range lines {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		if slices.Contains(strings.Split(string(b), "\x00"), arg) && Alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

@@ -144,3 +144,19 @@ func (p *Proc) Blocked() int {
 	}
 	return n
 }
+
+// NonLoopbackIPv4 is an IPv4 address of this machine other than loopback
+// (or link-local), or "" if it has none: dialled from here, it makes a
+// client that a server sees as remote.
+func NonLoopbackIPv4() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	return ""
+}

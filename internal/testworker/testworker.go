@@ -31,8 +31,12 @@ import (
 //	exit         exit with status 1 at once
 //	ignore-term  serve, but ignore SIGTERM
 //	grandchild   serve, and start a child that sleeps in the same group
+//	detached     serve, and start a child that sleeps in a session of its
+//	             own (Node's `detached: true`); its pid is written to the
+//	             file CHILD_PID_FILE names
 //	no-health    serve, but /healthz answers 503
 //	sleep        block forever without listening
+//	slow-start   serve, after half a second without listening
 const ModeEnv = "WORKERPOOL_TEST_MODE"
 
 // Env returns the environment that makes the test binary a worker. It
@@ -76,6 +80,8 @@ func RunIfWorker() {
 		os.Exit(1)
 	case "sleep":
 		select {}
+	case "slow-start":
+		time.Sleep(500 * time.Millisecond) // an app that takes a while to start
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
 	case "grandchild":
@@ -86,12 +92,33 @@ func RunIfWorker() {
 			os.Exit(2)
 		}
 		fmt.Printf("grandchild pid %d\n", child.Process.Pid)
+	case "detached":
+		child := exec.Command(Command())
+		child.Env = append(os.Environ(), ModeEnv+"=sleep")
+		child.SysProcAttr = detached()
+		if err := child.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "detached child:", err)
+			os.Exit(2)
+		}
+		if err := writePID(os.Getenv("CHILD_PID_FILE"), child.Process.Pid); err != nil {
+			fmt.Fprintln(os.Stderr, "detached child:", err)
+			os.Exit(2)
+		}
 	}
 	if err := serve(mode); err != nil {
 		fmt.Fprintln(os.Stderr, "testworker:", err)
 		os.Exit(2)
 	}
 	os.Exit(0)
+}
+
+// writePID writes pid to file at once: a reader sees all of it or none.
+func writePID(file string, pid int) error {
+	tmp := file + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, file)
 }
 
 func listen() (net.Listener, error) {

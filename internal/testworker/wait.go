@@ -1,6 +1,8 @@
 package testworker
 
 import (
+	"os"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -17,4 +19,20 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// PIDFile waits for a worker to write a pid to file (see the detached
+// mode) and returns it.
+func PIDFile(t testing.TB, file string) int {
+	t.Helper()
+	var pid int
+	Eventually(t, 10*time.Second, "a pid in "+file, func() bool {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return false
+		}
+		pid, err = strconv.Atoi(string(b))
+		return err == nil
+	})
+	return pid
 }

@@ -53,6 +53,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 	# TLS ends at the Ingress or load balancer in front of the Service.
 	auto_https off
 	grace_period {{ .Values.gracePeriod }}
+	# A client gets 10 s to send a request's headers (Caddy's default is
+	# a minute): connections that trickle them are closed sooner. A
+	# request that declares its body's length twice gets 400 and a closed
+	# connection (request smuggling; see the README's Security section).
+	servers {
+		timeouts {
+			read_header 10s
+		}
+		listener_wrappers {
+			worker_pool_framing
+		}
+	}
 }
 
 # The site, behind the Service.

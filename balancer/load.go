@@ -1,0 +1,100 @@
+package balancer
+
+// Readings of the balancer's load for whoever sizes the pool: how many
+// requests wait, how much of the endpoints' capacity is in use, and what
+// the adaptive limits have learnt about the workers. They only read.
+
+// Load is one reading of a balancer's load.
+type Load struct {
+	// Endpoints is the number in rotation; AtLimit of them hold as many
+	// requests as their limit lets them (one without a limit never is).
+	Endpoints, AtLimit int
+	// Busy is the endpoints' worth of capacity in use: each endpoint in
+	// rotation counts its requests in flight over its limit, at most 1;
+	// one without a limit counts 1 while it holds a request.
+	Busy float64
+	// Inflight is the number of requests the endpoints in rotation hold.
+	Inflight int64
+	// Queued is the number of requests waiting for an endpoint.
+	Queued int
+	// Finished is the number of requests the endpoints in rotation
+	// finished since the LoadMeter's previous reading.
+	Finished uint64
+	// CPUBound and IOBound count the endpoints in rotation whose adaptive
+	// limit judged them to compute, or to wait; the others have a fixed
+	// limit or were not judged yet (see Endpoint.CPUBound).
+	CPUBound, IOBound int
+}
+
+// LoadMeter reads a balancer's load, one reading after another. It is
+// not safe for concurrent use.
+type LoadMeter struct {
+	b *Balancer
+	// served is what each endpoint had finished at the previous reading.
+	served map[*Endpoint]uint64
+}
+
+// NewLoadMeter returns a meter whose first reading counts the requests
+// finished since each endpoint joined.
+func (b *Balancer) NewLoadMeter() *LoadMeter {
+	return &LoadMeter{b: b, served: map[*Endpoint]uint64{}}
+}
+
+// Read returns the load now. Requests that endpoints which left rotation
+// finished since the previous reading are not counted.
+func (m *LoadMeter) Read() Load {
+	eps := m.b.Endpoints()
+	l := Load{Endpoints: len(eps), Queued: m.b.QueueLen()}
+	served := make(map[*Endpoint]uint64, len(eps))
+	for _, e := range eps {
+		n, limit := e.inflight.Load(), e.capacity()
+		l.Inflight += n
+		switch {
+		case limit > 0 && n >= limit:
+			l.AtLimit++
+			l.Busy++
+		case limit > 0:
+			l.Busy += float64(n) / float64(limit)
+		case n > 0:
+			l.Busy++
+		}
+		s := e.served.Load()
+		l.Finished += s - m.served[e]
+		served[e] = s
+		switch cpu, known := e.CPUBound(); {
+		case known && cpu:
+			l.CPUBound++
+		case known:
+			l.IOBound++
+		}
+	}
+	m.served = served
+	return l
+}
+
+// CPUBound reports what the endpoint's adaptive limit has learnt about
+// its worker: whether it computes (more requests at once only wait in
+// it) or waits on I/O (it serves more at once); known is false with a
+// fixed limit, and until the limit has judged. Where the worker's CPU
+// time can be read, that decides; elsewhere a limit that grew past 1
+// says the worker waits, and one held at 1 because busy requests were
+// slower says it computes.
+func (e *Endpoint) CPUBound() (cpuBound, known bool) {
+	a := e.adaptive
+	if a == nil {
+		return false, false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.cpuTime != nil && a.cpuJudged:
+		return a.cpuBound, true
+	case a.cpuTime != nil:
+		return false, false
+	case a.limit >= 2:
+		return false, true
+	case a.hold > 0:
+		return true, true
+	}
+	return false, false
+}
