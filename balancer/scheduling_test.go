@@ -577,8 +577,12 @@ func TestOverloadIsQueuedNotRefused(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := refused.Load(); n > clients*each/100 {
-		t.Fatalf("%d of %d requests refused, want at most 1%%", n, clients*each)
+	// Refusing by count refused about a third (1,915 of 6,000); by
+	// deadline none on a quiet machine. A machine busy with other test
+	// packages stalls the workers for moments the queue cannot foresee,
+	// so the bound leaves room for that and still tells the two apart.
+	if n := refused.Load(); n > clients*each/10 {
+		t.Fatalf("%d of %d requests refused, want at most 10%%", n, clients*each)
 	}
 }
 
