@@ -184,7 +184,7 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 	}
 
 	if h := rep.Hetero; h != nil && len(h.Runs) > 0 {
-		fmt.Fprintf(&b, "## %d. Heterogeneous load: 95%% `GET /work?ms=1`, 5%% `GET /work?ms=50`, open loop\n\n", next())
+		fmt.Fprintf(&b, "## %d. Heterogeneous load: 95%% `GET /work?ms=1`, 5%% `GET /report?ms=50` (the same work on another route), open loop\n\n", next())
 		capacity := fmt.Sprintf("the capacity of our pool at `max_inflight 1` (%.0f requests/s, closed loop)", h.CapacityPS)
 		if h.CapacityOf != "" {
 			capacity = fmt.Sprintf("the capacity of %s measured in this run (closed loop: %.0f requests/s with this mix, %.0f with one cost class)",

@@ -20,9 +20,11 @@ const (
 	defaultDuration = 20 * time.Second
 	benchWorkers    = 2
 	fastPath        = "/work?ms=1"
-	slowPath        = "/work?ms=50"
-	ioPath          = "/sleep?ms=20"
-	singlePath      = "/work?ms=2"
+	// The slow requests are another route of the app, as an expensive
+	// endpoint is beside cheap ones: the pool learns costs by route.
+	slowPath   = "/report?ms=50"
+	ioPath     = "/sleep?ms=20"
+	singlePath = "/work?ms=2"
 	// slowShare: each request of the CPU mix is slow with this
 	// probability (5%).
 	slowShare = 0.05
@@ -144,7 +146,7 @@ func runScheduling(o schedulingOptions) error {
 	host, _ := os.Hostname()
 	rep := schedulingReport{
 		Date: time.Now().UTC().Format("2006-01-02"), Host: host, CPUs: cpuCount(), Workers: benchWorkers,
-		Mix: "95% GET /work?ms=1, 5% GET /work?ms=50", Duration: o.duration.String(), Scenario: o.mix,
+		Mix: "95% GET /work?ms=1, 5% GET /report?ms=50", Duration: o.duration.String(), Scenario: o.mix,
 		Arrivals: arrivals, Seed: o.seed,
 	}
 	if o.mix == "io" {

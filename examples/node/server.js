@@ -5,6 +5,8 @@
 //
 //   GET  /          {"pid", "worker"}: which process answered
 //   GET  /work?ms=N busy-loops the CPU for N ms (at most 10 s), then answers
+//   GET  /report?ms=N the same on another route (an expensive endpoint
+//                   beside cheap ones, for the scheduling benchmarks)
 //   GET  /sleep?ms=N waits N ms without using the CPU (like a database call)
 //   GET  /healthz   200 "ok" (the pool's health check)
 //   GET  /stats     {"pid", "worker", "requests"}: requests this process served
@@ -109,7 +111,8 @@ const server = http.createServer((req, res) => {
   switch (url.pathname) {
     case '/':
       return json(res, 200, { pid, worker });
-    case '/work': {
+    case '/work':
+    case '/report': {
       const ms = Math.min(Math.max(Number(url.searchParams.get('ms')) || 0, 0), 10000);
       busy(ms);
       return json(res, 200, { pid, worker, ms });
