@@ -51,17 +51,25 @@ type route struct {
 	queued atomic.Int32
 }
 
-// costs is the table of routes.
+// costs is the table of routes. Every request looks its route up, so
+// the map is copy-on-write: lookups take no lock and write nothing
+// shared but a route's epoch when it changes. Writers (a new route,
+// rare) hold mu.
 type costs struct {
-	mu    sync.RWMutex
-	m     map[routeKey]*route
-	max   int
-	clock atomic.Uint64
+	mu  sync.Mutex
+	m   atomic.Pointer[map[routeKey]*route]
+	max int
+	// epoch advances with each new route; a route remembers the epoch
+	// of its last use, which orders routes for eviction (routes used
+	// between the same two new ones tie).
+	epoch atomic.Uint64
 	all   route // every request, whatever its route: the pool's average
 }
 
 func newCosts(max int) *costs {
-	return &costs{m: make(map[routeKey]*route), max: max}
+	t := &costs{max: max}
+	t.m.Store(&map[routeKey]*route{})
+	return t
 }
 
 // lookup returns the route of r, learned from the key (empty: the first
@@ -71,27 +79,32 @@ func (t *costs) lookup(r *http.Request, key string) *route {
 	if key == "" {
 		k.route = firstSegment(r.URL.Path)
 	}
-	t.mu.RLock()
-	rt := t.m[k]
-	t.mu.RUnlock()
+	rt := (*t.m.Load())[k]
 	if rt == nil {
-		rt = t.insert(k)
+		return t.insert(k)
 	}
-	rt.used.Store(t.clock.Add(1))
+	if e := t.epoch.Load(); rt.used.Load() != e {
+		rt.used.Store(e)
+	}
 	return rt
 }
 
 func (t *costs) insert(k routeKey) *route {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if rt := t.m[k]; rt != nil {
+	cur := *t.m.Load()
+	if rt := cur[k]; rt != nil {
 		return rt
 	}
-	if len(t.m) >= t.max {
+	next := make(map[routeKey]*route, len(cur)+1)
+	for key, rt := range cur {
+		next[key] = rt
+	}
+	if len(next) >= t.max {
 		// Least recently used, among routes nobody waits on: their
 		// waiters must find their route again.
 		var old *route
-		for _, rt := range t.m {
+		for _, rt := range next {
 			if rt.queued.Load() == 0 && (old == nil || rt.used.Load() < old.used.Load()) {
 				old = rt
 			}
@@ -101,11 +114,15 @@ func (t *costs) insert(k routeKey) *route {
 			// average one, and not remembered.
 			return &route{key: k, active: -1}
 		}
-		delete(t.m, old.key)
+		delete(next, old.key)
 	}
 	// Keys that point into the request must not keep it alive.
 	rt := &route{key: routeKey{strings.Clone(k.method), strings.Clone(k.route)}, active: -1}
-	t.m[rt.key] = rt
+	// It was used in the epoch it ends: a route used after it joined
+	// counts as more recent.
+	rt.used.Store(t.epoch.Add(1) - 1)
+	next[rt.key] = rt
+	t.m.Store(&next)
 	return rt
 }
 
@@ -171,15 +188,13 @@ type RouteCost struct {
 // Costs returns the routes whose cost the balancer knows now, in order
 // of their names: at most Config.CostKeys, the most recently used.
 func (b *Balancer) Costs() []RouteCost {
-	t := b.costs
-	t.mu.RLock()
-	out := make([]RouteCost, 0, len(t.m))
-	for _, rt := range t.m {
+	m := *b.costs.m.Load()
+	out := make([]RouteCost, 0, len(m))
+	for _, rt := range m {
 		if c, ok := rt.estimate(); ok {
 			out = append(out, RouteCost{Route: rt.key.method + " " + rt.key.route, CostMS: c * 1000, Samples: rt.n.Load()})
 		}
 	}
-	t.mu.RUnlock()
 	slices.SortFunc(out, func(a, b RouteCost) int { return cmp.Compare(a.Route, b.Route) })
 	return out
 }
