@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
+	"github.com/caddy-workerpool/caddy-workerpool/pool"
 )
 
 // neverListens is a worker that starts and never listens: the pool
@@ -26,11 +28,12 @@ func TestSignalWhileWorkersStartExitsPromptly(t *testing.T) {
 	for _, how := range []string{"run", "worker-pool"} {
 		t.Run(how, func(t *testing.T) {
 			marker := fmt.Sprintf("workerpool-never-listens-%d-%s", os.Getpid(), how)
-			port := testworker.FreePort(t)
+			port, adminPort := testworker.FreePort(t), testworker.FreePort(t)
+			admin := fmt.Sprintf("127.0.0.1:%d", adminPort)
 			dir := t.TempDir()
 			var c *caddyProc
 			if how == "run" {
-				path := writeCaddyfile(t, dir, fmt.Sprintf(`
+				path := writeCaddyfile(t, dir, admin, fmt.Sprintf(`
 http://127.0.0.1:%d {
 	worker_pool {
 		command %s
@@ -41,7 +44,7 @@ http://127.0.0.1:%d {
 				c = runCaddy(t, dir, port, path, nil)
 			} else {
 				c = runCommand(t, dir, port, nil, "worker-pool", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--workers", "2",
-					"--admin", "off", "--", "node", "-e", "setInterval(()=>{},1000)", marker)
+					"--admin", admin, "--", "node", "-e", "setInterval(()=>{},1000)", marker)
 			}
 			// Each worker (and, on Linux, the reaper in front of it) has the
 			// marker among its arguments.
@@ -57,8 +60,15 @@ http://127.0.0.1:%d {
 				resp.Body.Close()
 				waiting <- resp.StatusCode
 			}()
-			// The request is in the pool's queue, waiting for a worker.
-			time.Sleep(200 * time.Millisecond) // nothing observable says it arrived; give it time to
+			testworker.Eventually(t, 10*time.Second, "the request in the pool's queue", func() bool {
+				resp, err := http.Get("http://" + admin + "/worker_pool/")
+				if err != nil {
+					return false
+				}
+				defer resp.Body.Close()
+				var st []pool.Status
+				return json.NewDecoder(resp.Body).Decode(&st) == nil && len(st) == 1 && st[0].Queued == 1
+			})
 			began := time.Now()
 			if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
 				t.Fatal(err)
@@ -90,7 +100,7 @@ func TestStaticSiteServesWhileThePoolStarts(t *testing.T) {
 	app, _ := filepath.Abs("../../examples/node/server.js")
 	static, port := testworker.FreePort(t), testworker.FreePort(t)
 	dir := t.TempDir()
-	path := writeCaddyfile(t, dir, fmt.Sprintf(`
+	path := writeCaddyfile(t, dir, "off", fmt.Sprintf(`
 http://127.0.0.1:%d {
 	respond "static"
 }
@@ -131,12 +141,13 @@ http://127.0.0.1:%d {
 	}
 }
 
-// writeCaddyfile writes a Caddyfile of sites with Caddy's admin
-// endpoint, automatic HTTPS and config persistence off, in dir.
-func writeCaddyfile(t *testing.T, dir, sites string) string {
+// writeCaddyfile writes a Caddyfile of sites in dir, with Caddy's admin
+// endpoint at admin (or off), and automatic HTTPS and config
+// persistence off.
+func writeCaddyfile(t *testing.T, dir, admin, sites string) string {
 	t.Helper()
 	path := filepath.Join(dir, "Caddyfile")
-	cfg := "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n" + sites
+	cfg := "{\n\tadmin " + admin + "\n\tauto_https off\n\tpersist_config off\n}\n" + sites
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
