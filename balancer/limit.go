@@ -38,21 +38,28 @@ import (
 // A worker held at 1 idles between two requests for a hand-off: its
 // response travels to Go, the next request waits for its goroutine to
 // run and travels to the worker. For short requests that idle time is a
-// large share of the worker's (half of it for a tiny request), so a
-// second slot, which lets the next request wait in the worker's socket
-// instead, is worth more than the head-of-line blocking it risks: it
-// is given while the slowest recent requests (a peak that rises by an
-// eighth towards a slower one and decays over about 256 requests) took
-// at most shortRatio hand-offs, and taken back as soon as one request
-// takes twice that at the second slot. Where the hand-off outlasts a
-// request (tiny requests), one slot per request it lasts, up to
-// shortSlots. The hand-off is measured: the
-// time from dispatch handing the endpoint to a waiting request until
-// that request's goroutine runs, plus, where the worker's CPU time is
-// known, the part of a request's latency at a limit of 1 that the
-// worker did not spend computing (the two legs over the socket). A
-// heterogeneous mix (1 ms and 50 ms) never qualifies, and keeps its
-// tails; tiny requests, and uniform ones of a few hand-offs, do.
+// large share of the worker's (half of it for a tiny request, more on a
+// host whose CPUs the proxy, the workers and the clients share), and a
+// worker that holds several tiny requests also reads and answers them
+// in one turn of its event loop. So while the requests are short, the
+// limit has a floor of several slots ("short slots"): as many as keep
+// the work a request can find ahead of it in the worker within
+// shortQueue (one per request the hand-off lasts where that is more),
+// up to shortSlots. Requests are short while the slowest of them (a
+// peak of each request's service time that rises by an eighth towards
+// a slower one and decays over about 256 requests) stays within the
+// budget: shortQueue, or shortRatio hand-offs where that is longer. A
+// request's service time is its time at the worker less what it spent
+// waiting there behind the one before: from the later of its dispatch
+// and the previous answer to its own answer, so it means the same at
+// any number of slots. One request of more than twice the budget ends
+// the short slots at once. A heterogeneous mix (1 ms and 50 ms) never
+// qualifies, and keeps its tails; tiny requests, and uniform ones of a
+// few milliseconds, do. The hand-off is measured: the time from
+// dispatch handing the endpoint to a waiting request until that
+// request's goroutine runs, plus, where the worker's CPU time is known,
+// the part of a request's latency at a limit of 1 that the worker did
+// not spend computing (the two legs over the socket).
 //
 // Where the worker's pid is known (workers we spawn, on Linux) no probe
 // is needed at all: at a limit of 1 the requests do not overlap, so the
@@ -81,15 +88,15 @@ const (
 	// against the kernel's 10 ms accounting tick.
 	cpuBoundShare = 0.3
 	cpuSpan       = 250 * time.Millisecond
-	// shortRatio: a second slot while the slowest recent request took at
-	// most this many hand-offs; the hand-off is then at least 1/16 of
-	// the worker's time, and a request in the second slot waits at most
-	// that long behind the first. Where the hand-off outlasts a request
-	// more slots hide it (one per request it lasts), up to shortSlots and
-	// as long as the wait behind the others stays under shortRatio
-	// hand-offs.
+	// Requests are short while the slowest recent one took at most
+	// shortQueue, or shortRatio hand-offs where that is longer; the short
+	// slots are as many as keep the work ahead of a request in the
+	// worker within shortQueue, up to shortSlots. Measured on 2 CPUs
+	// with 64 clients: 8–16 slots serve tiny requests as fast as no
+	// limit at all (2 slots: half as fast), 4–8 do for 1 ms ones.
 	shortRatio = 16
-	shortSlots = 4
+	shortQueue = 4 * time.Millisecond
+	shortSlots = 16
 	// The slowest-request peak rises by peakRise of its distance to a
 	// slower sample, so that one stall of a busy host moves it little
 	// and a slow class (one request in 20 or 100) holds it near its
@@ -116,14 +123,15 @@ type adaptiveLimit struct {
 	hold       int // windows left at limit 1
 	nextHold   int
 
-	// Short requests: the decaying peak and floor of latency, the
-	// hand-off (its part in Go, and the legs over the socket where CPU
-	// time tells them), all in seconds, and whether a serial worker's
-	// requests are short enough for a floor of 2.
+	// Short requests: the decaying peak of service time and floor of
+	// latency, the hand-off (its part in Go, and the legs over the socket
+	// where CPU time tells them), all in seconds, and whether requests
+	// are short enough for the short slots.
 	slowest, fastest, gap, legs float64
 	short                       bool
-	slots                       float64 // the floor while short
-	cpuPer                      float64 // CPU seconds per request, where known
+	slots                       float64   // the floor while short
+	cpuPer                      float64   // CPU seconds per request, where known
+	lastDone                    time.Time // when the latest answer came
 
 	// CPU accounting at a limit of 1, when cpuTime is known.
 	cpuTime   func() (time.Duration, bool)
@@ -195,25 +203,18 @@ func (a *adaptiveLimit) handoff(d time.Duration) {
 	a.mu.Unlock()
 }
 
-// shortEnough reports whether requests as slow as slowest are short
-// next to the hand-off: a second slot hides the hand-off and costs
-// little.
-func (a *adaptiveLimit) shortEnough(slowest float64) bool {
-	// The legs cannot take longer than the quickest request's round
-	// trip: on a busy host the worker's CPU time falls behind its
-	// latency for reasons that are no hand-off.
-	h := a.gap + min(a.legs, a.fastest)
-	return h > 0 && slowest <= shortRatio*h
+// handoffTime is the hand-off's estimate in seconds. The legs cannot
+// take longer than the quickest request's round trip: on a busy host
+// the worker's CPU time falls behind its latency for reasons that are
+// no hand-off.
+func (a *adaptiveLimit) handoffTime() float64 {
+	return a.gap + min(a.legs, a.fastest)
 }
 
-// serial reports whether the worker is known to serve one request at a
-// time: its CPU time says it computes, or (pid unknown) a probe of a
-// second slot found it.
-func (a *adaptiveLimit) serial() bool {
-	if a.cpuTime != nil {
-		return a.cpuJudged && a.cpuBound
-	}
-	return a.nextHold > 0
+// budget is the service time up to which requests are short, in
+// seconds.
+func (a *adaptiveLimit) budget() float64 {
+	return max(shortRatio*a.handoffTime(), shortQueue.Seconds())
 }
 
 // floor is the least limit of the moment: the short slots while a
@@ -225,19 +226,19 @@ func (a *adaptiveLimit) floor() float64 {
 	return 1
 }
 
-// shortFloor is how many slots hide the hand-off for requests as slow as
-// slowest: one per request the hand-off lasts (a request's own time is
-// its CPU time where known, else the quickest latency), while waiting
-// behind the others stays within shortRatio hand-offs.
-func (a *adaptiveLimit) shortFloor(slowest float64) float64 {
-	h := a.gap + min(a.legs, a.fastest)
+// shortFloor is the number of short slots: as many as keep the work
+// ahead of a request in the worker within shortQueue, or one per
+// request the hand-off lasts where that is more (a request's own time is
+// its CPU time where known, else the quickest latency), between 2 and
+// shortSlots.
+func (a *adaptiveLimit) shortFloor() float64 {
 	own := a.fastest
 	if a.cpuPer > 0 {
 		own = a.cpuPer
 	}
-	k := 1 + math.Ceil(h/max(own, 1e-6))
-	k = min(k, 1+math.Floor(shortRatio*h/slowest), shortSlots)
-	return max(k, 2)
+	own = max(own, 1e-6)
+	k := 1 + max(math.Ceil(a.handoffTime()/own), math.Floor(shortQueue.Seconds()/own))
+	return min(max(k, 2), shortSlots)
 }
 
 func (a *adaptiveLimit) cpuTimeOrZero() (time.Duration, bool) {
@@ -248,26 +249,34 @@ func (a *adaptiveLimit) cpuTimeOrZero() (time.Duration, bool) {
 	return d, ok
 }
 
-// sample records one successful request's latency and how many requests
-// the endpoint held when it started.
-func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
+// sample records one successful request's latency, how many requests
+// the endpoint held when it started, and when its answer came.
+func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64, done time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := rtt.Seconds()
-	if s > a.slowest {
-		a.slowest += (s - a.slowest) * peakRise
+	// Its service time: from the later of its dispatch and the previous
+	// answer, so that waiting behind others in the worker is not counted.
+	service := s
+	if start := done.Add(-rtt); start.Before(a.lastDone) {
+		service = max(done.Sub(a.lastDone).Seconds(), 0)
+	}
+	if done.After(a.lastDone) {
+		a.lastDone = done
+	}
+	if service > a.slowest {
+		a.slowest += (service - a.slowest) * peakRise
 	} else {
-		a.slowest += (s - a.slowest) * peakDecay
+		a.slowest += (service - a.slowest) * peakDecay
 	}
 	if s < a.fastest || a.fastest == 0 {
 		a.fastest = s
 	} else {
 		a.fastest += (s - a.fastest) * peakDecay / 16
 	}
-	if a.short && a.limit <= a.slots && !a.shortEnough(s/a.slots) {
-		// A request took long for the short slots (where a request's
-		// latency includes the rest of those before it, up to slots
-		// times its own): back to one at once.
+	if a.short && a.limit <= a.slots && service > 2*a.budget() {
+		// A slow request: the others would wait behind it in the worker.
+		// Back to one at once.
 		a.short, a.limit, a.cpuKnown = false, 1, false
 		a.setLimit(1)
 	}
@@ -304,14 +313,9 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64) {
 	if a.minRTT == 0 || avg < a.minRTT || a.limit < 2 {
 		a.minRTT = avg
 	}
-	// At k short slots the peak may be k times a request's own latency.
-	scale := 1.0
-	if a.short && a.limit <= a.slots {
-		scale = a.slots
-	}
-	short := (a.serial() || serial) && a.shortEnough(a.slowest/scale)
+	short := a.slowest > 0 && a.slowest <= a.budget()
 	if short {
-		a.slots = a.shortFloor(a.slowest / scale)
+		a.slots = a.shortFloor()
 	}
 	a.short = short
 	switch {

@@ -5,12 +5,23 @@ import (
 	"time"
 )
 
+// clock is the virtual time of the samples the tests feed.
+var clock = time.Unix(1e9, 0)
+
+// serve records a request of rtt that found inflight requests at the
+// worker, answered now; the clock moves on by rtt, as when the worker's
+// requests follow one another.
+func serve(a *adaptiveLimit, rtt time.Duration, inflight int64) {
+	clock = clock.Add(rtt)
+	a.sample(rtt, inflight, clock)
+}
+
 // feed gives a a window's worth of samples: n requests that found the
 // worker idle taking idle, and n that found it busy taking busy.
 func feed(a *adaptiveLimit, n int, idle, busy time.Duration) {
 	for range n {
-		a.sample(idle, 1)
-		a.sample(busy, 2)
+		serve(a, idle, 1)
+		serve(a, busy, 2)
 	}
 }
 
@@ -22,7 +33,7 @@ func growTo2(t *testing.T, a *adaptiveLimit) {
 		if i > 1000 {
 			t.Fatalf("limit stuck at %v", a.current())
 		}
-		a.sample(time.Millisecond, 1)
+		serve(a, 10*time.Millisecond, 1)
 	}
 }
 
@@ -33,15 +44,15 @@ func growTo2(t *testing.T, a *adaptiveLimit) {
 func TestAdaptiveHoldShrinksWhenBusyLooksLikeIdle(t *testing.T) {
 	a := newAdaptiveLimit(func(int64) {}, nil)
 	growTo2(t, a)
-	feed(a, serialMinSamples, time.Millisecond, 3*time.Millisecond)
+	feed(a, serialMinSamples, 10*time.Millisecond, 30*time.Millisecond)
 	if a.current() != 1 || a.hold != minHold {
 		t.Fatalf("after a serial finding: limit %v hold %d, want 1 and %d", a.current(), a.hold, minHold)
 	}
 	for a.hold > 0 {
-		a.sample(time.Millisecond, 1)
+		serve(a, 20*time.Millisecond, 1)
 	}
 	growTo2(t, a)
-	feed(a, serialMinSamples, time.Millisecond, time.Millisecond)
+	feed(a, serialMinSamples, 10*time.Millisecond, 10*time.Millisecond)
 	if a.nextHold != minHold/2 {
 		t.Fatalf("next hold %d after busy looked like idle, want %d", a.nextHold, minHold/2)
 	}
@@ -50,47 +61,48 @@ func TestAdaptiveHoldShrinksWhenBusyLooksLikeIdle(t *testing.T) {
 	}
 }
 
-// A worker that computes gets a second slot while its requests are
-// short next to the hand-off (more where the hand-off outlasts them),
-// loses it at once to a slow request, and never gets it for a mix of
-// 1 ms and 50 ms. The worker's CPU clock is a
-// fake that each request advances by the time it computed.
-func TestAdaptiveSecondSlotForShortRequests(t *testing.T) {
+// A worker that computes gets short slots while its requests are short
+// (as many as keep the work ahead of a request within shortQueue, up to
+// shortSlots), loses them at once to a slow request, and never gets them
+// for a mix of 1 ms and 50 ms. The worker's CPU clock is a fake that
+// each request advances by the time it computed.
+func TestAdaptiveShortSlotsForShortRequests(t *testing.T) {
 	var cpu time.Duration
 	a := newAdaptiveLimit(func(int64) {}, func() (time.Duration, bool) { return cpu, true })
-	serve := func(n int, rtt, used time.Duration, inflight int64) {
+	run := func(a *adaptiveLimit, n int, rtt, used time.Duration, inflight int64) {
 		for range n {
 			a.handoff(20 * time.Microsecond)
 			cpu += used
-			a.sample(rtt, inflight)
+			serve(a, rtt, inflight)
 		}
 	}
-	// 200 µs at the worker, 150 of them computing: the hand-off is 20 µs
-	// in Go and 50 µs on the socket.
-	serve(2000, 200*time.Microsecond, 150*time.Microsecond, 1)
-	if l := a.current(); l != 2 {
-		t.Fatalf("limit %v for short requests of a worker that computes, want 2", l)
+	// 1.2 ms at the worker, 1 ms of it computing: 4 ms of work ahead of a
+	// request is 4 requests, so 5 slots.
+	run(a, 2000, 1200*time.Microsecond, time.Millisecond, 1)
+	if l := a.current(); l != 5 {
+		t.Fatalf("limit %v for 1 ms requests of a worker that computes, want 5", l)
 	}
-	serve(1000, 400*time.Microsecond, 150*time.Microsecond, 2)
-	if l := a.current(); l != 2 {
-		t.Fatalf("limit %v at the second slot, want it kept at 2", l)
+	// Held at the short slots while the requests queue in the worker: a
+	// request's latency is then several services, its service time is
+	// the time since the previous answer.
+	for range 1000 {
+		cpu += time.Millisecond
+		clock = clock.Add(time.Millisecond)
+		a.sample(4*time.Millisecond, 5, clock)
 	}
-	serve(1, 5*time.Millisecond, 5*time.Millisecond, 2)
+	if l := a.current(); l != 5 {
+		t.Fatalf("limit %v with the short slots full, want it kept at 5", l)
+	}
+	run(a, 1, 20*time.Millisecond, 20*time.Millisecond, 2)
 	if l := a.current(); l != 1 {
-		t.Fatalf("limit %v after a slow request, want 1 at once", l)
+		t.Fatalf("limit %v after a 20 ms request, want 1 at once", l)
 	}
 
-	// A request of 100 µs whose hand-off takes 300 µs (50 in Go, 250 on
-	// the socket): one slot per request the hand-off lasts, up to
-	// shortSlots.
+	// Tiny requests (100 µs of CPU, 350 µs at the worker): shortSlots.
 	tiny := newAdaptiveLimit(func(int64) {}, func() (time.Duration, bool) { return cpu, true })
-	for range 4000 {
-		tiny.handoff(50 * time.Microsecond)
-		cpu += 100 * time.Microsecond
-		tiny.sample(350*time.Microsecond, 1)
-	}
+	run(tiny, 4000, 350*time.Microsecond, 100*time.Microsecond, 1)
 	if l := tiny.current(); l != shortSlots {
-		t.Fatalf("limit %v for requests a third of their hand-off, want %d", l, shortSlots)
+		t.Fatalf("limit %v for tiny requests, want %d", l, shortSlots)
 	}
 
 	mix := newAdaptiveLimit(func(int64) {}, func() (time.Duration, bool) { return cpu, true })
@@ -99,9 +111,7 @@ func TestAdaptiveSecondSlotForShortRequests(t *testing.T) {
 		if i%20 == 0 {
 			d = 50 * time.Millisecond
 		}
-		mix.handoff(20 * time.Microsecond)
-		cpu += d - 50*time.Microsecond
-		mix.sample(d, 1)
+		run(mix, 1, d, d-50*time.Microsecond, 1)
 		if l := mix.current(); l != 1 {
 			t.Fatalf("limit %v after %d requests of a 1 ms/50 ms mix, want 1", l, i+1)
 		}
