@@ -191,9 +191,16 @@ func suiteContenders(scenario, caddy string, workers int, dir string) []contende
 	if scenario == "failure" {
 		cs = append(cs, caddyReverseProxy("caddy-rp-tuned", caddy, workers, caddyRPFailover, dir))
 	}
-	return append(cs,
+	cs = append(cs,
 		workerPool("pool-default", caddy, workers, "", dir),
 		workerPool("pool-tuned", caddy, workers, tunedOptions[scenario], dir))
+	if scenario == "hetero" {
+		// The defaults with a first-come-first-served queue: what cost
+		// scheduling changes, and that it changes nothing for one cost
+		// class.
+		cs = append(cs, workerPool("pool-fifo", caddy, workers, "schedule fifo", dir))
+	}
+	return cs
 }
 
 // noFileFor is the open-file limit that scenarios need at least.
