@@ -157,7 +157,7 @@ func BenchmarkLimitShortRequests(b *testing.B) {
 		name  string
 		limit int
 		auto  bool
-	}{{"1", 1, false}, {"2", 2, false}, {"0", 0, false}, {"auto", 0, true}} {
+	}{{"1", 1, false}, {"2", 2, false}, {"4", 4, false}, {"0", 0, false}, {"auto", 0, true}} {
 		b.Run(c.name, func(b *testing.B) {
 			_, e, url, client := through(b, balancer.Config{MaxInflight: c.limit, AdaptiveLimit: c.auto}, p)
 			b.SetParallelism(4)
