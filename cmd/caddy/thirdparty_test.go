@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
+)
+
+// The apps in examples/thirdparty are written the way Express's,
+// Fastify's and ws's guides write them; these tests run them as workers
+// with the packages from the npm registry, as a user would.
+
+var (
+	npmOnce sync.Once
+	npmErr  error
+)
+
+// thirdPartyApp returns the path of examples/thirdparty/<name>.js,
+// installing the packages its package-lock.json names first (npm ci, a
+// few seconds) where node_modules is missing or older than the lock.
+func thirdPartyApp(t *testing.T, name string) string {
+	t.Helper()
+	dir, err := filepath.Abs("../../examples/thirdparty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	npmOnce.Do(func() {
+		lock, err := os.Stat(filepath.Join(dir, "package-lock.json"))
+		if err != nil {
+			npmErr = err
+			return
+		}
+		if installed, err := os.Stat(filepath.Join(dir, "node_modules", ".package-lock.json")); err == nil && !installed.ModTime().Before(lock.ModTime()) {
+			return
+		}
+		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			npmErr = fmt.Errorf("npm ci in %s (the npm registry must be reachable): %v\n%s", dir, err, out)
+		}
+	})
+	if npmErr != nil {
+		t.Fatal(npmErr)
+	}
+	return filepath.Join(dir, name+".js")
+}
+
+// startApp runs our Caddy with a pool of count workers of the Node app
+// at path, at the pool's defaults but for a quick health interval.
+func startApp(t *testing.T, count int, path string) *caddyProc {
+	t.Helper()
+	dir := t.TempDir()
+	port := testworker.FreePort(t)
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+}
+
+http://127.0.0.1:%d {
+	worker_pool {
+		command node %s
+		count %d
+		health_uri /healthz
+		health_interval 100ms
+	}
+}
+`, port, path, count)
+	cf := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cf, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return runCaddy(t, dir, port, cf, nil)
+}
+
+func postJSON(url, body string) (int, map[string]any, error) {
+	resp, err := client.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	err = json.NewDecoder(resp.Body).Decode(&v)
+	return resp.StatusCode, v, err
+}
+
+// Express and Fastify apps serve through the pool on every worker; a
+// client's malformed JSON gets the framework's own 400 and costs no
+// worker its place; concurrent clients all get answers.
+func TestThirdPartyAppsThroughCaddy(t *testing.T) {
+	for _, name := range []string{"express", "fastify"} {
+		t.Run(name, func(t *testing.T) {
+			c := startApp(t, 2, thirdPartyApp(t, name))
+			pids := waitPIDs(t, c, 2)
+
+			code, v, err := postJSON(c.url+"/echo", `{"n":1,"s":"é"}`)
+			if err != nil || code != 200 {
+				t.Fatalf("POST /echo: %d %v", code, err)
+			}
+			if body, _ := v["body"].(map[string]any); body["n"] != 1.0 || body["s"] != "é" {
+				t.Fatalf("POST /echo answered %v", v)
+			}
+
+			for range 4 {
+				// Express answers it in HTML, Fastify in JSON.
+				resp, err := client.Post(c.url+"/echo", "application/json", strings.NewReader(`{"n":`))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusBadRequest {
+					t.Fatalf("malformed JSON: %s, want the framework's 400", resp.Status)
+				}
+			}
+			// Both workers still serve: a client's bad body is not the
+			// worker's failure.
+			if seen := servingPIDs(c.url+"/", 40); len(seen) != 2 || !seen[firstKey(pids)] {
+				t.Fatalf("after malformed bodies the pool served from %v, want both of %v", seen, pids)
+			}
+
+			var wg sync.WaitGroup
+			failed := make(chan string, 400)
+			for range 20 {
+				wg.Go(func() {
+					for range 20 {
+						if r, code, err := get(c.url + "/"); err != nil || code != 200 || !pids[r.PID] {
+							failed <- fmt.Sprintf("%+v %d %v", r, code, err)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(failed)
+			for f := range failed {
+				t.Errorf("concurrent GET /: %s", f)
+			}
+		})
+	}
+}
+
+func firstKey(m map[int]bool) int {
+	for k := range m {
+		return k
+	}
+	return 0
+}
+
+// WebSockets of the ws library pass through the pool both ways, and when
+// Caddy is told to stop (SIGINT, Ctrl-C) with sockets open, the app's
+// own goodbye reaches every client: close code 1001 from its SIGTERM
+// handler, not a cut connection.
+func TestWebSocketsOfTheWsLibrary(t *testing.T) {
+	c := startApp(t, 2, thirdPartyApp(t, "ws"))
+	pids := waitPIDs(t, c, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	wsURL := "ws" + strings.TrimPrefix(c.url, "http") + "/"
+	var socks []*websocket.Conn
+	served := map[int]bool{}
+	for i := range 6 {
+		s, _, err := websocket.Dial(ctx, wsURL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.CloseNow()
+		socks = append(socks, s)
+		msg := []byte("hello " + strconv.Itoa(i))
+		if err := s.Write(ctx, websocket.MessageText, msg); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := s.Read(ctx)
+		pid, rest, ok := bytes.Cut(got, []byte(":"))
+		n, _ := strconv.Atoi(string(pid))
+		if err != nil || !ok || !bytes.Equal(rest, msg) || !pids[n] {
+			t.Fatalf("socket %d echoed %q, %v", i, got, err)
+		}
+		served[n] = true
+	}
+	t.Logf("6 sockets on %d workers", len(served))
+
+	if err := c.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range socks {
+		_, _, err := s.Read(ctx)
+		if status := websocket.CloseStatus(err); status != websocket.StatusGoingAway {
+			t.Errorf("socket %d ended with %v (close status %d), want the app's 1001 going away", i, err, status)
+		}
+	}
+	select {
+	case <-c.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Caddy did not exit after SIGINT")
+	}
+}
