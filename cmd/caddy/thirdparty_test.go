@@ -63,6 +63,11 @@ func thirdPartyApp(t *testing.T, name string) string {
 // startApp runs our Caddy with a pool of count workers of the Node app
 // at path, at the pool's defaults but for a quick health interval.
 func startApp(t *testing.T, count int, path string) *caddyProc {
+	return startAppWith(t, count, "node "+path)
+}
+
+// startAppWith is startApp with the worker's command line.
+func startAppWith(t *testing.T, count int, command string) *caddyProc {
 	t.Helper()
 	dir := t.TempDir()
 	port := testworker.FreePort(t)
@@ -74,13 +79,13 @@ func startApp(t *testing.T, count int, path string) *caddyProc {
 
 http://127.0.0.1:%d {
 	worker_pool {
-		command node %s
+		command %s
 		count %d
 		health_uri /healthz
 		health_interval 100ms
 	}
 }
-`, port, path, count)
+`, port, command, count)
 	cf := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cf, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
@@ -206,5 +211,42 @@ func TestWebSocketsOfTheWsLibrary(t *testing.T) {
 	case <-c.exited:
 	case <-time.After(20 * time.Second):
 		t.Fatal("Caddy did not exit after SIGINT")
+	}
+}
+
+// A Python app on the standard library's http.server answers in
+// HTTP/1.0, closing each connection, once without a Content-Length (the
+// body ends with the connection): every worker serves, concurrent
+// clients get whole answers.
+func TestPythonStdlibAppThroughCaddy(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatal("python3 is required (Debian's python3 is on every machine of this project)")
+	}
+	dir, err := filepath.Abs("../../examples/thirdparty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startAppWith(t, 2, python+" "+filepath.Join(dir, "app.py"))
+	pids := waitPIDs(t, c, 2)
+	var wg sync.WaitGroup
+	failed := make(chan string, 400)
+	for g := range 20 {
+		wg.Go(func() {
+			for i := range 20 {
+				path := "/"
+				if (g+i)%2 == 0 {
+					path = "/stream"
+				}
+				if r, code, err := get(c.url + path); err != nil || code != 200 || !pids[r.PID] {
+					failed <- fmt.Sprintf("%s: %+v %d %v", path, r, code, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(failed)
+	for f := range failed {
+		t.Errorf("concurrent GET: %s", f)
 	}
 }
