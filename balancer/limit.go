@@ -84,8 +84,9 @@ const (
 	minHold          = 32
 	maxHold          = 4096
 	// cpuBoundShare of a request's latency spent on the worker's CPU
-	// makes it CPU-bound; cpuSpan is the busy time judged at once, long
-	// against the kernel's 10 ms accounting tick.
+	// makes it CPU-bound; cpuSpan is the wall time judged at once (the
+	// busy time at a limit of 1, k times that at k), long against the
+	// kernel's 10 ms accounting tick.
 	cpuBoundShare = 0.3
 	cpuSpan       = 250 * time.Millisecond
 	// Requests are short while the slowest recent one took at most
@@ -166,7 +167,10 @@ func (a *adaptiveLimit) accountCPU(rtt float64) {
 	}
 	a.cpuBusy += rtt
 	a.cpuN++
-	if a.cpuBusy < cpuSpan.Seconds() {
+	// At a limit of k, latencies overlap and cpuSpan of them may pass in
+	// cpuSpan/k of wall time: a few of /proc's 10 ms ticks, one of which
+	// made a worker that waits look as if it computed.
+	if a.cpuBusy < cpuSpan.Seconds()*max(1, math.Floor(a.limit)) {
 		return
 	}
 	now, ok := a.cpuTimeOrZero()
@@ -215,6 +219,12 @@ func (a *adaptiveLimit) handoffTime() float64 {
 // seconds.
 func (a *adaptiveLimit) budget() float64 {
 	return max(shortRatio*a.handoffTime(), shortQueue.Seconds())
+}
+
+// waits reports whether the worker's CPU time says it waits rather than
+// computes.
+func (a *adaptiveLimit) waits() bool {
+	return a.cpuTime != nil && a.cpuJudged && !a.cpuBound
 }
 
 // floor is the least limit of the moment: the short slots while a
@@ -342,9 +352,13 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64, done time.Time
 		a.nextHold /= 2
 	}
 	gradient := min(max(adaptiveTolerance*a.minRTT/avg, 0.5), adaptiveTolerance)
-	if a.limit >= 4 && avg <= adaptiveFlat*a.minRTT {
-		// Latency did not move at all with several requests in flight:
-		// the worker is not the bottleneck, so find its limit quickly.
+	if (a.limit >= 4 || a.waits()) && avg <= adaptiveFlat*a.minRTT {
+		// Latency did not move at all with several requests in flight,
+		// or the worker's CPU time says it waits: the worker is not the
+		// bottleneck, so find its limit quickly. (Growing by a quarter a
+		// window from 1, where a window of 50 ms requests lasts a second,
+		// took seconds to follow a step in load, with requests queueing
+		// all the while.)
 		gradient = 2
 	}
 	// Growing a limit that demand never reached would only let a later

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -98,9 +99,11 @@ func TestAdaptiveShortSlotsForShortRequests(t *testing.T) {
 		t.Fatalf("limit %v after a 20 ms request, want 1 at once", l)
 	}
 
-	// Tiny requests (100 µs of CPU, 350 µs at the worker): shortSlots.
+	// Tiny requests (100 µs of CPU, 350 µs at the worker): shortSlots,
+	// once the worker's CPU time per request is known (until then the
+	// quickest latency stands for it).
 	tiny := newAdaptiveLimit(func(int64) {}, func() (time.Duration, bool) { return cpu, true })
-	run(tiny, 4000, 350*time.Microsecond, 100*time.Microsecond, 1)
+	run(tiny, 12000, 350*time.Microsecond, 100*time.Microsecond, 1)
 	if l := tiny.current(); l != shortSlots {
 		t.Fatalf("limit %v for tiny requests, want %d", l, shortSlots)
 	}
@@ -114,6 +117,46 @@ func TestAdaptiveShortSlotsForShortRequests(t *testing.T) {
 		run(mix, 1, d, d-50*time.Microsecond, 1)
 		if l := mix.current(); l != 1 {
 			t.Fatalf("limit %v after %d requests of a 1 ms/50 ms mix, want 1", l, i+1)
+		}
+	}
+}
+
+// A worker that waits (50 ms requests, 0.3 ms of CPU each) read through
+// a CPU clock that moves in 10 ms ticks, as /proc's does: at a limit of
+// 9 a quarter second of summed latency is under 30 ms of wall time, in
+// which one tick made it look CPU-bound, and its limit fell from 9 to 1
+// with the requests of a load step queueing behind it (seen in the
+// autoscale benchmark: a 3.2 s p99 and 94 errors). The verdict needs a
+// quarter second of wall time at any limit; and the limit, once the CPU
+// says the worker waits, doubles each flat window, so it reaches 16 in
+// a few.
+func TestAdaptiveLimitOfAWaitingWorkerWithTickedCPU(t *testing.T) {
+	var used time.Duration
+	ticked := func() (time.Duration, bool) { return used.Truncate(10 * time.Millisecond), true }
+	a := newAdaptiveLimit(func(int64) {}, ticked)
+	// A few quick requests first (a readiness check through the pool):
+	// the quickest latency is then far below the worker's 50 ms, and its
+	// requests are not short.
+	for range 20 {
+		used += 100 * time.Microsecond
+		serve(a, 300*time.Microsecond, 1)
+	}
+	top := 0.0 // the highest limit since the first 100 of 50 ms
+	for i := range 4000 {
+		used += 300 * time.Microsecond
+		l := a.current()
+		// l requests in flight, each 50 ms: one ends every 50/l ms.
+		clock = clock.Add(time.Duration(float64(50*time.Millisecond) / math.Floor(l)))
+		a.sample(50*time.Millisecond, int64(l), clock)
+		if i < 100 {
+			continue // the cut from the quick requests' latency to 50 ms
+		}
+		top = max(top, a.current())
+		if top >= 8 && a.current() < 4 {
+			t.Fatalf("after %d requests the limit fell from %v to %v", i+1, top, a.current())
+		}
+		if i == 400 && top < 16 {
+			t.Fatalf("limit %v after 400 requests of a worker that waits, want 16 or more", top)
 		}
 	}
 }
