@@ -83,6 +83,13 @@ func startPoolWith(t *testing.T, globals string, count int, command, options str
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startCommandPool(t, globals, count, fmt.Sprintf(command, app), options)
+}
+
+// startCommandPool runs our Caddy with a pool of count workers running
+// the command line, with more global and worker_pool options.
+func startCommandPool(t *testing.T, globals string, count int, command, options string) *caddyProc {
+	t.Helper()
 	dir := t.TempDir()
 	port := testworker.FreePort(t)
 	caddyfile := fmt.Sprintf(`{
@@ -102,7 +109,7 @@ http://127.0.0.1:%d {
 		%s
 	}
 }
-`, globals, port, fmt.Sprintf(command, app), count, options)
+`, globals, port, command, count, options)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)

@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
 )
 
 // The apps in examples/thirdparty are written the way Express's,
@@ -61,36 +59,9 @@ func thirdPartyApp(t *testing.T, name string) string {
 }
 
 // startApp runs our Caddy with a pool of count workers of the Node app
-// at path, at the pool's defaults but for a quick health interval.
+// at path.
 func startApp(t *testing.T, count int, path string) *caddyProc {
-	return startAppWith(t, count, "node "+path)
-}
-
-// startAppWith is startApp with the worker's command line.
-func startAppWith(t *testing.T, count int, command string) *caddyProc {
-	t.Helper()
-	dir := t.TempDir()
-	port := testworker.FreePort(t)
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-}
-
-http://127.0.0.1:%d {
-	worker_pool {
-		command %s
-		count %d
-		health_uri /healthz
-		health_interval 100ms
-	}
-}
-`, port, command, count)
-	cf := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cf, []byte(caddyfile), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return runCaddy(t, dir, port, cf, nil)
+	return startCommandPool(t, "", count, "node "+path, "")
 }
 
 func postJSON(url, body string) (int, map[string]any, error) {
@@ -227,7 +198,7 @@ func TestPythonStdlibAppThroughCaddy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := startAppWith(t, 2, python+" "+filepath.Join(dir, "app.py"))
+	c := startCommandPool(t, "", 2, python+" "+filepath.Join(dir, "app.py"), "")
 	pids := waitPIDs(t, c, 2)
 	var wg sync.WaitGroup
 	failed := make(chan string, 400)
