@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -118,6 +119,27 @@ func closedLoop(url string, conns int, d time.Duration, tmp string) (loadResult,
 	}
 	threads := min(conns, max(1, cpuCount()/2))
 	secs := max(1, int(d.Round(time.Second)/time.Second))
+	cmd := exec.Command("wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
+		"-d", strconv.Itoa(secs)+"s", "--timeout", "10s", "-s", script, url)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return loadResult{}, fmt.Errorf("wrk: %w: %s", err, out)
+	}
+	r, err := parseWrk(string(out))
+	r.Tool, r.Conns = "wrk", conns
+	return r, err
+}
+
+// pacedLoop is closedLoop with wrk where each connection pauses pause ms
+// between an answer and its next request (wrk's delay hook, whole ms).
+func pacedLoop(url string, conns int, pause float64, d time.Duration, tmp string) (loadResult, error) {
+	script := filepath.Join(tmp, "paced.lua")
+	hook := fmt.Sprintf("delay = function() return %d end\n", int(math.Round(pause)))
+	if err := os.WriteFile(script, []byte(wrkScript+hook), 0o644); err != nil {
+		return loadResult{}, err
+	}
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	threads := min(conns, max(1, cpuCount()/2))
 	cmd := exec.Command("wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
 		"-d", strconv.Itoa(secs)+"s", "--timeout", "10s", "-s", script, url)
 	out, err := cmd.CombinedOutput()

@@ -162,6 +162,7 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 
 	if len(rep.Cost) > 0 {
 		renderCost(&b, rep.Cost, next(), base, charts)
+		renderCostFloor(&b, rep.CostFloor, rep.Workers)
 	}
 
 	if len(rep.Scaling) > 0 {
@@ -269,6 +270,31 @@ func renderReport(rep *suiteReport, base string) (string, map[string]string) {
 	}
 	fmt.Fprintf(&b, " --workers %d` (see bench/README.md).\n", rep.Workers)
 	return b.String(), charts
+}
+
+// renderCostFloor writes what Caddy's own server costs at the rates of
+// the cost scenario, and the ceiling that puts on any Caddy handler.
+func renderCostFloor(b *strings.Builder, floors []costFloorRun, workers int) {
+	if len(floors) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "### Caddy's own floor at those rates\n\n"+
+		"Caddy answering a static `respond` (caddy-respond), offered `GET /` at the rate pool-default reached at each cost "+
+		"(with wrk: the same %d connections, each pausing between an answer and its next request; without: Poisson arrivals), "+
+		"while %d busy processes (`node -e 'for(;;){}'`, one per worker) keep the cores as busy as the pool's workers do. "+
+		"Its CPU per answer is what any handler inside Caddy pays at that rate on those cores before it does any work of its own; "+
+		"it grows as the rate falls (fewer requests share each wake-up, and each finds the caches cold). "+
+		"Node cluster spends the machine's CPUs over its throughput per request; the ceiling is the share of cluster's throughput "+
+		"a Caddy handler that cost nothing beyond that floor could reach: cluster's CPU per request over it plus the floor.\n\n", costConns, workers)
+	b.WriteString("| CPU per request | offered /s | answers | caddy-respond CPU µs / req | cluster: machine CPU µs / req | ceiling × cluster |\n|---|---|---|---|---|---|\n")
+	for _, f := range floors {
+		behind := ""
+		if f.Behind {
+			behind = " (generator behind)"
+		}
+		fmt.Fprintf(b, "| %g ms | %.0f | %d%s | %.1f | %.1f | %.2f× |\n", f.CostMS, f.RatePS, f.Answers, behind, f.FloorUS, f.ClusterMachineUS, f.Ceiling)
+	}
+	b.WriteString("\n")
 }
 
 // renderCost writes the throughput-by-cost section and its chart.
@@ -397,6 +423,11 @@ func renderGoals(rep *suiteReport) []goal {
 		text := fmt.Sprintf("pool-default %.0f/s, node-cluster %.0f/s: %.2f×", p.Throughput, c.Throughput, x)
 		if t, ok := costOf("pool-tuned", ms); ok {
 			text += fmt.Sprintf(" (pool-tuned %.2f×)", t.Throughput/c.Throughput)
+		}
+		for _, f := range rep.CostFloor {
+			if f.CostMS == ms && f.Ceiling > 0 {
+				text += fmt.Sprintf("; ceiling for any Caddy handler at this rate %.2f× (caddy-respond %.0f µs/req beside busy workers)", f.Ceiling, f.FloorUS)
+			}
 		}
 		gs = append(gs, goal{fmt.Sprintf("Throughput at %g ms of CPU per request ≥ %.2f× Node cluster's (issue 16)", ms, costGoals[ms]),
 			text, verdict(x >= costGoals[ms])})

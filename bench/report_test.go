@@ -135,6 +135,7 @@ func TestRenderReport(t *testing.T) {
 			{Contender: "pool-default", CostMS: 1, Throughput: 1782, ProxyCPUus: 60},
 			{Contender: "node-single", CostMS: 1, Throughput: 950, ProxyCPUus: -1},
 		},
+		CostFloor: []costFloorRun{{CostMS: 1, RatePS: 1780, Answers: 26700, FloorUS: 90, ClusterMachineUS: 1111.1, Ceiling: 0.925, Load: "wrk"}},
 		Overload: []overloadRun{
 			{Contender: "pool-default", GoodputBase: 10000, GoodputOver: 9500, Non2xxShare: 0.002},
 			{Contender: "node-cluster", GoodputBase: 20000, GoodputOver: 0},
@@ -164,7 +165,8 @@ func TestRenderReport(t *testing.T) {
 		"**pm2** skipped: install with `npm install -g pm2`", "load average 0.5 0.4 0.3 at the start",
 		"![proxy CPU](2026-11-26-vm-proxy-cpu.svg)",
 		"| Throughput at 0 ms of CPU per request ≥ 0.35× Node cluster's (issue 16) | pool-default 24000/s, node-cluster 60000/s: 0.40× | met |",
-		"| Throughput at 1 ms of CPU per request ≥ 0.95× Node cluster's (issue 16) | pool-default 1782/s, node-cluster 1800/s: 0.99× | met |",
+		"| Throughput at 1 ms of CPU per request ≥ 0.95× Node cluster's (issue 16) | pool-default 1782/s, node-cluster 1800/s: 0.99×; ceiling for any Caddy handler at this rate 0.93× (caddy-respond 90 µs/req beside busy workers) | met |",
+		"### Caddy's own floor at those rates", "| 1 ms | 1780 | 26700 | 90.0 | 1111.1 | 0.93× |",
 		"| 2000 connections: ≤ 1% non-2xx, goodput ≥ 90% of 200 connections' (issue 16) | pool-default 0.2% non-2xx, 9500 vs 10000 2xx/s: 0.95 | met |",
 		"| pool-default | 0 ms | 24000 | 0.40 | ", "| node-single | 1 ms | 950 | 0.53 | 0.00 | 0.00 | 0 | — (no proxy) |",
 		"## 2. Throughput by request cost", "## 7. Overload", "| node-cluster | 20000 | 0 | 0.00 | 0.0% |",

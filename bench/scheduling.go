@@ -203,7 +203,7 @@ func openLoopRuns(cs []contender, mixKind string, capacity float64, loads []floa
 type mix struct {
 	base string
 	// kind is cpu (the 95/5 mix), single (every request 2 ms of CPU) or
-	// io (every request waits).
+	// io (every request waits); root is GET / (the cost scenario's floor).
 	kind string
 	seed uint64
 	n    atomic.Uint64
@@ -226,6 +226,8 @@ func (m *mix) path(k uint64) string {
 		return autoscalePath
 	case "single":
 		return singlePath
+	case "root":
+		return "/"
 	}
 	if unit(m.seed, k) < slowShare {
 		return slowPath

@@ -50,6 +50,7 @@ type suiteReport struct {
 
 	ProxyCost []proxyCostRun  `json:"proxy_cost,omitempty"`
 	Cost      []costRun       `json:"throughput_by_cost,omitempty"`
+	CostFloor []costFloorRun  `json:"cost_floor,omitempty"`
 	Scaling   []scalingRun    `json:"scaling,omitempty"`
 	Hetero    *heteroResult   `json:"heterogeneous,omitempty"`
 	Failure   []failureRun    `json:"failure,omitempty"`
@@ -299,6 +300,13 @@ func runSuite(o suiteOptions) error {
 					fail(sc, c.name, err)
 				}
 				rep.Cost = append(rep.Cost, runs...)
+			}
+			if o.only == "" || slices.Contains(strings.Split(o.only, ","), "caddy-respond") {
+				floors, err := costFloors(caddy, o.workers, rep.CPUs, rep.Cost, l, o.seed, tmp)
+				if err != nil {
+					fail(sc, "caddy-respond", err)
+				}
+				rep.CostFloor = floors
 			}
 		case "scaling":
 			rep.Scaling = scaling(o.workers, l, tmp, func(n int) []contender {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"time"
 )
@@ -151,4 +153,139 @@ func ratio(a, b float64) float64 {
 		return math.NaN()
 	}
 	return a / b
+}
+
+// costFloorRun is Caddy's own floor at one cost of the cost scenario:
+// Caddy answering a static respond (caddy-respond), offered GET / at the
+// rate pool-default reached at that cost, while one busy
+// process per worker keeps the cores as busy as the pool's workers kept
+// them. Its CPU per answer is what any handler inside Caddy pays at that
+// rate on those cores before it does anything; Ceiling is the share of
+// Node cluster's throughput that such a handler could reach if it cost
+// nothing more: cluster spends ClusterMachineUS of the machine's CPU per
+// request (CPUs over its throughput), a Caddy handler at least that
+// plus FloorUS.
+type costFloorRun struct {
+	CostMS  float64 `json:"cost_ms"`
+	RatePS  float64 `json:"offered_per_s"`
+	Answers int     `json:"answers"`
+	Errors  int     `json:"errors"`
+	// FloorUS is caddy-respond's CPU (utime+stime) per 2xx answer, µs.
+	FloorUS          float64 `json:"caddy_respond_cpu_us_per_request"`
+	ClusterMachineUS float64 `json:"cluster_machine_cpu_us_per_request"`
+	Ceiling          float64 `json:"ceiling_x_cluster"`
+	// Load is how it was offered: wrk (costConns connections, each
+	// pausing between requests) or poisson (the open-loop generator).
+	Load string `json:"load"`
+	// Behind: the Poisson generator sent more than behindShare late.
+	Behind bool `json:"generator_behind,omitempty"`
+}
+
+// busyScript is a process that spins for ever: a worker that never waits.
+const busyScript = "for(;;){}"
+
+// costFloors measures costFloorRun for each cost at which both
+// pool-default and node-cluster ran.
+func costFloors(caddy string, workers, cpus int, runs []costRun, l lengths, seed uint64, tmp string) ([]costFloorRun, error) {
+	var out []costFloorRun
+	for _, ms := range costsMS {
+		var pool, cluster float64
+		for _, r := range runs {
+			if r.CostMS != ms {
+				continue
+			}
+			switch r.Contender {
+			case "pool-default":
+				pool = r.Throughput
+			case "node-cluster":
+				cluster = r.Throughput
+			}
+		}
+		if pool <= 0 || cluster <= 0 {
+			continue
+		}
+		f, err := costFloor(caddy, workers, pool, l, seed, tmp)
+		if err != nil {
+			return out, err
+		}
+		f.CostMS = ms
+		f.ClusterMachineUS = float64(cpus) * 1e6 / cluster
+		if f.FloorUS > 0 {
+			f.Ceiling = f.ClusterMachineUS / (f.ClusterMachineUS + f.FloorUS)
+		}
+		fmt.Fprintf(os.Stderr, "cost floor %4.1f ms: caddy-respond at %.0f/s beside %d busy processes: %.0f µs/req; ceiling %.2f× cluster\n",
+			ms, pool, workers, f.FloorUS, f.Ceiling)
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// costFloor runs caddy-respond with workers busy processes beside it and
+// offers it GET / at rate for l.closed (measured) after a warm-up. With
+// wrk, the load is the cost scenario's own: costConns connections, each
+// pausing between an answer and its next request so that together they
+// send rate requests per second (one warm-up run measures the answer
+// time to take off the pause). Without wrk it is the open-loop
+// generator's Poisson arrivals at rate.
+func costFloor(caddy string, workers int, rate float64, l lengths, seed uint64, tmp string) (costFloorRun, error) {
+	run := costFloorRun{RatePS: rate}
+	r, err := launch(caddyRespond(caddy, tmp))
+	if err != nil {
+		return run, err
+	}
+	defer r.stop()
+	for i := range workers {
+		stop, err := startProcess(exec.Command(nodeBin, "-e", busyScript), filepath.Join(tmp, fmt.Sprintf("busy-%d.log", i)))
+		if err != nil {
+			return run, err
+		}
+		defer stop()
+	}
+	proxy, _ := r.split()
+	if haveWrk() {
+		run.Load = "wrk"
+		pause := float64(costConns) / rate * 1000 // ms between a connection's requests
+		warm, err := pacedLoop(r.url+"/", costConns, pause, l.warm, tmp)
+		if err != nil {
+			return run, err
+		}
+		if warm.DurationS > 0 && warm.Requests > 0 {
+			// Take the answer time off the pause.
+			got := float64(warm.Requests) / warm.DurationS
+			pause -= float64(costConns)/got*1000 - pause
+		}
+		c0 := cpuSeconds(proxy)
+		res, err := pacedLoop(r.url+"/", costConns, max(pause, 0), l.closed, tmp)
+		cpu := cpuSeconds(proxy) - c0
+		if err != nil {
+			return run, err
+		}
+		run.Answers, run.Errors = res.good(), res.errors()
+		if res.DurationS > 0 {
+			run.RatePS = float64(res.Requests) / res.DurationS
+		}
+		if run.Answers > 0 {
+			run.FloorUS = cpu * 1e6 / float64(run.Answers)
+		}
+		return run, nil
+	}
+	run.Load = "poisson"
+	m := &mix{base: r.url, kind: "root", seed: seed}
+	warm, err := arrivalTimes(poisson, rate, l.warm, seed)
+	if err != nil {
+		return run, err
+	}
+	offer(m, warm)
+	times, err := arrivalTimes(poisson, rate, l.closed, seed+1)
+	if err != nil {
+		return run, err
+	}
+	c0 := cpuSeconds(proxy)
+	st := summarize(offer(m, times), l.closed)
+	cpu := cpuSeconds(proxy) - c0
+	run.Answers, run.Errors, run.Behind = st.Requests-st.Errors, st.Errors, st.Behind
+	if run.Answers > 0 {
+		run.FloorUS = cpu * 1e6 / float64(run.Answers)
+	}
+	return run, nil
 }
