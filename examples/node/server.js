@@ -4,7 +4,8 @@
 // single-threaded, and the pool keeps requests in Go until one is free.
 //
 //   GET  /          {"pid", "worker"}: which process answered
-//   GET  /work?ms=N busy-loops the CPU for N ms (at most 10 s), then answers
+//   GET  /work?ms=N busy-loops until it has used N ms of CPU time (at most 10 s),
+//                   then answers
 //   GET  /report?ms=N the same on another route (an expensive endpoint
 //                   beside cheap ones, for the scheduling benchmarks)
 //   GET  /sleep?ms=N waits N ms without using the CPU (like a database call)
@@ -60,9 +61,21 @@ function json(res, status, body) {
   res.end(data);
 }
 
+// cpuMS is the CPU time this process has used, in ms.
+function cpuMS() {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+// busy spins until the process has used ms more of CPU time: the same
+// work whatever else runs on the machine. (Spinning for ms of wall time
+// would do less work whenever the worker is descheduled, and so the
+// more, the busier the host: a benchmark would credit a proxy that
+// competes for the CPUs with the work it took from the app.)
 function busy(ms) {
-  const end = performance.now() + ms;
-  while (performance.now() < end) {
+  if (ms <= 0) return;
+  const end = cpuMS() + ms;
+  while (cpuMS() < end) {
     // Spin: this is the CPU-heavy request a single-threaded worker
     // cannot serve anything else during.
   }
