@@ -286,13 +286,14 @@ func renderCostFloor(b *strings.Builder, floors []costFloorRun, workers int) {
 		"it grows as the rate falls (fewer requests share each wake-up, and each finds the caches cold). "+
 		"Node cluster spends the machine's CPUs over its throughput per request; the ceiling is the share of cluster's throughput "+
 		"a Caddy handler that cost nothing beyond that floor could reach: cluster's CPU per request over it plus the floor.\n\n", costConns, workers)
-	b.WriteString("| CPU per request | offered /s | answers | caddy-respond CPU µs / req | cluster: machine CPU µs / req | ceiling × cluster |\n|---|---|---|---|---|---|\n")
+	b.WriteString("| CPU per request | offered /s | answers | caddy-respond CPU µs / req | cluster: machine CPU µs / req | ceiling × cluster | pool-default proxy CPU µs / req | × floor |\n|---|---|---|---|---|---|---|---|\n")
 	for _, f := range floors {
 		behind := ""
 		if f.Behind {
 			behind = " (generator behind)"
 		}
-		fmt.Fprintf(b, "| %g ms | %.0f | %d%s | %.1f | %.1f | %.2f× |\n", f.CostMS, f.RatePS, f.Answers, behind, f.FloorUS, f.ClusterMachineUS, f.Ceiling)
+		fmt.Fprintf(b, "| %g ms | %.0f | %d%s | %.1f | %.1f | %.2f× | %.1f | %s |\n", f.CostMS, f.RatePS, f.Answers, behind, f.FloorUS, f.ClusterMachineUS, f.Ceiling,
+			f.PoolUS, ratioText(ratio(f.PoolUS, f.FloorUS)))
 	}
 	b.WriteString("\n")
 }
@@ -431,6 +432,14 @@ func renderGoals(rep *suiteReport) []goal {
 		}
 		gs = append(gs, goal{fmt.Sprintf("Throughput at %g ms of CPU per request ≥ %.2f× Node cluster's (issue 16)", ms, costGoals[ms]),
 			text, verdict(x >= costGoals[ms])})
+	}
+	for _, f := range rep.CostFloor {
+		if f.CostMS != 0 || f.FloorUS <= 0 {
+			continue
+		}
+		x := f.PoolUS / f.FloorUS
+		gs = append(gs, goal{"Proxy CPU per request ≤ 1.6× Caddy's static `respond` at the same rate, beside busy workers (`GET /work?ms=0`)",
+			fmt.Sprintf("pool-default %.0f µs/req at %.0f/s, caddy-respond %.0f: %.2f×", f.PoolUS, f.RatePS, f.FloorUS, x), verdict(x <= 1.6)})
 	}
 	for _, r := range rep.Overload {
 		if r.Contender != "pool-default" {

@@ -174,6 +174,8 @@ type costFloorRun struct {
 	FloorUS          float64 `json:"caddy_respond_cpu_us_per_request"`
 	ClusterMachineUS float64 `json:"cluster_machine_cpu_us_per_request"`
 	Ceiling          float64 `json:"ceiling_x_cluster"`
+	// PoolUS is pool-default's proxy CPU per request at this cost, µs.
+	PoolUS float64 `json:"pool_default_proxy_cpu_us_per_request"`
 	// Load is how it was offered: wrk (costConns connections, each
 	// pausing between requests) or poisson (the open-loop generator).
 	Load string `json:"load"`
@@ -189,14 +191,14 @@ const busyScript = "for(;;){}"
 func costFloors(caddy string, workers, cpus int, runs []costRun, l lengths, seed uint64, tmp string) ([]costFloorRun, error) {
 	var out []costFloorRun
 	for _, ms := range costsMS {
-		var pool, cluster float64
+		var pool, cluster, poolUS float64
 		for _, r := range runs {
 			if r.CostMS != ms {
 				continue
 			}
 			switch r.Contender {
 			case "pool-default":
-				pool = r.Throughput
+				pool, poolUS = r.Throughput, r.ProxyCPUus
 			case "node-cluster":
 				cluster = r.Throughput
 			}
@@ -208,7 +210,7 @@ func costFloors(caddy string, workers, cpus int, runs []costRun, l lengths, seed
 		if err != nil {
 			return out, err
 		}
-		f.CostMS = ms
+		f.CostMS, f.PoolUS = ms, poolUS
 		f.ClusterMachineUS = float64(cpus) * 1e6 / cluster
 		if f.FloorUS > 0 {
 			f.Ceiling = f.ClusterMachineUS / (f.ClusterMachineUS + f.FloorUS)
