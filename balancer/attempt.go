@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -80,25 +81,88 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 		st.attempt = Attempt{Endpoint: e, N: st.result.Attempts, QueueWait: waited}
 		r, end = b.cfg.OnAttempt(r, &st.attempt)
 	}
-	var expired *atomic.Bool // only with a request timeout: no allocation otherwise
+	var rt *requestTimer // only with a request timeout: no allocation otherwise
 	if b.cfg.RequestTimeout > 0 {
 		// Bounds the wait for the final response to start, not a stream
 		// or a switched protocol that follows: answered stops the timer.
-		ctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		flag := new(atomic.Bool)
-		expired = flag
-		aw.timeout = time.AfterFunc(b.cfg.RequestTimeout, func() {
-			flag.Store(true)
-			cancel()
-		})
-		r = r.WithContext(ctx)
+		rt = &requestTimer{}
+		rt.timer = time.AfterFunc(b.cfg.RequestTimeout, rt.fire)
+		aw.timeout = rt
 	}
 	sent = true
 	b.forward(e, aw, r)
 	completed = true
-	timedOut = expired != nil && expired.Load() && aw.err != nil
+	timedOut = rt.fired() && aw.err != nil
 	return timedOut, aw.err
+}
+
+// requestTimer is an attempt's request timeout. When it fires before the
+// worker's answer starts, it ends what the attempt waits on at that
+// moment: the lean forwarder's connection to the worker (its deadline
+// goes into the past), or the context of ReverseProxy's request. The
+// client's own context is left alone, so the attempt's error is the
+// worker's (a timeout: passive health and the breaker count it), not a
+// client that went away. The methods are safe on a nil timer: no
+// request timeout.
+type requestTimer struct {
+	timer *time.Timer
+	mu    sync.Mutex
+	// expired: it fired; abort is what it ends, while something waits.
+	expired bool
+	abort   func()
+}
+
+func (t *requestTimer) fire() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expired = true
+	if t.abort != nil {
+		t.abort()
+	}
+}
+
+// watch makes abort what the timer ends from now on; it reports false,
+// and keeps nothing, when the timer has fired already.
+func (t *requestTimer) watch(abort func()) bool {
+	if t == nil {
+		return true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.expired {
+		return false
+	}
+	t.abort = abort
+	return true
+}
+
+// unwatch ends a watch and reports whether the timer fired during it
+// (abort ran). Once it returns, the timer can no longer run abort.
+func (t *requestTimer) unwatch() (fired bool) {
+	if t == nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.abort = nil
+	return t.expired
+}
+
+// fired reports whether the timer fired.
+func (t *requestTimer) fired() bool {
+	if t == nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.expired
+}
+
+// stop stops the timer: the answer has started.
+func (t *requestTimer) stop() {
+	if t != nil {
+		t.timer.Stop()
+	}
 }
 
 // forward sends r to e and copies the response to aw: by the lean
@@ -109,19 +173,36 @@ func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter,
 // that a cut body is never taken for a whole one.
 func (b *Balancer) forward(e *Endpoint, aw *attemptWriter, r *http.Request) {
 	if b.cfg.StandardProxy {
-		e.proxy.ServeHTTP(aw, r)
+		b.proxy(e, aw, r)
 		return
 	}
 	status, err := e.fwd.forward(aw, r)
 	switch {
 	case err == nil:
 	case errors.Is(err, errNotForwarded):
-		e.proxy.ServeHTTP(aw, r)
+		b.proxy(e, aw, r)
 	case status != 0 || aw.status != 0:
 		panic(http.ErrAbortHandler)
 	default:
 		aw.err = err
 	}
+}
+
+// proxy sends r to e by ReverseProxy, with a context the request
+// timeout can end.
+func (b *Balancer) proxy(e *Endpoint, aw *attemptWriter, r *http.Request) {
+	rt := aw.timeout
+	if rt == nil {
+		e.proxy.ServeHTTP(aw, r)
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if !rt.watch(cancel) {
+		cancel() // it fired already: the proxy fails at once
+	}
+	defer rt.unwatch()
+	e.proxy.ServeHTTP(aw, r.WithContext(ctx))
 }
 
 // learn updates e's load measures and passive health from the verdict
@@ -194,9 +275,9 @@ type attemptWriter struct {
 
 	bal      *Balancer
 	ep       *Endpoint
-	done     func(error) // the breaker's, called once
-	released bool        // the slot went back early: a stream
-	timeout  *time.Timer // request_timeout, until the response starts
+	done     func(error)   // the breaker's, called once
+	released bool          // the slot went back early: a stream
+	timeout  *requestTimer // request_timeout, until the response starts
 }
 
 // start resets w for an attempt on e.
@@ -208,7 +289,7 @@ func (w *attemptWriter) start(rw http.ResponseWriter, b *Balancer, e *Endpoint, 
 // request timeout bounds only the wait for it.
 func (w *attemptWriter) answered() {
 	if w.timeout != nil {
-		w.timeout.Stop()
+		w.timeout.stop()
 		w.timeout = nil
 	}
 }

@@ -201,3 +201,54 @@ func TestBrokenClientBodyIsNotTheWorkersFault(t *testing.T) {
 		t.Fatalf("after clients' broken bodies: %d passive downs, breaker %s", downs.Load(), eps[0].BreakerState())
 	}
 }
+
+// A worker that does not answer within the request timeout gets 504, and
+// the timeout is the worker's failure: passive health and the breaker
+// hear of it, by the lean forwarder as by ReverseProxy. Its connection
+// is not used again (its deadline is in the past), so the next request
+// to the same worker is answered.
+func TestRequestTimeoutIsTheWorkersFailure(t *testing.T) {
+	for _, standard := range []bool{false, true} {
+		name := "lean"
+		if standard {
+			name = "reverseproxy"
+		}
+		t.Run(name, func(t *testing.T) {
+			p := testworker.Start(t, "serve")
+			var downs atomic.Int32
+			bal := newBalancer(t, balancer.Config{
+				Retries:        -1,
+				RequestTimeout: 150 * time.Millisecond,
+				PassiveFails:   2,
+				Breaker:        balancer.BreakerConfig{Failures: 1000},
+				StandardProxy:  standard,
+				OnPassiveDown:  func(*balancer.Endpoint) { downs.Add(1) },
+			})
+			eps := join(t, bal, p)
+			srv := front(t, bal)
+			// Warm a pooled connection: the timeouts below must not
+			// leave it broken for the next request.
+			if o := recv(t, send(srv.Client(), "GET", srv.URL+"/", nil)); o.status != http.StatusOK {
+				t.Fatalf("first request: %d", o.status)
+			}
+			for i := range 4 {
+				start := time.Now()
+				o := recv(t, send(srv.Client(), "GET", srv.URL+"/sleep?ms=3000", nil))
+				if o.status != http.StatusGatewayTimeout || time.Since(start) > 2*time.Second {
+					t.Fatalf("request %d to a worker that answers after 3s: %d after %v, want 504 after the 150ms timeout", i, o.status, time.Since(start))
+				}
+			}
+			if n := downs.Load(); n != 2 {
+				t.Fatalf("OnPassiveDown fired %d times for 4 timeouts in a row (PassiveFails 2), want 2", n)
+			}
+			for range 3 {
+				if o := recv(t, send(srv.Client(), "GET", srv.URL+"/", nil)); o.status != http.StatusOK {
+					t.Fatalf("a request after the timeouts: %d, want 200", o.status)
+				}
+			}
+			if eps[0].Served() < 4 {
+				t.Fatalf("served %d", eps[0].Served())
+			}
+		})
+	}
+}

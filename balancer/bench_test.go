@@ -16,22 +16,28 @@ import (
 )
 
 // BenchmarkProxy sends tiny requests to a real worker process, straight
-// ("direct") and through the balancer on a real socket ("balancer"). The
-// ratio of the two is the cost of the front; allocs/op counts the client
-// and, in the balancer case, our server side (the worker is another
-// process).
+// ("direct") and through the balancer on a real socket ("balancer",
+// and "balancer-timeout" with the module's default request timeout of a
+// minute). The ratio of the two is the cost of the front; allocs/op
+// counts the client and, in the balancer case, our server side (the
+// worker is another process).
 func BenchmarkProxy(b *testing.B) {
 	p := testworker.Start(b, "serve")
-	bal, _ := balancer.New(balancer.Config{})
-	e := bal.NewEndpoint(1, p.PID, p.Network, p.Address)
-	defer e.Close()
-	bal.Add(e)
-	srv := httptest.NewServer(bal)
-	defer srv.Close()
+	front := func(cfg balancer.Config) *httptest.Server {
+		bal, _ := balancer.New(cfg)
+		e := bal.NewEndpoint(1, p.PID, p.Network, p.Address)
+		b.Cleanup(e.Close)
+		bal.Add(e)
+		srv := httptest.NewServer(bal)
+		b.Cleanup(srv.Close)
+		return srv
+	}
+	srv, timed := front(balancer.Config{}), front(balancer.Config{RequestTimeout: time.Minute})
 
 	for _, c := range []struct{ name, url string }{
 		{"direct", "http://" + p.Address + "/pid"},
 		{"balancer", srv.URL + "/pid"},
+		{"balancer-timeout", timed.URL + "/pid"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}

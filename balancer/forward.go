@@ -126,7 +126,7 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request) (status int,
 		return 0, err
 	}
 	status, keep, touched, err := f.exchange(c, w, r)
-	if status == 0 && c.reused && c.read == 0 && errors.Is(err, errNoResponse) && mayResend(r, c, touched) {
+	if status == 0 && c.reused && c.read == 0 && errors.Is(err, errNoResponse) && !requestTimerOf(w).fired() && mayResend(r, c, touched) {
 		c.close()
 		if touched {
 			if rerr := rewindBody(r); rerr != nil {
@@ -165,6 +165,10 @@ func mayResend(r *http.Request, c *conn, touched bool) bool {
 // read from r.Body.
 func (f *forwarder) exchange(c *conn, w http.ResponseWriter, r *http.Request) (status int, keep, touched bool, err error) {
 	ctx := r.Context()
+	rt := requestTimerOf(w)
+	if !rt.watch(c.abort) {
+		return 0, true, false, errRequestTimeout
+	}
 	c.begin()
 	stop := context.AfterFunc(ctx, c.abort)
 	body := requestBodyLength(r)
@@ -172,7 +176,7 @@ func (f *forwarder) exchange(c *conn, w http.ResponseWriter, r *http.Request) (s
 		// Nothing went out unless the head outgrew the buffer: then the
 		// worker has part of it, and the connection cannot be used again.
 		c.bw.Reset(c)
-		return 0, stop() && c.written == 0, false, errNotForwarded
+		return 0, !rt.unwatch() && stop() && c.written == 0, false, errNotForwarded
 	}
 	if touched, err = writeBody(c.bw, r.Body, body); err != nil {
 		if !errors.Is(err, errBodyRead) {
@@ -183,8 +187,8 @@ func (f *forwarder) exchange(c *conn, w http.ResponseWriter, r *http.Request) (s
 	}
 	c.w, c.pending = nil, false
 	c.head.release()
-	if !stop() {
-		keep = false // the context ended: c's deadline is in the past
+	if !stop() || rt.unwatch() {
+		keep = false // the context ended, or the timeout: c's deadline is in the past
 	}
 	if err != nil {
 		keep = false
@@ -193,6 +197,19 @@ func (f *forwarder) exchange(c *conn, w http.ResponseWriter, r *http.Request) (s
 		}
 	}
 	return status, keep, touched, err
+}
+
+// errRequestTimeout: the request timeout fired before the exchange
+// began.
+var errRequestTimeout = fmt.Errorf("%w: the request timeout passed", errNoResponse)
+
+// requestTimerOf is the request timeout of the attempt that w belongs
+// to, nil when there is none.
+func requestTimerOf(w http.ResponseWriter) *requestTimer {
+	if aw, ok := w.(*attemptWriter); ok {
+		return aw.timeout
+	}
+	return nil
 }
 
 func clientGone(ctx context.Context) error {
