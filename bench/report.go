@@ -301,7 +301,7 @@ func renderCostFloor(b *strings.Builder, floors []costFloorRun, workers int) {
 // renderCost writes the throughput-by-cost section and its chart.
 func renderCost(b *strings.Builder, runs []costRun, n int, base string, charts map[string]string) {
 	fmt.Fprintf(b, "## %d. Throughput by request cost: `GET /work?ms=0`, `0.2`, `1`, closed loop, %d connections\n\n", n, costConns)
-	b.WriteString("The same CPU time per request in every worker (the example app spins for that long), as fast as each contender answers. " +
+	b.WriteString("The same CPU time per request in every worker (the example app spins until it has used that much CPU time), as fast as each contender answers. " +
 		"× cluster is the 2xx answers per second over Node cluster's at the same cost. Proxy CPU per request as in the proxy-cost " +
 		"scenario (utime+stime of the proxy's processes from `/proc/<pid>/stat`, per 2xx answer); \"all\" adds the workers.\n\n")
 	b.WriteString("| contender | CPU per request | 2xx/s | × cluster | p50 ms | p99 ms | errors | proxy CPU µs / req | all CPU µs / req |\n|---|---|---|---|---|---|---|---|---|\n")
