@@ -500,8 +500,11 @@ func TestAdaptiveLimitSecondSlotForShortRequests(t *testing.T) {
 		each int // requests per client
 		// Share of requests that found the limit at 2 or more. A host
 		// much busier than its cores can make the worker look as if it
-		// waited rather than computed, for a while: the mix may have a
-		// few.
+		// waited rather than computed, for a while (it gets under
+		// cpuBoundShare of a CPU): the mix may have some. Alone it has
+		// none; beside 4 busy processes 0–11%; in CI, beside the other
+		// packages' tests, once 22%. Without the mix's protection it
+		// would be nearly all, as the first case is.
 		atLeast, atMost float64
 	}{
 		{"500 µs of CPU", func(int) string { return "/cpu?us=500" }, 300, 0.25, 1},
@@ -510,7 +513,7 @@ func TestAdaptiveLimitSecondSlotForShortRequests(t *testing.T) {
 				return "/cpu?ms=50"
 			}
 			return "/cpu?ms=1"
-		}, 100, 0, 0.2},
+		}, 100, 0, 0.4},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := testworker.Start(t, "serve")
