@@ -176,7 +176,8 @@ func (f *forwarder) exchange(c *conn, w http.ResponseWriter, r *http.Request) (s
 		// Nothing went out unless the head outgrew the buffer: then the
 		// worker has part of it, and the connection cannot be used again.
 		c.bw.Reset(c)
-		return 0, !rt.unwatch() && stop() && c.written == 0, false, errNotForwarded
+		fired := rt.unwatch()
+		return 0, stop() && !fired && c.written == 0, false, errNotForwarded
 	}
 	if touched, err = writeBody(c.bw, r.Body, body); err != nil {
 		if !errors.Is(err, errBodyRead) {
@@ -187,7 +188,8 @@ func (f *forwarder) exchange(c *conn, w http.ResponseWriter, r *http.Request) (s
 	}
 	c.w, c.pending = nil, false
 	c.head.release()
-	if !stop() || rt.unwatch() {
+	fired := rt.unwatch()
+	if !stop() || fired {
 		keep = false // the context ended, or the timeout: c's deadline is in the past
 	}
 	if err != nil {
