@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
 )
 
 // countingWorker is a net/http server as the worker; it counts the
@@ -699,7 +701,12 @@ func TestForwardDeclines(t *testing.T) {
 		})
 	}
 	// A field that cannot be sent was found before anything went out: the
-	// connection is as good as before.
+	// connection is as good as before. The worker counts a connection
+	// when it accepts it, which can come after the forwarder's dial
+	// returned.
+	testworker.Eventually(t, 2*time.Second, "the worker to count the connection", func() bool {
+		return int(worker.conns.Load()) >= f.pool.idleLen()
+	})
 	if worker.conns.Load() > 1 || f.pool.idleLen() != int(worker.conns.Load()) {
 		t.Errorf("%d connections, %d idle", worker.conns.Load(), f.pool.idleLen())
 	}
