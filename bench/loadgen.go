@@ -113,8 +113,13 @@ func closedLoop(url string, conns int, d time.Duration, tmp string) (loadResult,
 	if !haveWrk() {
 		return goClosedLoop(url, conns, d, nil)
 	}
-	script := filepath.Join(tmp, "summary.lua")
-	if err := os.WriteFile(script, []byte(wrkScript), 0o644); err != nil {
+	return runWrk(url, conns, d, filepath.Join(tmp, "summary.lua"), wrkScript)
+}
+
+// runWrk runs wrk against url with conns connections for d, with the
+// Lua script text written to the file script.
+func runWrk(url string, conns int, d time.Duration, script, text string) (loadResult, error) {
+	if err := os.WriteFile(script, []byte(text), 0o644); err != nil {
 		return loadResult{}, err
 	}
 	threads := min(conns, max(1, cpuCount()/2))
@@ -133,22 +138,8 @@ func closedLoop(url string, conns int, d time.Duration, tmp string) (loadResult,
 // pacedLoop is closedLoop with wrk where each connection pauses pause ms
 // between an answer and its next request (wrk's delay hook, whole ms).
 func pacedLoop(url string, conns int, pause float64, d time.Duration, tmp string) (loadResult, error) {
-	script := filepath.Join(tmp, "paced.lua")
 	hook := fmt.Sprintf("delay = function() return %d end\n", int(math.Round(pause)))
-	if err := os.WriteFile(script, []byte(wrkScript+hook), 0o644); err != nil {
-		return loadResult{}, err
-	}
-	secs := max(1, int(d.Round(time.Second)/time.Second))
-	threads := min(conns, max(1, cpuCount()/2))
-	cmd := exec.Command("wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
-		"-d", strconv.Itoa(secs)+"s", "--timeout", "10s", "-s", script, url)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return loadResult{}, fmt.Errorf("wrk: %w: %s", err, out)
-	}
-	r, err := parseWrk(string(out))
-	r.Tool, r.Conns = "wrk", conns
-	return r, err
+	return runWrk(url, conns, d, filepath.Join(tmp, "paced.lua"), wrkScript+hook)
 }
 
 // timeline counts answers per 100 ms slot since its start.

@@ -244,50 +244,65 @@ func costFloor(caddy string, workers int, rate float64, l lengths, seed uint64, 
 		defer stop()
 	}
 	proxy, _ := r.split()
+	c0 := cpuSeconds(proxy)
 	if haveWrk() {
-		run.Load = "wrk"
-		pause := float64(costConns) / rate * 1000 // ms between a connection's requests
-		warm, err := pacedLoop(r.url+"/", costConns, pause, l.warm, tmp)
-		if err != nil {
-			return run, err
-		}
-		if warm.DurationS > 0 && warm.Requests > 0 {
-			// Take the answer time off the pause.
-			got := float64(warm.Requests) / warm.DurationS
-			pause -= float64(costConns)/got*1000 - pause
-		}
-		c0 := cpuSeconds(proxy)
-		res, err := pacedLoop(r.url+"/", costConns, max(pause, 0), l.closed, tmp)
-		cpu := cpuSeconds(proxy) - c0
-		if err != nil {
-			return run, err
-		}
-		run.Answers, run.Errors = res.good(), res.errors()
-		if res.DurationS > 0 {
-			run.RatePS = float64(res.Requests) / res.DurationS
-		}
-		if run.Answers > 0 {
-			run.FloorUS = cpu * 1e6 / float64(run.Answers)
-		}
-		return run, nil
+		err = floorByWrk(r.url+"/", rate, l, tmp, &run, func() { c0 = cpuSeconds(proxy) })
+	} else {
+		err = floorByPoisson(r.url, rate, l, seed, &run, func() { c0 = cpuSeconds(proxy) })
 	}
-	run.Load = "poisson"
-	m := &mix{base: r.url, kind: "root", seed: seed}
-	warm, err := arrivalTimes(poisson, rate, l.warm, seed)
 	if err != nil {
 		return run, err
+	}
+	if run.Answers > 0 {
+		run.FloorUS = (cpuSeconds(proxy) - c0) * 1e6 / float64(run.Answers)
+	}
+	return run, nil
+}
+
+// floorByWrk offers url rate requests per second from costConns wrk
+// connections that pause between requests: a warm-up, then measured
+// calls as the measured run starts.
+func floorByWrk(url string, rate float64, l lengths, tmp string, run *costFloorRun, measured func()) error {
+	run.Load = "wrk"
+	pause := float64(costConns) / rate * 1000 // ms between a connection's requests
+	warm, err := pacedLoop(url, costConns, pause, l.warm, tmp)
+	if err != nil {
+		return err
+	}
+	if warm.DurationS > 0 && warm.Requests > 0 {
+		// Take the answer time off the pause.
+		got := float64(warm.Requests) / warm.DurationS
+		pause -= float64(costConns)/got*1000 - pause
+	}
+	measured()
+	res, err := pacedLoop(url, costConns, max(pause, 0), l.closed, tmp)
+	if err != nil {
+		return err
+	}
+	run.Answers, run.Errors = res.good(), res.errors()
+	if res.DurationS > 0 {
+		run.RatePS = float64(res.Requests) / res.DurationS
+	}
+	return nil
+}
+
+// floorByPoisson offers GET / at base rate requests per second with the
+// open-loop generator's Poisson arrivals: a warm-up, then measured calls
+// as the measured run starts.
+func floorByPoisson(base string, rate float64, l lengths, seed uint64, run *costFloorRun, measured func()) error {
+	run.Load = "poisson"
+	m := &mix{base: base, kind: "root", seed: seed}
+	warm, err := arrivalTimes(poisson, rate, l.warm, seed)
+	if err != nil {
+		return err
 	}
 	offer(m, warm)
 	times, err := arrivalTimes(poisson, rate, l.closed, seed+1)
 	if err != nil {
-		return run, err
+		return err
 	}
-	c0 := cpuSeconds(proxy)
+	measured()
 	st := summarize(offer(m, times), l.closed)
-	cpu := cpuSeconds(proxy) - c0
 	run.Answers, run.Errors, run.Behind = st.Requests-st.Errors, st.Errors, st.Behind
-	if run.Answers > 0 {
-		run.FloorUS = cpu * 1e6 / float64(run.Answers)
-	}
-	return run, nil
+	return nil
 }
