@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"math"
+	"slices"
 	"sync"
 	"time"
 )
@@ -30,10 +31,10 @@ import (
 // worker behind a slow one. So each window also compares requests that
 // found the worker idle with those that found it busy. A worker that
 // serves one request at a time makes the latter wait for the former's
-// remaining work; when they take serialTolerance× as long, the limit
-// drops to 1 and stays there for a hold that doubles each time the
-// finding repeats (up to maxHold windows), so probing a second slot
-// costs a vanishing share of requests.
+// remaining work; when their median latency is serialTolerance× the
+// others', the limit drops to 1 and stays there for a hold that doubles
+// each time the finding repeats (up to maxHold windows), so probing a
+// second slot costs a vanishing share of requests.
 //
 // A worker held at 1 idles between two requests for a hand-off: its
 // response travels to Go, the next request waits for its goroutine to
@@ -77,6 +78,9 @@ const (
 	// whose unloaded latency grows (heavier traffic, a slower release).
 	adaptiveMinRTTDrift = 1.02
 	serialTolerance     = 1.3
+	// serialKept latencies of each kind are kept per window (a window
+	// near a limit of 1 has adaptiveMinWindow requests).
+	serialKept = 32
 	// adaptiveFlat: a window within this factor of minRTT doubles the
 	// limit instead of growing it by adaptiveTolerance.
 	adaptiveFlat     = 1.1
@@ -117,9 +121,9 @@ type adaptiveLimit struct {
 	peak     int64 // most requests in flight seen in this window
 	setLimit func(int64)
 
-	// Latency sums of this window's requests that found the worker idle
-	// (0) and busy (1).
-	sum0, sum1 float64
+	// Latencies of this window's requests that found the worker idle
+	// (0) and busy (1), the first serialKept of each, and their counts.
+	lat0, lat1 [serialKept]float64
 	n0, n1     int
 	hold       int // windows left at limit 1
 	nextHold   int
@@ -295,10 +299,14 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64, done time.Time
 	a.n++
 	a.peak = max(a.peak, inflight)
 	if inflight <= 1 {
-		a.sum0 += rtt.Seconds()
+		if a.n0 < serialKept {
+			a.lat0[a.n0] = rtt.Seconds()
+		}
 		a.n0++
 	} else {
-		a.sum1 += rtt.Seconds()
+		if a.n1 < serialKept {
+			a.lat1[a.n1] = rtt.Seconds()
+		}
 		a.n1++
 	}
 	window := max(adaptiveMinWindow, int(2*a.limit))
@@ -314,9 +322,9 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64, done time.Time
 	// rare and busy ones slow for other reasons (a saturated host); the
 	// gradient handles those.
 	compared := a.n0 >= serialMinSamples && a.n1 >= serialMinSamples
-	serial := a.limit < 3 && compared && a.sum1/float64(a.n1) > serialTolerance*a.sum0/float64(a.n0)
+	serial := a.limit < 3 && compared && median(a.lat1, a.n1) > serialTolerance*median(a.lat0, a.n0)
 	a.sum, a.n, a.peak = 0, 0, 0
-	a.sum0, a.sum1, a.n0, a.n1 = 0, 0, 0, 0
+	a.n0, a.n1 = 0, 0
 	// At a limit of 1 nothing queues inside the worker, so the window's
 	// average is its unloaded latency for the traffic of the moment (a
 	// stale minimum from cheaper requests would pin the limit at 1).
@@ -377,6 +385,22 @@ func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64, done time.Time
 	}
 	a.minRTT *= adaptiveMinRTTDrift
 	a.setLimit(int64(a.limit))
+}
+
+// median is the median of the first min(n, len(kept)) values of kept.
+// Medians, not means: on a busy host a few requests that waited for a
+// CPU made an I/O-bound worker's busy requests look half again as slow
+// as its idle ones, and held its limit at 1.
+func median(kept [serialKept]float64, n int) float64 {
+	v := kept[:min(n, serialKept)]
+	slices.Sort(v)
+	if len(v) == 0 {
+		return 0
+	}
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
 // current is the limit as a float, for status and tests.

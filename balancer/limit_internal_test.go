@@ -38,6 +38,31 @@ func growTo2(t *testing.T, a *adaptiveLimit) {
 	}
 }
 
+// A busy request that waited for a CPU on a busy host does not make an
+// I/O-bound worker look serial: the verdict compares medians. (With
+// means, one request of 30 ms among five of 10 ms made the busy ones
+// look 1.4× as slow, and held the limit at 1.) A worker that really
+// serves one request at a time is still found out.
+func TestAdaptiveSerialVerdictIgnoresOutliers(t *testing.T) {
+	a := newAdaptiveLimit(func(int64) {}, nil)
+	growTo2(t, a)
+	for i := range serialMinSamples {
+		serve(a, 10*time.Millisecond, 1)
+		busy := 10 * time.Millisecond
+		if i == 2 {
+			busy = 30 * time.Millisecond
+		}
+		serve(a, busy, 2)
+	}
+	if a.current() < 2 || a.hold != 0 {
+		t.Fatalf("after outliers among alike requests: limit %v hold %d, want at least 2 and no hold", a.current(), a.hold)
+	}
+	feed(a, serialMinSamples, 10*time.Millisecond, 16*time.Millisecond)
+	if a.current() != 1 || a.hold == 0 {
+		t.Fatalf("busy requests half again as slow: limit %v hold %d, want 1 and a hold", a.current(), a.hold)
+	}
+}
+
 // A worker once judged serial must be probed again sooner when a later
 // probe finds busy and idle requests alike: the hold shrinks. (The
 // counters it looked at used to be zeroed before it looked, so the hold
