@@ -240,9 +240,14 @@ func serve(mode string) error {
 		release = make(chan struct{})
 		mu.Unlock()
 	})
-	// /stream sends a first chunk at once and the rest after /release.
+	// /stream sends a first chunk at once and the rest after /release;
+	// ?type= names its Content-Type (default text/event-stream).
 	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
+		ct := r.URL.Query().Get("type")
+		if ct == "" {
+			ct = "text/event-stream"
+		}
+		w.Header().Set("Content-Type", ct)
 		rel := released()
 		_, _ = io.WriteString(w, "data: first\n\n")
 		_ = http.NewResponseController(w).Flush()
