@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -300,7 +299,7 @@ func (w *attemptWriter) WriteHeader(code int) {
 	if code >= 200 {
 		w.answered()
 		w.status = code
-		if strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream") {
+		if isEventStream(w.Header().Get("Content-Type")) {
 			w.releaseEarly()
 		}
 	}

@@ -3,10 +3,12 @@ package balancer_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -250,5 +252,52 @@ func TestRequestTimeoutIsTheWorkersFailure(t *testing.T) {
 				t.Fatalf("served %d", eps[0].Served())
 			}
 		})
+	}
+}
+
+// An event stream gives its slot back as soon as it starts, whatever
+// the case of its media type (RFC 9110: media types are
+// case-insensitive), on both transport paths: with max_inflight 1 the
+// worker serves another request while the stream stays open.
+func TestEventStreamGivesItsSlotBack(t *testing.T) {
+	p := testworker.Start(t, "serve")
+	for _, standard := range []bool{false, true} {
+		for _, ct := range []string{"text/event-stream", "Text/Event-Stream", "TEXT/EVENT-STREAM; charset=utf-8"} {
+			t.Run(fmt.Sprintf("standard=%v/%s", standard, ct), func(t *testing.T) {
+				bal := newBalancer(t, balancer.Config{MaxInflight: 1, StandardProxy: standard})
+				eps := join(t, bal, p)
+				srv := front(t, bal)
+				resp, err := srv.Client().Get(srv.URL + "/stream?type=" + url.QueryEscape(ct))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				rd := bufio.NewReader(resp.Body)
+				if line, err := rd.ReadString('\n'); err != nil || line != "data: first\n" {
+					t.Fatalf("first event %q, %v", line, err)
+				}
+				if eps[0].Streams() != 1 || eps[0].Inflight() != 0 {
+					t.Fatalf("an open %q stream: %d streams, %d in flight; want 1 and 0", ct, eps[0].Streams(), eps[0].Inflight())
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/pid", nil)
+				r2, err := srv.Client().Do(req)
+				if err != nil {
+					t.Fatalf("a request beside the open stream: %v", err)
+				}
+				r2.Body.Close()
+				if r2.StatusCode != 200 {
+					t.Fatalf("a request beside the open stream: %s", r2.Status)
+				}
+				if _, err := p.Do(http.MethodPost, "/release"); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadAll(rd); err != nil {
+					t.Fatal(err)
+				}
+				await(t, "stream closed", func() bool { return eps[0].Streams() == 0 })
+			})
+		}
 	}
 }
