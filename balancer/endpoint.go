@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/caddy-workerpool/caddy-workerpool/internal/procfs"
 )
 
 // Endpoint is one place a request can be sent: a worker process, or an
@@ -71,7 +73,7 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 	if cfg.AdaptiveLimit {
 		var cpu func() (time.Duration, bool)
 		if pid > 0 {
-			cpu = processCPUTime(pid)
+			cpu = procfs.CPUTime(pid)
 		}
 		e.adaptive = newAdaptiveLimit(e.limit.Store, cpu)
 	} else {

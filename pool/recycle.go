@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-workerpool/caddy-workerpool/internal/procfs"
 )
 
 // Recycle says when a worker is replaced though nothing is wrong with it:
@@ -110,29 +108,10 @@ func groupRSS(pgid int) int64 {
 // groupsRSS fills in the resident memory in bytes of each process group
 // that groups holds, in one pass over /proc.
 func groupsRSS(groups map[int]int64) map[int]int64 {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	page := int64(os.Getpagesize())
-	for _, f := range stats {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
+	for _, p := range procfs.All() {
+		if _, ok := groups[p.PGID]; ok {
+			groups[p.PGID] += p.RSS
 		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		// After the command: state(3) ppid pgrp ... rss(24).
-		fields := strings.Fields(s[i+1:])
-		if len(fields) < 22 {
-			continue
-		}
-		g, _ := strconv.Atoi(fields[2])
-		if _, ok := groups[g]; !ok {
-			continue
-		}
-		rss, _ := strconv.ParseInt(fields[21], 10, 64)
-		groups[g] += rss * page
 	}
 	return groups
 }

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/caddy-workerpool/caddy-workerpool/internal/procfs"
 )
 
 // GroupMembers lists the pids of live (non-zombie) processes whose
@@ -16,25 +18,9 @@ func GroupMembers(pgid int) []int {
 		return nil
 	}
 	var pids []int
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, f := range stats {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue // the process went away while we looked
-		}
-		// Fields after the parenthesised command: state ppid pgrp ...
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		fields := strings.Fields(s[i+1:])
-		if len(fields) < 3 || fields[0] == "Z" || fields[0] == "X" {
-			continue
-		}
-		if g, _ := strconv.Atoi(fields[2]); g == pgid {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-			pids = append(pids, pid)
+	for _, p := range procfs.All() {
+		if p.PGID == pgid && p.Live() {
+			pids = append(pids, p.PID)
 		}
 	}
 	return pids
@@ -42,29 +28,17 @@ func GroupMembers(pgid int) []int {
 
 // PGID returns the process group of pid, or 0 if it is gone.
 func PGID(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	s, err := procfs.ReadStat(pid)
 	if err != nil {
 		return 0
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 3 {
-		return 0
-	}
-	g, _ := strconv.Atoi(f[2])
-	return g
+	return s.PGID
 }
 
 // Alive reports whether pid is a live, non-zombie process.
 func Alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+1:])
-	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+	s, err := procfs.ReadStat(pid)
+	return err == nil && s.Live()
 }
 
 // Kill kills process pid at once: SIGKILL, or TerminateProcess on
