@@ -217,7 +217,7 @@ func (b *Balancer) learn(e *Endpoint, verdict error, stream bool, rtt time.Durat
 		}
 		e.observe(rtt, now)
 		if e.adaptive != nil {
-			e.adaptive.sample(rtt, inflight, now)
+			e.adaptive.Sample(rtt, inflight, now)
 			b.dispatch() // the limit may have grown
 		}
 	case errors.Is(verdict, errFailureStatus):

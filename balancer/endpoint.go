@@ -11,6 +11,7 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/limit"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/procfs"
 )
 
@@ -34,7 +35,7 @@ type Endpoint struct {
 	streams  atomic.Int64 // long-lived responses that gave their slot back
 	limit    atomic.Int64 // 0 = unlimited
 	served   atomic.Uint64
-	adaptive *adaptiveLimit
+	adaptive *limit.Adaptive
 
 	ewmaMu   sync.Mutex
 	ewma     atomic.Uint64 // float64 bits: peak-EWMA latency in seconds
@@ -75,7 +76,7 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 		if pid > 0 {
 			cpu = procfs.CPUTime(pid)
 		}
-		e.adaptive = newAdaptiveLimit(e.limit.Store, cpu)
+		e.adaptive = limit.NewAdaptive(e.limit.Store, cpu)
 	} else {
 		e.limit.Store(int64(cfg.MaxInflight))
 	}

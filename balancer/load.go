@@ -73,28 +73,11 @@ func (m *LoadMeter) Read() Load {
 }
 
 // CPUBound reports what the endpoint's adaptive limit has learnt about
-// its worker: whether it computes (more requests at once only wait in
-// it) or waits on I/O (it serves more at once); known is false with a
-// fixed limit, and until the limit has judged. Where the worker's CPU
-// time can be read, that decides; elsewhere a limit that grew past 1
-// says the worker waits, and one held at 1 because busy requests were
-// slower says it computes.
+// its worker (see limit.Adaptive.CPUBound); known is false with a fixed
+// limit, and until the limit has judged.
 func (e *Endpoint) CPUBound() (cpuBound, known bool) {
-	a := e.adaptive
-	if a == nil {
+	if e.adaptive == nil {
 		return false, false
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	switch {
-	case a.cpuTime != nil && a.cpuJudged:
-		return a.cpuBound, true
-	case a.cpuTime != nil:
-		return false, false
-	case a.limit >= 2:
-		return false, true
-	case a.hold > 0:
-		return true, true
-	}
-	return false, false
+	return e.adaptive.CPUBound()
 }

@@ -322,7 +322,7 @@ func (b *Balancer) handed(e *Endpoint, w *waiter, start time.Time) (*Endpoint, t
 		// How long the hand-off took, from dispatch to this goroutine
 		// running: the worker's idle time between two requests at a
 		// limit of 1, as far as it happens in Go.
-		e.adaptive.handoff(now.Sub(w.handed))
+		e.adaptive.Handoff(now.Sub(w.handed))
 	}
 	w.handed = time.Time{}
 	return e, now.Sub(start), nil

@@ -1,4 +1,8 @@
-package balancer
+// Package limit holds the algorithms that set an endpoint's limit of
+// requests in flight. It owns no slots: the endpoint counts those, and an
+// algorithm is fed samples of finished requests and sets the limit
+// through the function it is given. A fixed limit needs no algorithm.
+package limit
 
 import (
 	"math"
@@ -112,7 +116,9 @@ const (
 	handoffWeight = 1.0 / 16
 )
 
-type adaptiveLimit struct {
+// Adaptive is "max_inflight auto" for one endpoint. It is safe for
+// concurrent use.
+type Adaptive struct {
 	mu       sync.Mutex
 	limit    float64
 	minRTT   float64 // seconds; 0 until the first window
@@ -148,10 +154,11 @@ type adaptiveLimit struct {
 	cpuBound  bool
 }
 
-// newAdaptiveLimit starts at a limit of 1. cpuTime, if not nil, reads the
+// NewAdaptive starts at a limit of 1, which it sets at once and from then
+// on through set. cpuTime, if not nil, reads the
 // CPU time the worker process has used.
-func newAdaptiveLimit(set func(int64), cpuTime func() (time.Duration, bool)) *adaptiveLimit {
-	a := &adaptiveLimit{limit: adaptiveInitial, setLimit: set, cpuTime: cpuTime}
+func NewAdaptive(set func(int64), cpuTime func() (time.Duration, bool)) *Adaptive {
+	a := &Adaptive{limit: adaptiveInitial, setLimit: set, cpuTime: cpuTime}
 	set(adaptiveInitial)
 	return a
 }
@@ -159,7 +166,7 @@ func newAdaptiveLimit(set func(int64), cpuTime func() (time.Duration, bool)) *ad
 // accountCPU updates cpuBound from the CPU the worker used over the
 // latency of requests served one (or two) at a time, and the legs of the
 // hand-off from what of it the worker did not compute.
-func (a *adaptiveLimit) accountCPU(rtt float64) {
+func (a *Adaptive) accountCPU(rtt float64) {
 	if a.cpuTime == nil || a.limit > shortSlots {
 		a.cpuKnown = false
 		return
@@ -199,9 +206,9 @@ func (a *adaptiveLimit) accountCPU(rtt float64) {
 	a.cpuStart, a.cpuKnown, a.cpuBusy, a.cpuN = now, ok, 0, 0
 }
 
-// handoff records how long one hand-off of the endpoint to a waiting
+// Handoff records how long one hand-off of the endpoint to a waiting
 // request took in Go.
-func (a *adaptiveLimit) handoff(d time.Duration) {
+func (a *Adaptive) Handoff(d time.Duration) {
 	a.mu.Lock()
 	if a.gap == 0 {
 		a.gap = d.Seconds()
@@ -215,25 +222,25 @@ func (a *adaptiveLimit) handoff(d time.Duration) {
 // take longer than the quickest request's round trip: on a busy host
 // the worker's CPU time falls behind its latency for reasons that are
 // no hand-off.
-func (a *adaptiveLimit) handoffTime() float64 {
+func (a *Adaptive) handoffTime() float64 {
 	return a.gap + min(a.legs, a.fastest)
 }
 
 // budget is the service time up to which requests are short, in
 // seconds.
-func (a *adaptiveLimit) budget() float64 {
+func (a *Adaptive) budget() float64 {
 	return max(shortRatio*a.handoffTime(), shortQueue.Seconds())
 }
 
 // waits reports whether the worker's CPU time says it waits rather than
 // computes.
-func (a *adaptiveLimit) waits() bool {
+func (a *Adaptive) waits() bool {
 	return a.cpuTime != nil && a.cpuJudged && !a.cpuBound
 }
 
 // floor is the least limit of the moment: the short slots while a
 // serial worker's requests are short, else 1.
-func (a *adaptiveLimit) floor() float64 {
+func (a *Adaptive) floor() float64 {
 	if a.short {
 		return a.slots
 	}
@@ -245,7 +252,7 @@ func (a *adaptiveLimit) floor() float64 {
 // request the hand-off lasts where that is more (a request's own time is
 // its CPU time where known, else the quickest latency), between 2 and
 // shortSlots.
-func (a *adaptiveLimit) shortFloor() float64 {
+func (a *Adaptive) shortFloor() float64 {
 	own := a.fastest
 	if a.cpuPer > 0 {
 		own = a.cpuPer
@@ -255,7 +262,7 @@ func (a *adaptiveLimit) shortFloor() float64 {
 	return min(max(k, 2), shortSlots)
 }
 
-func (a *adaptiveLimit) cpuTimeOrZero() (time.Duration, bool) {
+func (a *Adaptive) cpuTimeOrZero() (time.Duration, bool) {
 	d, ok := a.cpuTime()
 	if !ok {
 		a.cpuTime = nil // not readable: fall back to probing
@@ -263,9 +270,9 @@ func (a *adaptiveLimit) cpuTimeOrZero() (time.Duration, bool) {
 	return d, ok
 }
 
-// sample records one successful request's latency, how many requests
+// Sample records one successful request's latency, how many requests
 // the endpoint held when it started, and when its answer came.
-func (a *adaptiveLimit) sample(rtt time.Duration, inflight int64, done time.Time) {
+func (a *Adaptive) Sample(rtt time.Duration, inflight int64, done time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := rtt.Seconds()
@@ -403,9 +410,31 @@ func median(kept [serialKept]float64, n int) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
-// current is the limit as a float, for status and tests.
-func (a *adaptiveLimit) current() float64 {
+// Current is the limit as a float, for status and tests.
+func (a *Adaptive) Current() float64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.limit
+}
+
+// CPUBound reports what the limit has learnt about its worker: whether
+// it computes (more requests at once only wait in it) or waits on I/O
+// (it serves more at once); known is false until the limit has judged.
+// Where the worker's CPU time can be read, that decides; elsewhere a
+// limit that grew past 1 says the worker waits, and one held at 1
+// because busy requests were slower says it computes.
+func (a *Adaptive) CPUBound() (cpuBound, known bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case a.cpuTime != nil && a.cpuJudged:
+		return a.cpuBound, true
+	case a.cpuTime != nil:
+		return false, false
+	case a.limit >= 2:
+		return false, true
+	case a.hold > 0:
+		return true, true
+	}
+	return false, false
 }
