@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/retry"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/problem"
 )
 
@@ -30,6 +32,18 @@ import (
 // a socket the worker is closing at that moment — a classic source of
 // stray 502s behind proxies.
 const DefaultIdleConnTimeout = 4 * time.Second
+
+// Retry defaults.
+const (
+	// DefaultRetries is how many times a failed attempt is sent to
+	// another endpoint when Config.Retries is 0.
+	DefaultRetries = retry.DefaultRetries
+	// MaxRetries bounds Config.Retries.
+	MaxRetries = retry.MaxRetries
+	// DefaultRetryBodyLimit is the largest request body kept in memory so
+	// that a request can be sent again.
+	DefaultRetryBodyLimit = retry.DefaultRetryBodyLimit
+)
 
 // DefaultPassiveFails is how many transport failures in a row take an
 // endpoint out of rotation until its health check passes again.
@@ -221,7 +235,7 @@ type Result struct {
 type Balancer struct {
 	cfg    Config
 	policy Policy
-	budget retryBudget
+	budget retry.Budget
 
 	mu   sync.Mutex // serialises writers of live
 	live atomic.Pointer[[]*Endpoint]
@@ -461,16 +475,16 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 		}
 	}()
 
-	b.budget.request(st.result.start)
+	b.budget.Request(st.result.start)
 	replayable := false
 	if b.cfg.Retries > 0 {
 		var err error
-		if replayable, err = prepareBody(r, b.cfg.RetryBodyLimit); err != nil {
+		if replayable, err = retry.Prepare(r, b.cfg.RetryBodyLimit); err != nil {
 			return b.clientBodyError(w, r, err)
 		}
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		if _, inMemory := r.Body.(*replayBody); !inMemory {
+		if !retry.InMemory(r) {
 			st.body.ReadCloser = r.Body
 			r.Body = &st.body
 		}
@@ -533,7 +547,7 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 			return &Error{Status: http.StatusGatewayTimeout, Detail: e.workerName() + " did not answer within the request timeout", Err: err}
 		}
 		st.pick.tried = append(st.pick.tried, e)
-		if st.result.Attempts > b.cfg.Retries || !shouldRetry(r, err, replayable) || !b.budget.allow(time.Now()) || rewindBody(r) != nil {
+		if st.result.Attempts > b.cfg.Retries || !retry.Allowed(r, reached(err), replayable) || !b.budget.Allow(time.Now()) || retry.Rewind(r) != nil {
 			return &Error{Status: http.StatusBadGateway, Detail: e.workerName() + " did not answer", Err: err}
 		}
 	}
@@ -579,4 +593,11 @@ func (b *Balancer) report(r *http.Request, st *reqState, status int) {
 		st.result.Duration = time.Since(st.result.start)
 		b.cfg.OnResult(r, &st.result)
 	}
+}
+
+// reached reports whether a failed attempt may have reached its worker:
+// all but a failure to connect.
+func reached(err error) bool {
+	var op *net.OpError
+	return !errors.As(err, &op) || op.Op != "dial"
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/retry"
 )
 
 // forwarderConfig sets up a forwarder. Zero fields take the defaults.
@@ -98,7 +100,7 @@ func (f *forwarder) CloseIdle() { f.pool.closeIdle() }
 //     nothing more and abort the client's connection, with
 //     panic(http.ErrAbortHandler) as ReverseProxy does, so that a cut
 //     body is never taken for a whole one.
-//   - errBodyRead (wrapping the cause): the client's request body could
+//   - retry.ErrBodyRead (wrapping the cause): the client's request body could
 //     not be read; the worker may have part of the request (its
 //     connection is closed) and no response was written. Not the
 //     worker's fault.
@@ -129,8 +131,8 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request) (status int,
 	if status == 0 && c.reused && c.read == 0 && errors.Is(err, errNoResponse) && !requestTimerOf(w).fired() && mayResend(r, c, touched) {
 		c.close()
 		if touched {
-			if rerr := rewindBody(r); rerr != nil {
-				return 0, fmt.Errorf("%w: %w", errBodyRead, rerr)
+			if rerr := retry.Rewind(r); rerr != nil {
+				return 0, fmt.Errorf("%w: %w", retry.ErrBodyRead, rerr)
 			}
 		}
 		if c, err = f.pool.dial(ctx); err != nil {
@@ -153,11 +155,11 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request) (status int,
 // before the response began may go again on a fresh one.
 func mayResend(r *http.Request, c *conn, touched bool) bool {
 	if touched {
-		if _, ok := r.Body.(*replayBody); !ok && r.GetBody == nil {
+		if !retry.InMemory(r) && r.GetBody == nil {
 			return false
 		}
 	}
-	return c.written == 0 || shouldRetry(r, errNoResponse, true)
+	return c.written == 0 || retry.Idempotent(r)
 }
 
 // exchange sends r on c and copies the response to w. keep reports
@@ -180,7 +182,7 @@ func (f *forwarder) exchange(c *conn, w http.ResponseWriter, r *http.Request) (s
 		return 0, stop() && !fired && c.written == 0, false, errNotForwarded
 	}
 	if touched, err = writeBody(c.bw, r.Body, body); err != nil {
-		if !errors.Is(err, errBodyRead) {
+		if !errors.Is(err, retry.ErrBodyRead) {
 			err = fmt.Errorf("%w: %w", errNoResponse, err)
 		}
 	} else {

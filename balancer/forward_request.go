@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/retry"
 )
 
 // forwardable reports whether the lean forwarder handles r. What it
@@ -198,12 +200,12 @@ func bodyError(err error) error {
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
-	return fmt.Errorf("%w: %w", errBodyRead, err)
+	return fmt.Errorf("%w: %w", retry.ErrBodyRead, err)
 }
 
 // writeBody copies n bytes of body (n < 0: until EOF, chunked) to bw and
 // flushes. It reports whether any byte was read from body; an error
-// from body is wrapped in errBodyRead, one from the connection is not.
+// from body is wrapped in retry.ErrBodyRead, one from the connection is not.
 func writeBody(bw *bufio.Writer, body io.Reader, n int64) (touched bool, err error) {
 	if n < 0 {
 		return writeChunked(bw, body)

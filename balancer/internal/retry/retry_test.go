@@ -1,9 +1,7 @@
-package balancer
+package retry
 
 import (
-	"errors"
 	"io"
-	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -11,23 +9,23 @@ import (
 )
 
 func TestRetryBudget(t *testing.T) {
-	var b retryBudget
+	var b Budget
 	now := time.Unix(1000, 0)
 	// Without traffic the floor still allows a few retries.
 	for i := range retryBudgetFloor {
-		if !b.allow(now) {
+		if !b.Allow(now) {
 			t.Fatalf("retry %d refused below the floor", i)
 		}
 	}
-	if b.allow(now) {
+	if b.Allow(now) {
 		t.Fatal("retry allowed past the floor with no requests")
 	}
 	// 100 requests allow 20% retries in all: 10 more.
 	for range 100 {
-		b.request(now)
+		b.Request(now)
 	}
 	allowed := 0
-	for b.allow(now) {
+	for b.Allow(now) {
 		allowed++
 	}
 	if allowed != 10 {
@@ -35,33 +33,32 @@ func TestRetryBudget(t *testing.T) {
 	}
 	// The window slides: ten seconds later the old counts are gone.
 	later := now.Add(retryBudgetWindow * time.Second)
-	if !b.allow(later) {
+	if !b.Allow(later) {
 		t.Fatal("retry refused after the window moved on")
 	}
 }
 
-func TestShouldRetry(t *testing.T) {
-	dial := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+func TestAllowed(t *testing.T) {
 	for _, c := range []struct {
-		method     string
-		err        error
-		replayable bool
-		header     string
-		want       bool
+		method              string
+		reached, replayable bool
+		header              string
+		want                bool
 	}{
-		{"POST", dial, true, "", true},
-		{"POST", errAborted, true, "", false},
-		{"POST", errAborted, true, "Idempotency-Key", true},
-		{"GET", errAborted, true, "", true},
-		{"PUT", errAborted, true, "", true},
-		{"GET", dial, false, "", false},
+		{"POST", false, true, "", true},
+		{"POST", true, true, "", false},
+		{"POST", true, true, "Idempotency-Key", true},
+		{"POST", true, true, "X-Idempotency-Key", true},
+		{"GET", true, true, "", true},
+		{"PUT", true, true, "", true},
+		{"GET", false, false, "", false},
 	} {
 		r := httptest.NewRequest(c.method, "/", strings.NewReader(""))
 		if c.header != "" {
 			r.Header.Set(c.header, "k1")
 		}
-		if got := shouldRetry(r, c.err, c.replayable); got != c.want {
-			t.Errorf("shouldRetry(%s, %v, replayable=%v, %q) = %v", c.method, c.err, c.replayable, c.header, got)
+		if got := Allowed(r, c.reached, c.replayable); got != c.want {
+			t.Errorf("Allowed(%s, reached=%v, replayable=%v, %q) = %v", c.method, c.reached, c.replayable, c.header, got)
 		}
 	}
 }
@@ -73,7 +70,7 @@ func TestPrepareBodyUsesGetBody(t *testing.T) {
 	r := httptest.NewRequest("POST", "/", strings.NewReader(body))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
 	orig := r.Body
-	ok, err := prepareBody(r, 64<<10)
+	ok, err := Prepare(r, 64<<10)
 	if err != nil || !ok {
 		t.Fatalf("prepareBody = %v, %v; want a replayable body", ok, err)
 	}
@@ -81,7 +78,7 @@ func TestPrepareBodyUsesGetBody(t *testing.T) {
 		t.Fatal("prepareBody copied a body that GetBody can give again")
 	}
 	_, _ = io.ReadAll(r.Body) // the first attempt reads it
-	if err := rewindBody(r); err != nil {
+	if err := Rewind(r); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := io.ReadAll(r.Body); string(got) != body {
@@ -89,10 +86,10 @@ func TestPrepareBodyUsesGetBody(t *testing.T) {
 	}
 	r.GetBody = nil
 	r.Body = io.NopCloser(strings.NewReader(body))
-	if ok, _ := prepareBody(r, 64<<10); !ok {
+	if ok, _ := Prepare(r, 64<<10); !ok {
 		t.Fatal("a small body without GetBody is not buffered")
 	}
-	if _, buffered := r.Body.(*replayBody); !buffered {
+	if !InMemory(r) {
 		t.Fatal("a small body without GetBody is not buffered")
 	}
 }

@@ -1,17 +1,20 @@
-package balancer
+// Package retry decides whether a failed attempt may be sent again, and
+// keeps what that needs: a budget of retries against requests, and a
+// request body that can be replayed.
+package retry
 
 import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
 )
 
-// Retry defaults.
+// Defaults.
 const (
+	// DefaultRetries is how many times a request may be sent again.
 	DefaultRetries = 1
 	// MaxRetries bounds the retries option.
 	MaxRetries = 5
@@ -26,18 +29,18 @@ const (
 	retryBudgetFloor  = 10
 )
 
-// shouldRetry reports whether a request whose attempt failed with err
-// (before any response byte reached the client) may be sent to another
-// worker: always if it never reached the worker, else only if its method
-// is idempotent; and only if its body can be sent again.
-func shouldRetry(r *http.Request, err error, replayable bool) bool {
-	if !replayable {
-		return false
-	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
-	}
+// Allowed reports whether a request whose attempt failed before any
+// response byte reached the client may be sent to another worker: always
+// when it never reached a worker, else only when it is idempotent; and
+// only when its body can be sent again.
+func Allowed(r *http.Request, reached, replayable bool) bool {
+	return replayable && (!reached || Idempotent(r))
+}
+
+// Idempotent reports whether sending r twice does what sending it once
+// does: its method says so (RFC 9110 section 9.2.2), or it carries an
+// idempotency key.
+func Idempotent(r *http.Request) bool {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
 		return true
@@ -45,9 +48,9 @@ func shouldRetry(r *http.Request, err error, replayable bool) bool {
 	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
 }
 
-// retryBudget counts requests and retries in one-second buckets over a
-// sliding window.
-type retryBudget struct {
+// Budget counts requests and retries in one-second buckets over a
+// sliding window. The zero value is ready; it is safe for concurrent use.
+type Budget struct {
 	buckets [retryBudgetWindow]budgetBucket
 }
 
@@ -57,7 +60,7 @@ type budgetBucket struct {
 	retries  atomic.Int64
 }
 
-func (b *retryBudget) bucket(now int64) *budgetBucket {
+func (b *Budget) bucket(now int64) *budgetBucket {
 	k := &b.buckets[now%retryBudgetWindow]
 	if old := k.sec.Load(); old != now && k.sec.CompareAndSwap(old, now) {
 		// A stale bucket from an earlier turn of the ring: start it over.
@@ -69,11 +72,11 @@ func (b *retryBudget) bucket(now int64) *budgetBucket {
 	return k
 }
 
-// request records one request.
-func (b *retryBudget) request(now time.Time) { b.bucket(now.Unix()).requests.Add(1) }
+// Request records one request.
+func (b *Budget) Request(now time.Time) { b.bucket(now.Unix()).requests.Add(1) }
 
-// allow reports whether one more retry fits in the budget, and counts it.
-func (b *retryBudget) allow(now time.Time) bool {
+// Allow reports whether one more retry fits in the budget, and counts it.
+func (b *Budget) Allow(now time.Time) bool {
 	sec := now.Unix()
 	var requests, retries int64
 	for i := range b.buckets {
@@ -98,10 +101,10 @@ type replayBody struct {
 
 func (*replayBody) Close() error { return nil }
 
-// errBodyRead means the client's request body could not be read.
-var errBodyRead = errors.New("could not read the request body")
+// ErrBodyRead means the client's request body could not be read.
+var ErrBodyRead = errors.New("could not read the request body")
 
-// prepareBody makes r's body replayable if it is small enough, by
+// Prepare makes r's body replayable if it is small enough, by
 // reading it into memory. It reports whether the body can be sent again;
 // a body that is too large, or of unknown length, is streamed as it comes
 // and is not replayable. The buffer is the request's own, not pooled: a
@@ -110,7 +113,7 @@ var errBodyRead = errors.New("could not read the request body")
 // A body that a handler before the balancer already holds in memory
 // (request validation reads it whole) comes with GetBody, as a client's
 // request would: it is replayed from there, not copied again.
-func prepareBody(r *http.Request, limit int64) (bool, error) {
+func Prepare(r *http.Request, limit int64) (bool, error) {
 	if r.Body == nil || r.Body == http.NoBody || (r.ContentLength == 0 && len(r.TransferEncoding) == 0) {
 		return true, nil
 	}
@@ -122,15 +125,15 @@ func prepareBody(r *http.Request, limit int64) (bool, error) {
 	}
 	rb := &replayBody{buf: make([]byte, r.ContentLength)}
 	if _, err := io.ReadFull(r.Body, rb.buf); err != nil {
-		return false, errBodyRead
+		return false, ErrBodyRead
 	}
 	rb.Reset(rb.buf)
 	r.Body = rb
 	return true, nil
 }
 
-// rewindBody puts a replayable body back at its start for a retry.
-func rewindBody(r *http.Request) error {
+// Rewind puts a body that Prepare made replayable back at its start.
+func Rewind(r *http.Request) error {
 	if rb, ok := r.Body.(*replayBody); ok {
 		rb.Reset(rb.buf)
 		return nil
@@ -144,4 +147,11 @@ func rewindBody(r *http.Request) error {
 	}
 	r.Body = body
 	return nil
+}
+
+// InMemory reports whether r's body is one that Prepare buffered: it
+// cannot fail to read.
+func InMemory(r *http.Request) bool {
+	_, ok := r.Body.(*replayBody)
+	return ok
 }
