@@ -30,7 +30,7 @@ func TestPassiveDownFiresEachTime(t *testing.T) {
 	ln.Close() // nothing listens there: every attempt fails to connect
 	var downs atomic.Int32
 	bal := newBalancer(t, balancer.Config{
-		Retries:       -1,
+		Retries:       new(0),
 		PassiveFails:  3,
 		Breaker:       balancer.BreakerConfig{Failures: 1000},
 		OnPassiveDown: func(*balancer.Endpoint) { downs.Add(1) },
@@ -219,7 +219,7 @@ func TestRequestTimeoutIsTheWorkersFailure(t *testing.T) {
 			p := testworker.Start(t, "serve")
 			var downs atomic.Int32
 			bal := newBalancer(t, balancer.Config{
-				Retries:        -1,
+				Retries:        new(0),
 				RequestTimeout: 150 * time.Millisecond,
 				PassiveFails:   2,
 				Breaker:        balancer.BreakerConfig{Failures: 1000},

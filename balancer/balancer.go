@@ -77,8 +77,8 @@ type Config struct {
 	// used making room; zero means DefaultCostKeys.
 	CostKeys int
 	// Retries is how many times a failed attempt may be sent to another
-	// endpoint; -1 means none.
-	Retries int
+	// endpoint, 0 for never; nil means DefaultRetries.
+	Retries *int
 	// RetryBodyLimit is the largest request body kept for a retry.
 	RetryBodyLimit int64
 	// RequestTimeout bounds one attempt; 0 means none. A request that
@@ -157,11 +157,9 @@ func (c Config) withDefaults() Config {
 	if c.CostKeys <= 0 {
 		c.CostKeys = DefaultCostKeys
 	}
-	switch {
-	case c.Retries == 0:
-		c.Retries = DefaultRetries
-	case c.Retries < 0:
-		c.Retries = 0
+	if c.Retries == nil {
+		n := DefaultRetries
+		c.Retries = &n
 	}
 	if c.RetryBodyLimit <= 0 {
 		c.RetryBodyLimit = DefaultRetryBodyLimit
@@ -195,8 +193,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("schedule %q: use cost (the cheapest expected request first) or fifo", c.Schedule)
 	case c.CostKeys < 0:
 		return fmt.Errorf("cost keys %d: must not be negative", c.CostKeys)
-	case c.Retries > MaxRetries:
-		return fmt.Errorf("retries %d: at most %d", c.Retries, MaxRetries)
+	case c.Retries != nil && (*c.Retries < 0 || *c.Retries > MaxRetries):
+		return fmt.Errorf("retries %d: give 0 for none, or a count of at most %d", *c.Retries, MaxRetries)
 	case c.RequestTimeout < 0:
 		return fmt.Errorf("request_timeout %v: must not be negative", c.RequestTimeout)
 	case c.RetryBodyLimit < 0:
@@ -477,7 +475,7 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 
 	b.budget.Request(st.result.start)
 	replayable := false
-	if b.cfg.Retries > 0 {
+	if *b.cfg.Retries > 0 {
 		var err error
 		if replayable, err = retry.Prepare(r, b.cfg.RetryBodyLimit); err != nil {
 			return b.clientBodyError(w, r, err)
@@ -547,7 +545,7 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 			return &Error{Status: http.StatusGatewayTimeout, Detail: e.workerName() + " did not answer within the request timeout", Err: err}
 		}
 		st.pick.tried = append(st.pick.tried, e)
-		if st.result.Attempts > b.cfg.Retries || !retry.Allowed(r, reached(err), replayable) || !b.budget.Allow(time.Now()) || retry.Rewind(r) != nil {
+		if st.result.Attempts > *b.cfg.Retries || !retry.Allowed(r, reached(err), replayable) || !b.budget.Allow(time.Now()) || retry.Rewind(r) != nil {
 			return &Error{Status: http.StatusBadGateway, Detail: e.workerName() + " did not answer", Err: err}
 		}
 	}

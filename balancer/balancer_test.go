@@ -185,7 +185,8 @@ func TestBadPolicyConfig(t *testing.T) {
 	}{
 		{balancer.Config{MaxInflight: -1}, "max_inflight"},
 		{balancer.Config{QueueSize: -5}, "queue_size"},
-		{balancer.Config{Retries: 9}, "retries"},
+		{balancer.Config{Retries: new(9)}, "retries"},
+		{balancer.Config{Retries: new(-1)}, "retries"},
 		{balancer.Config{Breaker: balancer.BreakerConfig{Statuses: []int{42}}}, "statuses"},
 	} {
 		if _, err := balancer.New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {

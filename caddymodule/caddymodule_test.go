@@ -299,7 +299,8 @@ func TestProvisionRefusesBadConfig(t *testing.T) {
 		{`{"handler":"worker_pool","command":["/bin/sh"],"dir":"/no/such/dir"}`, "dir"},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"balance":"hash","hash_on":"header"}`, "give the header name"},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"max_inflight":"lots"}`, `neither a number nor "auto"`},
-		{`{"handler":"worker_pool","command":["/bin/sh"],"retries":9}`, "retries 9: at most 5"},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"retries":9}`, "retries 9: give 0 for none, or a count of at most 5"},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"retries":-1}`, "retries -1: give 0 for none"},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"schedule":"lifo"}`, `schedule "lifo": use cost`},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"watch":["/no/such/dir/*.js"]}`, "watch"},
 	}

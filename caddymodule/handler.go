@@ -547,12 +547,7 @@ func (h *Handler) balancerConfig(log *zap.Logger) balancer.Config {
 				zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
 		},
 	}
-	if h.Retries != nil {
-		cfg.Retries = *h.Retries
-		if cfg.Retries == 0 {
-			cfg.Retries = -1 // none, as opposed to the default
-		}
-	}
+	cfg.Retries = h.Retries
 	if b := h.Breaker; b != nil {
 		cfg.Breaker = balancer.BreakerConfig{
 			Failures:         uint32(b.Failures),
@@ -583,9 +578,6 @@ func (h *Handler) Validate() error {
 	}
 	if err := h.balancerConfig(nil).Validate(); err != nil {
 		bad("balancing", "%v", err)
-	}
-	if h.Retries != nil && *h.Retries < 0 {
-		bad("retries", "%d is negative: give 0 to disable retries, or a count up to %d", *h.Retries, balancer.MaxRetries)
 	}
 	if b := h.Breaker; b != nil && (b.Failures < 0 || b.HalfOpenRequests < 0 || b.OpenFor < 0) {
 		bad("breaker", "failures, open_for and half_open_requests must not be negative")
