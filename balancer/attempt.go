@@ -1,15 +1,14 @@
 package balancer
 
 import (
-	"bufio"
-	"context"
 	"errors"
-	"io"
-	"net"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/cost"
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/queue"
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/retry"
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/transport"
 )
 
 // failurePenalty is the least latency a failed attempt counts as in the
@@ -17,217 +16,150 @@ import (
 // p2c_ewma.
 const failurePenalty = time.Second
 
-// attempt proxies r to e once, e's slot already taken. It returns the
-// transport error if the worker could not be reached or broke before
-// answering (nothing has been written to w then), and whether that was
-// the request timeout. A connection that breaks while the response
-// streams makes ReverseProxy panic with http.ErrAbortHandler, which
-// aborts the client's connection too, so a cut body is never taken as
-// complete; attempt accounts for it and lets the panic go on.
-//
-// Whatever happens, even a panic in the OnAttempt hook, the attempt
-// ends in its one deferred function: the slot (or the stream) is given
-// back, the breaker hears the verdict once, and the endpoint's load and
-// passive health learn from it.
-func (b *Balancer) attempt(e *Endpoint, done func(error), w http.ResponseWriter, r *http.Request, st *reqState, waited time.Duration) (timedOut bool, err error) {
-	aw := &st.aw
-	aw.start(w, b, e, done)
-	inflight := e.inflight.Load() // this request included: acquire counted it
-	start := time.Now()
-	client := r.Context() // not the attempt's, which a request timeout ends
-	sent, completed := false, false
-	var end func(status int, err error) // the tracer's, if any
-	defer func() {
-		now := time.Now()
-		var verdict error
-		switch {
-		case !sent || client.Err() != nil:
-			verdict = errClientGone
-		case st.body.failed.Load():
-			verdict = errClientBody
-		case !completed:
-			verdict = errAborted
-		case aw.err != nil:
-			verdict = aw.err
-		default:
-			verdict = b.statusVerdict(aw.status)
-		}
-		aw.answered() // stops the request timeout
-		aw.finish(verdict)
-		if sent {
-			e.served.Add(1)
-		}
-		if aw.released {
-			e.streams.Add(-1)
-		} else {
-			b.release(e)
-		}
-		b.learn(e, verdict, aw.released, now.Sub(start), inflight, now)
-		if end != nil {
-			switch {
-			case !completed:
-				end(http.StatusBadGateway, errAborted)
-			case timedOut:
-				end(http.StatusGatewayTimeout, err)
-			case err != nil && aw.status == 0:
-				end(0, err)
-			default:
-				end(aw.status, err)
-			}
-		}
-	}()
-	if b.cfg.OnAttempt != nil {
-		st.attempt = Attempt{Endpoint: e, N: st.result.Attempts, QueueWait: waited}
-		r, end = b.cfg.OnAttempt(r, &st.attempt)
+// verdict is what an attempt says about its worker.
+type verdict uint8
+
+const (
+	// answered: the worker answered with a status that is no failure.
+	answered verdict = iota
+	// failedStatus: the worker answered with a failure status (5xx, or
+	// the breaker's statuses).
+	failedStatus
+	// workerFailed: the worker could not be reached, did not answer,
+	// answered garbage, took longer than the request timeout, or broke
+	// off its answer.
+	workerFailed
+	// clientFault: the client went away or sent a body that could not be
+	// read: nothing about the worker.
+	clientFault
+	// notSent: the request never went to the worker (its breaker
+	// refused): nothing to learn.
+	notSent
+)
+
+// Errors the breaker hears: gobreaker takes a verdict as an error.
+var (
+	errFailureStatus = errors.New("worker answered with a failure status")
+	errWorkerFailed  = errors.New("worker failed")
+	errClientFault   = errors.New("the client went away or its body could not be read")
+)
+
+// breakerErr is the verdict as the breaker's two-step done takes it.
+func (v verdict) breakerErr() error {
+	switch v {
+	case answered:
+		return nil
+	case failedStatus:
+		return errFailureStatus
+	case workerFailed:
+		return errWorkerFailed
 	}
-	var rt *requestTimer // only with a request timeout: no allocation otherwise
-	if b.cfg.RequestTimeout > 0 {
-		// Bounds the wait for the final response to start, not a stream
-		// or a switched protocol that follows: answered stops the timer.
-		rt = &requestTimer{}
-		rt.timer = time.AfterFunc(b.cfg.RequestTimeout, rt.fire)
-		aw.timeout = rt
-	}
-	sent = true
-	b.forward(e, aw, r)
-	completed = true
-	timedOut = rt.fired() && aw.err != nil
-	return timedOut, aw.err
+	return errClientFault // excluded: neither success nor failure
 }
 
-// requestTimer is an attempt's request timeout. When it fires before the
-// worker's answer starts, it ends what the attempt waits on at that
-// moment: the lean forwarder's connection to the worker (its deadline
-// goes into the past), or the context of ReverseProxy's request. The
-// client's own context is left alone, so the attempt's error is the
-// worker's (a timeout: passive health and the breaker count it), not a
-// client that went away. The methods are safe on a nil timer: no
-// request timeout.
-type requestTimer struct {
-	timer *time.Timer
-	mu    sync.Mutex
-	// expired: it fired; abort is what it ends, while something waits.
-	expired bool
-	abort   func()
+// outcome is how one attempt went, computed once when it ends and
+// handed to each owner of what it changes: the breaker, passive health,
+// the latency average, the limit and the cost table.
+type outcome struct {
+	verdict verdict
+	// status written to the client, 0 if none.
+	status int
+	// stream: the answer was a stream, whose length says nothing of the
+	// worker's speed.
+	stream bool
+	// err is the transport's, if any.
+	err error
+	// rtt is the attempt's time at the worker; inflight the requests the
+	// endpoint held when it began, itself included; at when it ended.
+	rtt      time.Duration
+	inflight int64
+	at       time.Time
 }
 
-func (t *requestTimer) fire() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.expired = true
-	if t.abort != nil {
-		t.abort()
+// slot is a request's hold on one endpoint's capacity, from the moment
+// it is taken (see Pick.Take) until release. It is given back once:
+// early by toStream when the answer turns out to be a stream, else by
+// release, which also hands the attempt's outcome to every owner.
+type slot struct {
+	b     *Balancer
+	e     *Endpoint
+	w     *queue.Waiter
+	route *cost.Route
+	// done is the breaker's verdict function for the attempt; nil when
+	// the breaker was not asked or has been told.
+	done func(error)
+	// streaming: the slot went back early and the endpoint counts a
+	// stream instead.
+	streaming bool
+}
+
+// tell gives the breaker its verdict, once.
+func (s *slot) tell(v verdict) {
+	if s.done != nil {
+		s.done(v.breakerErr())
+		s.done = nil
 	}
 }
 
-// watch makes abort what the timer ends from now on; it reports false,
-// and keeps nothing, when the timer has fired already.
-func (t *requestTimer) watch(abort func()) bool {
-	if t == nil {
-		return true
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.expired {
-		return false
-	}
-	t.abort = abort
-	return true
-}
-
-// unwatch ends a watch and reports whether the timer fired during it
-// (abort ran). Once it returns, the timer can no longer run abort.
-func (t *requestTimer) unwatch() (fired bool) {
-	if t == nil {
-		return false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.abort = nil
-	return t.expired
-}
-
-// fired reports whether the timer fired.
-func (t *requestTimer) fired() bool {
-	if t == nil {
-		return false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.expired
-}
-
-// stop stops the timer: the answer has started.
-func (t *requestTimer) stop() {
-	if t != nil {
-		t.timer.Stop()
-	}
-}
-
-// forward sends r to e and copies the response to aw: by the lean
-// forwarder where it can (plain request and response), else by the
-// ReverseProxy. Like ReverseProxy it leaves a transport error that came
-// before the response in aw.err, and aborts the client's connection
-// with http.ErrAbortHandler when a response that began breaks off, so
-// that a cut body is never taken for a whole one.
-func (b *Balancer) forward(e *Endpoint, aw *attemptWriter, r *http.Request) {
-	if b.cfg.StandardProxy {
-		b.proxy(e, aw, r)
+// toStream gives the slot back while the answer, a long-lived stream,
+// goes on: the worker serves other requests meanwhile, but a drain waits
+// for it. The breaker hears how the request went as far as the worker
+// is concerned (it answered), so a long stream taken as a half-open
+// probe does not hold the breaker.
+func (s *slot) toStream(status int) {
+	if s.streaming {
 		return
 	}
-	status, err := e.fwd.forward(aw, r)
-	switch {
-	case err == nil:
-	case errors.Is(err, errNotForwarded):
-		b.proxy(e, aw, r)
-	case status != 0 || aw.status != 0:
-		panic(http.ErrAbortHandler)
-	default:
-		aw.err = err
-	}
+	s.streaming = true
+	s.tell(s.b.statusVerdict(status))
+	s.b.queue.Done(s.w)
+	s.e.streams.Add(1)
+	s.e.inflight.Add(-1)
+	s.b.queue.Dispatch()
 }
 
-// proxy sends r to e by ReverseProxy, with a context the request
-// timeout can end.
-func (b *Balancer) proxy(e *Endpoint, aw *attemptWriter, r *http.Request) {
-	rt := aw.timeout
-	if rt == nil {
-		e.proxy.ServeHTTP(aw, r)
-		return
+// release ends the hold with the attempt's outcome.
+func (s *slot) release(o outcome) {
+	b, e := s.b, s.e
+	s.tell(o.verdict)
+	if s.streaming {
+		e.streams.Add(-1)
+	} else {
+		b.queue.Done(s.w)
+		e.inflight.Add(-1)
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	if !rt.watch(cancel) {
-		cancel() // it fired already: the proxy fails at once
+	if o.verdict != notSent {
+		e.served.Add(1)
 	}
-	defer rt.unwatch()
-	e.proxy.ServeHTTP(aw, r.WithContext(ctx))
+	b.learn(e, o, s.route)
+	b.queue.Dispatch() // the slot, and perhaps a grown limit
+	*s = slot{}
 }
 
-// learn updates e's load measures and passive health from the verdict
-// of an attempt that took rtt and found inflight requests on e.
-func (b *Balancer) learn(e *Endpoint, verdict error, stream bool, rtt time.Duration, inflight int64, now time.Time) {
-	switch {
-	case errors.Is(verdict, errClientGone), errors.Is(verdict, errClientBody):
+// learn updates e's load measures, limit and passive health, and the
+// route's cost, from an attempt's outcome.
+func (b *Balancer) learn(e *Endpoint, o outcome, route *cost.Route) {
+	switch o.verdict {
+	case clientFault, notSent:
 		// The client's doing says nothing about the worker.
-	case verdict == nil:
+	case answered:
 		e.passiveFails.Store(0)
-		if stream {
+		if o.stream {
 			return // its length says nothing about the worker's speed
 		}
-		e.observe(rtt, now)
+		e.observe(o.rtt, o.at)
+		b.costs.Observe(route, o.rtt)
 		if e.adaptive != nil {
-			e.adaptive.Sample(rtt, inflight, now)
-			b.dispatch() // the limit may have grown
+			e.adaptive.Sample(o.rtt, o.inflight, o.at)
 		}
-	case errors.Is(verdict, errFailureStatus):
+	case failedStatus:
 		// The worker answered, so it is alive; but a failure costs it in
 		// p2c_ewma as if it took long, or failing fast would attract
 		// traffic.
 		e.passiveFails.Store(0)
-		e.observe(max(rtt, failurePenalty), now)
-	default:
-		e.observe(max(rtt, failurePenalty), now)
+		e.observe(max(o.rtt, failurePenalty), o.at)
+	case workerFailed:
+		e.observe(max(o.rtt, failurePenalty), o.at)
 		if int(e.passiveFails.Add(1)) >= b.cfg.PassiveFails {
 			// Counting starts over: the endpoint that comes back into
 			// rotation is judged afresh, and taken out again if it fails
@@ -240,114 +172,73 @@ func (b *Balancer) learn(e *Endpoint, verdict error, stream bool, rtt time.Durat
 	}
 }
 
-// clientBody is the client's request body as an attempt reads it: a
-// failure to read it (a malformed chunked body, a client that stops
-// sending) is the client's, not the worker's. The transport reads it
-// from its own goroutine.
-type clientBody struct {
-	io.ReadCloser
-	failed atomic.Bool
-}
-
-func (b *clientBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && !errors.Is(err, http.ErrBodyReadAfterClose) {
-		b.failed.Store(true)
-	}
-	return n, err
-}
-
-// attemptWriter is the response writer of one proxy attempt: it learns
-// the status the worker answered with, and takes a transport error from
-// ReverseProxy instead of an error response, so the balancer can decide
-// between a retry and a 502.
+// attempt proxies r once over the slot s holds, the breaker's verdict
+// function in s already. It returns the attempt's outcome; when that
+// carries an error nothing has been written to w. An answer that breaks
+// off while it streams makes the transport panic with
+// http.ErrAbortHandler, which aborts the client's connection too, so a
+// cut body is never taken as complete; attempt accounts for it and lets
+// the panic go on.
 //
-// A long-lived response — a WebSocket (or other) upgrade, a stream of
-// server-sent events — gives its in-flight slot back as soon as it
-// starts and counts as a stream instead: it would otherwise hold the
-// worker's only slot for as long as the client stays, though the worker
-// serves other requests meanwhile; but a drain still waits for it.
-type attemptWriter struct {
-	http.ResponseWriter
-	status int
-	err    error
-
-	bal      *Balancer
-	ep       *Endpoint
-	done     func(error)   // the breaker's, called once
-	released bool          // the slot went back early: a stream
-	timeout  *requestTimer // request_timeout, until the response starts
-}
-
-// start resets w for an attempt on e.
-func (w *attemptWriter) start(rw http.ResponseWriter, b *Balancer, e *Endpoint, done func(error)) {
-	*w = attemptWriter{ResponseWriter: rw, bal: b, ep: e, done: done}
-}
-
-// answered is called when the worker's final response starts: the
-// request timeout bounds only the wait for it.
-func (w *attemptWriter) answered() {
-	if w.timeout != nil {
-		w.timeout.stop()
-		w.timeout = nil
+// Whatever happens, even a panic in the OnAttempt hook, the attempt
+// ends in its one deferred function: the outcome is judged once and the
+// slot released with it.
+func (b *Balancer) attempt(s *slot, w http.ResponseWriter, r *http.Request, st *reqState, waited time.Duration) (o outcome) {
+	e := s.e
+	x := &st.x
+	x.Reset()
+	x.Timeout = b.cfg.RequestTimeout
+	x.Idempotent = retry.Idempotent(r)
+	if retry.InMemory(r) || r.GetBody != nil {
+		x.Replay = retry.Rewind
 	}
-}
-
-func (w *attemptWriter) WriteHeader(code int) {
-	// An interim response (100 Continue, 103 Early Hints) is not the
-	// answer: the worker may still hang after it.
-	if code >= 200 {
-		w.answered()
-		w.status = code
-		if isEventStream(w.Header().Get("Content-Type")) {
-			w.releaseEarly()
+	x.OnStream = st.onStream
+	o.inflight = e.inflight.Load() // this request included: its slot is counted
+	start := time.Now()
+	client := r.Context() // not the attempt's, which a request timeout ends
+	sent, completed := false, false
+	var end func(status int, err error) // the tracer's, if any
+	defer func() {
+		o.at = time.Now()
+		o.rtt = o.at.Sub(start)
+		o.status, o.stream = x.Status, x.Stream
+		switch {
+		case !sent:
+			o.verdict = notSent
+		case client.Err() != nil, x.BodyFailed():
+			o.verdict = clientFault
+		case !completed:
+			o.verdict = workerFailed // broke off while it streamed
+		case o.err != nil && transport.KindOf(o.err).Worker():
+			o.verdict = workerFailed
+		case o.err != nil:
+			o.verdict = clientFault
+		default:
+			o.verdict = b.statusVerdict(x.Status)
 		}
+		s.release(o)
+		if end != nil {
+			switch {
+			case !completed:
+				end(http.StatusBadGateway, errAborted)
+			case x.TimedOut() && o.err != nil:
+				end(http.StatusGatewayTimeout, o.err)
+			case o.err != nil && x.Status == 0:
+				end(0, o.err)
+			default:
+				end(x.Status, o.err)
+			}
+		}
+	}()
+	if b.cfg.OnAttempt != nil {
+		st.attempt = Attempt{Endpoint: e, N: st.result.Attempts, QueueWait: waited}
+		r, end = b.cfg.OnAttempt(r, &st.attempt)
 	}
-	w.ResponseWriter.WriteHeader(code)
+	sent = true
+	o.err = e.transport.Forward(w, r, x)
+	completed = true
+	return o
 }
 
-func (w *attemptWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.answered()
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Hijack is how ReverseProxy takes over the connection of a switched
-// protocol (101); the slot goes back then.
-func (w *attemptWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	w.answered()
-	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.status = http.StatusSwitchingProtocols
-		w.releaseEarly()
-	}
-	return conn, brw, err
-}
-
-// releaseEarly gives the slot back and counts the response as a stream,
-// and tells the breaker how the request went as far as the worker is
-// concerned (it answered), so a long stream taken as a half-open probe
-// does not hold the breaker.
-func (w *attemptWriter) releaseEarly() {
-	if w.released {
-		return
-	}
-	w.released = true
-	w.finish(w.bal.statusVerdict(w.status))
-	w.ep.streams.Add(1)
-	w.bal.release(w.ep)
-}
-
-// finish reports the attempt's verdict to the breaker, once.
-func (w *attemptWriter) finish(verdict error) {
-	if w.done != nil {
-		w.done(verdict)
-		w.done = nil
-	}
-}
-
-// Unwrap lets http.ResponseController reach the real writer, for
-// flushing streamed responses.
-func (w *attemptWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+// errAborted is what the tracer hears of an answer that broke off.
+var errAborted = errors.New("response aborted")

@@ -8,7 +8,9 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -299,5 +301,38 @@ func TestEventStreamGivesItsSlotBack(t *testing.T) {
 				await(t, "stream closed", func() bool { return eps[0].Streams() == 0 })
 			})
 		}
+	}
+}
+
+// Both transport paths take a worker's response head up to one limit,
+// and name it when a head is over it: a 502 that says what happened,
+// not "the worker did not answer".
+func TestResponseHeadLimit(t *testing.T) {
+	worker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("kib"))
+		w.Header().Set("X-Big", strings.Repeat("a", n<<10))
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer worker.Close()
+	for _, standard := range []bool{false, true} {
+		t.Run(fmt.Sprintf("standard=%v", standard), func(t *testing.T) {
+			bal := newBalancer(t, balancer.Config{StandardProxy: standard, Retries: new(0)})
+			e := bal.NewEndpoint(1, 0, "tcp", worker.Listener.Addr().String())
+			t.Cleanup(e.Close)
+			bal.Add(e)
+			for _, c := range []struct {
+				kib  int
+				want int
+			}{{512, 200}, {1100, 502}} {
+				rec := httptest.NewRecorder()
+				bal.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, fmt.Sprintf("/?kib=%d", c.kib), nil))
+				if rec.Code != c.want {
+					t.Fatalf("a %d KiB header: %d, want %d", c.kib, rec.Code, c.want)
+				}
+				if c.want == 502 && !strings.Contains(rec.Body.String(), "response head larger than 1 MiB") {
+					t.Fatalf("a %d KiB header: %q does not say what was wrong", c.kib, rec.Body)
+				}
+			}
+		})
 	}
 }

@@ -1,12 +1,20 @@
 // Package balancer owns the live set of endpoints a pool serves from,
-// their load, the policy that picks one per request, the wait queue for
-// requests that find every endpoint at its limit, per-endpoint circuit
-// breakers, retries, and the proxying itself.
+// their load, the policy that picks one per request, and the request
+// path that composes the units below it:
 //
-// It reads as three ideas kept apart: the set (Add, Remove: whoever
-// discovers and health-checks endpoints calls them), the load (each
-// Endpoint's in-flight count, limit and latency), and the selection (a
-// Policy, a small function over the endpoints' load).
+//   - internal/transport sends one request to one address and copies the
+//     answer back, reporting failures as its own values;
+//   - internal/limit holds the limit algorithms (max_inflight auto);
+//   - internal/cost learns what each route costs;
+//   - internal/queue holds the requests that wait for a slot, given a
+//     function that tries to take one;
+//   - internal/retry decides whether to send a request again.
+//
+// The Balancer picks an endpoint (a Policy over the endpoints' load),
+// waits for a slot in the queue when none is free, attempts the
+// request, and hands the attempt's one outcome to the breaker, passive
+// health, the latency average, the limit and the cost table. Nothing
+// below imports this package.
 package balancer
 
 import (
@@ -14,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -23,7 +30,10 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/cost"
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/queue"
 	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/retry"
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/transport"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/problem"
 )
 
@@ -31,7 +41,26 @@ import (
 // default keepAliveTimeout (5 s) would, so a request is never written to
 // a socket the worker is closing at that moment — a classic source of
 // stray 502s behind proxies.
-const DefaultIdleConnTimeout = 4 * time.Second
+const DefaultIdleConnTimeout = transport.DefaultIdleTimeout
+
+// Queue defaults (see Config.QueueSize).
+const (
+	DefaultQueueSize    = queue.DefaultQueueSize
+	DefaultQueueTimeout = queue.DefaultQueueTimeout
+)
+
+// DefaultCostKeys is how many routes' costs are kept by default.
+const DefaultCostKeys = cost.DefaultKeys
+
+// Schedules: the order in which waiting requests get a free endpoint.
+const (
+	// ScheduleFIFO serves waiting requests in their order of arrival.
+	ScheduleFIFO = "fifo"
+	// ScheduleCost serves the cheapest expected request first, with
+	// aging, and keeps a worker for cheap requests while expensive ones
+	// can wait.
+	ScheduleCost = "cost"
+)
 
 // Retry defaults.
 const (
@@ -170,9 +199,6 @@ func (c Config) withDefaults() Config {
 	if c.IdleConnTimeout <= 0 {
 		c.IdleConnTimeout = DefaultIdleConnTimeout
 	}
-	if c.MaxIdleConns <= 0 {
-		c.MaxIdleConns = 256
-	}
 	c.Breaker = c.Breaker.withDefaults()
 	return c
 }
@@ -234,26 +260,11 @@ type Balancer struct {
 	cfg    Config
 	policy Policy
 	budget retry.Budget
+	queue  *queue.Queue
+	costs  *cost.Table
 
 	mu   sync.Mutex // serialises writers of live
 	live atomic.Pointer[[]*Endpoint]
-
-	qmu     sync.Mutex
-	queue   waitQueue
-	waiting atomic.Int64
-	sweeper *time.Timer
-	// The queue's clock, and what sets its timer to run the sweep after
-	// d: tests of the schedule replace them with a virtual clock.
-	now func() time.Time
-	arm func(d time.Duration)
-
-	byCost bool
-	costs  *costs
-	// Expensive requests holding a slot (schedule cost): their number,
-	// read without a lock, and themselves, under hmu.
-	heavy     atomic.Int64
-	hmu       sync.Mutex
-	busyHeavy []*waiter
 
 	expected atomic.Int64 // endpoints starting, see Expect
 }
@@ -265,14 +276,14 @@ func New(cfg Config) (*Balancer, error) {
 	}
 	cfg = cfg.withDefaults()
 	policy, _ := NewPolicy(cfg.Policy)
-	b := &Balancer{cfg: cfg, policy: policy, byCost: cfg.Schedule == ScheduleCost, costs: newCosts(cfg.CostKeys)}
+	b := &Balancer{cfg: cfg, policy: policy, costs: cost.New(cfg.CostKeys)}
 	b.live.Store(&[]*Endpoint{})
-	// The timer exists from the start, stopped: arming it never
-	// allocates, and it starts no goroutine until it fires.
-	b.sweeper = time.AfterFunc(time.Hour, b.sweep)
-	b.sweeper.Stop()
-	b.now = time.Now
-	b.arm = func(d time.Duration) { b.sweeper.Reset(d) }
+	b.queue = queue.New(queue.Config{
+		Size: cfg.QueueSize, Timeout: cfg.QueueTimeout, ByCost: cfg.Schedule == ScheduleCost,
+		Average: b.costs.Average(),
+		Servers: func() int { return len(b.Endpoints()) },
+		AnyFree: b.anyFree,
+	})
 	return b, nil
 }
 
@@ -290,7 +301,7 @@ func (b *Balancer) Add(e *Endpoint) {
 	})
 	b.live.Store(&next)
 	b.mu.Unlock()
-	b.dispatch()
+	b.queue.Dispatch()
 }
 
 // Remove takes e out of rotation; its requests in flight finish. It
@@ -306,7 +317,7 @@ func (b *Balancer) Remove(e *Endpoint) bool {
 	next := slices.Delete(slices.Clone(cur), i, i+1)
 	b.live.Store(&next)
 	b.mu.Unlock()
-	b.failHopeless()
+	b.queue.FailHopeless()
 	return true
 }
 
@@ -325,7 +336,10 @@ type Pick struct {
 
 	tried    []*Endpoint
 	triedBuf [8]*Endpoint
-	w        waiter
+
+	b *Balancer
+	e *Endpoint // the endpoint take took a slot on
+	w queue.Waiter
 }
 
 // Usable reports whether e may take this request now: it has room below
@@ -347,7 +361,7 @@ func (p *Pick) Usable(e *Endpoint) bool {
 // when none are, it gets 503 at once, and so do those waiting.
 func (b *Balancer) Expect(n int) {
 	if old := b.expected.Swap(int64(n)); old > 0 && n == 0 {
-		b.failHopeless()
+		b.queue.FailHopeless()
 	}
 }
 
@@ -368,22 +382,78 @@ func (p *Pick) anyCandidate(eps []*Endpoint) bool {
 	return false
 }
 
+// request is a Pick as the queue sees it: a request that takes a slot
+// of the endpoint its policy picks.
+type request Pick
+
+// Take takes a slot on the endpoint the policy picks, if it has room.
+func (p *request) Take() bool {
+	e := p.b.selectAcquire((*Pick)(p))
+	p.e = e
+	return e != nil
+}
+
+// Hopeless reports whether no endpoint could ever take the request.
+func (p *request) Hopeless() bool { return !p.b.hopeful((*Pick)(p), p.b.Endpoints()) }
+
+// Untake gives back the slot Take took.
+func (p *request) Untake() {
+	p.e.inflight.Add(-1)
+	p.e = nil
+	p.b.queue.Dispatch()
+}
+
+// selectAcquire asks the policy for an endpoint and takes a slot on it;
+// another request may take the slot between the two, so it asks again a
+// few times.
+func (b *Balancer) selectAcquire(pick *Pick) *Endpoint {
+	eps := b.Endpoints()
+	for range 3 {
+		e := b.policy.Select(eps, pick)
+		if e == nil {
+			return nil
+		}
+		if e.tryAcquire() {
+			return e
+		}
+	}
+	return nil
+}
+
+// anyFree reports whether some endpoint could take a request now.
+func (b *Balancer) anyFree() bool {
+	for _, e := range b.Endpoints() {
+		if e.available() {
+			return true
+		}
+	}
+	return false
+}
+
+// QueueLen is the number of requests waiting for a worker.
+func (b *Balancer) QueueLen() int { return b.queue.Len() }
+
 // reqState is the per-request scratch space, pooled so that balancing a
 // request does not allocate.
 type reqState struct {
-	pick    Pick
-	aw      attemptWriter
-	body    clientBody
-	result  Result
-	attempt Attempt
+	pick     Pick
+	x        transport.Exchange
+	slot     slot
+	onStream func() // streamStarted, bound once
+	result   Result
+	attempt  Attempt
 }
 
 var states = sync.Pool{New: func() any {
 	st := &reqState{}
-	st.pick.w.ch = make(chan *Endpoint, 1)
-	st.pick.w.pick = &st.pick
+	st.pick.w.Init((*request)(&st.pick))
+	st.onStream = st.streamStarted
 	return st
 }}
+
+// streamStarted is the transport's word that the answer is a stream: the
+// slot goes back early.
+func (st *reqState) streamStarted() { st.slot.toStream(st.x.Status) }
 
 // Error is an answer the balancer makes itself, when no worker's answer
 // can be passed on: 400 (the client's body could not be read), 502 (the
@@ -430,15 +500,15 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Serve returns.
 func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error) {
 	st := states.Get().(*reqState)
-	st.pick.Request, st.pick.ClientIP = r, b.cfg.ClientIP
+	st.pick.Request, st.pick.ClientIP, st.pick.b = r, b.cfg.ClientIP, b
 	st.pick.tried = st.pick.triedBuf[:0]
 	st.result = Result{start: time.Now()}
 	key := ""
 	if b.cfg.CostKey != nil {
 		key = b.cfg.CostKey(r)
 	}
-	st.pick.w.route = b.costs.lookup(r, key)
-	body := r.Body
+	route := b.costs.Lookup(r, key)
+	st.pick.w.SetClass(route)
 	status := 0
 	defer func() {
 		p := recover()
@@ -446,7 +516,7 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 		case p != nil && r.Context().Err() != nil:
 			// The client left while its response streamed.
 			status = 499
-		case p != nil && st.body.failed.Load():
+		case p != nil && st.x.BodyFailed():
 			// The worker answered before it had the whole body, which
 			// then could not be read: the client's fault.
 			status = http.StatusBadRequest
@@ -459,12 +529,9 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 			status = failed.Status
 		}
 		b.report(r, st, status)
-		r.Body = body
-		st.pick.Request = nil
-		st.pick.w.route = nil
-		st.aw = attemptWriter{}
-		st.body.ReadCloser = nil
-		st.body.failed.Store(false)
+		st.pick.Request, st.pick.b, st.pick.e = nil, nil, nil
+		st.pick.w.SetClass(nil)
+		st.x.Reset()
 		st.attempt = Attempt{}
 		clear(st.pick.triedBuf[:])
 		states.Put(st)
@@ -481,25 +548,23 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 			return b.clientBodyError(w, r, err)
 		}
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		if !retry.InMemory(r) {
-			st.body.ReadCloser = r.Body
-			r.Body = &st.body
-		}
-	}
 
 	var lastErr error
 	probeWaits := 0
 	for {
-		e, waited, err := b.acquire(r.Context(), &st.pick)
+		waited, handoff, err := b.queue.Acquire(r.Context(), &st.pick.w)
 		st.result.QueueWait += waited
 		if err != nil {
 			return b.refuse(w, r, err, lastErr)
 		}
+		e := st.pick.e
+		if handoff > 0 && e.adaptive != nil {
+			e.adaptive.Handoff(handoff)
+		}
+		st.slot = slot{b: b, e: e, w: &st.pick.w, route: route}
 		done, err := e.breaker.Allow()
 		if err != nil {
-			b.settle(&st.pick.w)
-			b.release(e)
+			st.slot.release(outcome{verdict: notSent})
 			if errors.Is(err, gobreaker.ErrTooManyRequests) && probeWaits < maxProbeWaits {
 				// Half-open with its probes out: wait for their verdict
 				// (its capacity is the probes now), don't fail over.
@@ -509,46 +574,54 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 			st.pick.tried = append(st.pick.tried, e)
 			continue
 		}
+		st.slot.done = done
 		st.result.Attempts++
 		st.result.Endpoint = e
-		sent := time.Now()
-		timedOut, err := b.attempt(e, done, w, r, st, waited)
-		b.settle(&st.pick.w)
-		if err == nil && !st.aw.released && b.statusVerdict(st.aw.status) == nil {
-			// What the request cost its worker, for its route's estimate;
-			// a stream's length says nothing about that.
-			b.costs.observe(st.pick.w.route, time.Since(sent))
-		}
+		o := b.attempt(&st.slot, w, r, st, waited)
 		switch {
-		case err == nil || st.aw.released:
+		case o.err == nil || o.stream:
 			// Answered; or a protocol switch or stream that started and
 			// then failed, which nobody can retry or answer any more.
-			status = st.aw.status
+			status = o.status
 			return nil
 		case r.Context().Err() != nil:
 			w.WriteHeader(499) // nothing was written; for the access log
 			status = 499
 			return nil
-		case st.body.failed.Load():
-			return b.clientBodyError(w, r, err)
+		case st.x.BodyFailed() || transport.KindOf(o.err) == transport.ClientBody:
+			return b.clientBodyError(w, r, o.err)
 		}
-		lastErr = err
+		lastErr = o.err
 		if b.cfg.OnError != nil {
-			b.cfg.OnError(e, r, err)
+			b.cfg.OnError(e, r, o.err)
 		}
-		if timedOut {
+		kind := transport.KindOf(o.err)
+		if kind == transport.TimedOut {
 			// The worker took the request and did not answer in time;
 			// sending it elsewhere could run it twice.
 			if b.cfg.OnHung != nil {
 				b.cfg.OnHung(e)
 			}
-			return &Error{Status: http.StatusGatewayTimeout, Detail: e.workerName() + " did not answer within the request timeout", Err: err}
+			return &Error{Status: http.StatusGatewayTimeout, Detail: e.workerName() + " did not answer within the request timeout", Err: o.err}
 		}
 		st.pick.tried = append(st.pick.tried, e)
-		if st.result.Attempts > *b.cfg.Retries || !retry.Allowed(r, reached(err), replayable) || !b.budget.Allow(time.Now()) || retry.Rewind(r) != nil {
-			return &Error{Status: http.StatusBadGateway, Detail: e.workerName() + " did not answer", Err: err}
+		if st.result.Attempts > *b.cfg.Retries || !retry.Allowed(r, kind != transport.Unreached, replayable) || !b.budget.Allow(time.Now()) || retry.Rewind(r) != nil {
+			return &Error{Status: http.StatusBadGateway, Detail: failureDetail(e, o.err), Err: o.err}
 		}
 	}
+}
+
+// failureDetail says, for the client and the log, how e failed.
+func failureDetail(e *Endpoint, err error) string {
+	switch transport.KindOf(err) {
+	case transport.Unreached:
+		return e.workerName() + " could not be reached"
+	case transport.BadAnswer:
+		var te *transport.Error
+		errors.As(err, &te)
+		return e.workerName() + " answered with a response that cannot be passed on: " + te.Reason()
+	}
+	return e.workerName() + " did not answer"
 }
 
 // maxProbeWaits bounds how often one request goes back to wait for a
@@ -578,7 +651,7 @@ func (b *Balancer) refuse(w http.ResponseWriter, r *http.Request, err, lastErr e
 		return &Error{Status: http.StatusBadGateway, Detail: "no worker answered", Err: lastErr}
 	default:
 		retryAfter := 1
-		if errors.Is(err, errQueueTimeout) || errors.Is(err, errWaitTooLong) {
+		if errors.Is(err, queue.ErrTimeout) || errors.Is(err, queue.ErrWaitTooLong) {
 			retryAfter = max(1, int(math.Ceil(b.cfg.QueueTimeout.Seconds()/2)))
 		}
 		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: retryAfter, Detail: err.Error(), Err: err}
@@ -591,11 +664,4 @@ func (b *Balancer) report(r *http.Request, st *reqState, status int) {
 		st.result.Duration = time.Since(st.result.start)
 		b.cfg.OnResult(r, &st.result)
 	}
-}
-
-// reached reports whether a failed attempt may have reached its worker:
-// all but a failure to connect.
-func reached(err error) bool {
-	var op *net.OpError
-	return !errors.As(err, &op) || op.Op != "dial"
 }

@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"errors"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -42,20 +41,6 @@ func (c BreakerConfig) withDefaults() BreakerConfig {
 	return c
 }
 
-// Verdicts of an attempt, as the breaker sees them.
-var (
-	// errClientGone: the client cancelled; neither success nor failure.
-	errClientGone = errors.New("client went away")
-	// errFailureStatus: the worker answered with a failure status.
-	errFailureStatus = errors.New("worker answered with a failure status")
-	// errAborted: the connection broke while the response was streaming.
-	errAborted = errors.New("response aborted")
-	// errClientBody: the client's request body could not be read (a
-	// malformed chunked body, a client that stopped sending): the
-	// client's fault, neither success nor failure of the worker.
-	errClientBody = errors.New("the client's request body could not be read")
-)
-
 func (b *Balancer) newBreaker(e *Endpoint) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 	cfg := b.cfg.Breaker
 	return gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
@@ -63,9 +48,7 @@ func (b *Balancer) newBreaker(e *Endpoint) *gobreaker.TwoStepCircuitBreaker[stru
 		MaxRequests: cfg.HalfOpenRequests,
 		Timeout:     cfg.OpenFor,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.Failures },
-		IsExcluded: func(err error) bool {
-			return errors.Is(err, errClientGone) || errors.Is(err, errClientBody)
-		},
+		IsExcluded:  func(err error) bool { return err == errClientFault },
 		// Called under the breaker's lock: it mirrors the half-open state
 		// for the lock-free request path and tells the owner of the
 		// endpoint's lifecycle, which takes an open breaker's endpoint
@@ -80,12 +63,12 @@ func (b *Balancer) newBreaker(e *Endpoint) *gobreaker.TwoStepCircuitBreaker[stru
 	})
 }
 
-// statusVerdict is the breaker's verdict on a response code.
-func (b *Balancer) statusVerdict(code int) error {
+// statusVerdict is the verdict on a worker's answer with this code.
+func (b *Balancer) statusVerdict(code int) verdict {
 	if b.failureStatus(code) {
-		return errFailureStatus
+		return failedStatus
 	}
-	return nil
+	return answered
 }
 
 // failureStatus reports whether a response code counts against a breaker.

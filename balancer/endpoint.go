@@ -2,8 +2,6 @@ package balancer
 
 import (
 	"math"
-	"net/http"
-	"net/http/httputil"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -12,6 +10,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/limit"
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/transport"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/procfs"
 )
 
@@ -51,11 +50,7 @@ type Endpoint struct {
 
 	passiveFails atomic.Int32
 
-	// fwd carries plain request/response exchanges; proxy (over
-	// transport) what fwd declines: upgrades, Expect, trailers.
-	fwd       *forwarder
-	proxy     *httputil.ReverseProxy
-	transport *http.Transport
+	transport *transport.Transport
 }
 
 // NewEndpoint prepares an endpoint with the balancer's settings. It is
@@ -81,10 +76,10 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 		e.limit.Store(int64(cfg.MaxInflight))
 	}
 	e.breaker = b.newBreaker(e)
-	e.proxy, e.transport = newProxy(cfg, network, address)
-	e.fwd = newForwarder(forwarderConfig{
+	e.transport = transport.New(transport.Config{
 		Network: network, Address: address,
-		IdleTimeout: cfg.IdleConnTimeout, MaxIdle: cfg.MaxIdleConns, TrustForwarded: cfg.TrustForwarded,
+		IdleTimeout: cfg.IdleConnTimeout, MaxIdle: cfg.MaxIdleConns,
+		TrustForwarded: cfg.TrustForwarded, Standard: cfg.StandardProxy,
 	})
 	return e
 }
@@ -118,10 +113,7 @@ func (e *Endpoint) Latency() time.Duration {
 }
 
 // Close drops the endpoint's idle connections. Requests in flight finish.
-func (e *Endpoint) Close() {
-	e.fwd.CloseIdle()
-	e.transport.CloseIdleConnections()
-}
+func (e *Endpoint) Close() { e.transport.CloseIdle() }
 
 // capacity is the endpoint's limit of requests in flight now (0 =
 // unlimited): its in-flight limit, and while its breaker is half-open

@@ -1,5 +1,7 @@
 package balancer
 
+import "time"
+
 // Readings of the balancer's load for whoever sizes the pool: how many
 // requests wait, how much of the endpoints' capacity is in use, and what
 // the adaptive limits have learnt about the workers. They only read.
@@ -80,4 +82,26 @@ func (e *Endpoint) CPUBound() (cpuBound, known bool) {
 		return false, false
 	}
 	return e.adaptive.CPUBound()
+}
+
+// RouteCost is what the balancer has learned about one route.
+type RouteCost struct {
+	// Route is the method and the route, e.g. "GET /orders/{id}".
+	Route string `json:"route"`
+	// CostMS is the decaying average time, in milliseconds, that its
+	// requests took at a worker.
+	CostMS float64 `json:"cost_ms"`
+	// Samples is the number of requests it learned from.
+	Samples uint64 `json:"samples"`
+}
+
+// Costs returns the routes whose cost the balancer knows now, in order
+// of their names: at most Config.CostKeys, the most recently used.
+func (b *Balancer) Costs() []RouteCost {
+	entries := b.costs.Entries()
+	out := make([]RouteCost, len(entries))
+	for i, e := range entries {
+		out[i] = RouteCost{Route: e.Route, CostMS: float64(e.Cost) / float64(time.Millisecond), Samples: e.Samples}
+	}
+	return out
 }

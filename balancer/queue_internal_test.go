@@ -5,13 +5,29 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/queue"
 )
 
-func newPick(tried ...*Endpoint) *Pick {
-	p := &Pick{Request: httptest.NewRequest("GET", "/", nil), tried: tried}
-	p.w.ch = make(chan *Endpoint, 1)
-	p.w.pick = p
+func newPick(b *Balancer, tried ...*Endpoint) *Pick {
+	p := &Pick{Request: httptest.NewRequest("GET", "/", nil), tried: tried, b: b}
+	p.w.Init((*request)(p))
 	return p
+}
+
+// acquire is what Serve does for a slot.
+func (b *Balancer) acquire(ctx context.Context, p *Pick) (*Endpoint, error) {
+	_, _, err := b.queue.Acquire(ctx, &p.w)
+	if err != nil {
+		return nil, err
+	}
+	return p.e, nil
+}
+
+// release gives back a slot acquire took, as a request's end does.
+func (b *Balancer) release(e *Endpoint) {
+	e.inflight.Add(-1)
+	b.queue.Dispatch()
 }
 
 type got struct {
@@ -22,7 +38,7 @@ type got struct {
 func acquireAsync(b *Balancer, p *Pick) <-chan got {
 	ch := make(chan got, 1)
 	go func() {
-		e, _, err := b.acquire(context.Background(), p)
+		e, err := b.acquire(context.Background(), p)
 		ch <- got{e, err}
 	}()
 	return ch
@@ -52,9 +68,9 @@ func TestQueueHeadDoesNotBlockOthers(t *testing.T) {
 	a.tryAcquire()
 	c.tryAcquire()
 
-	head := acquireAsync(b, newPick(a)) // a retry that already failed on a
+	head := acquireAsync(b, newPick(b, a)) // a retry that already failed on a
 	awaitQueue(t, b, 1)
-	behind := acquireAsync(b, newPick())
+	behind := acquireAsync(b, newPick(b))
 	awaitQueue(t, b, 2)
 
 	b.release(a)
@@ -81,12 +97,12 @@ func TestRemoveAnswersHopelessWaiters(t *testing.T) {
 	b.Add(c)
 	a.tryAcquire()
 	c.tryAcquire()
-	w := acquireAsync(b, newPick(a)) // can only still use c
+	w := acquireAsync(b, newPick(b, a)) // can only still use c
 	awaitQueue(t, b, 1)
 	b.Remove(c)
 	select {
 	case g := <-w:
-		if g.err != errNoEndpoint {
+		if g.err != queue.ErrNoEndpoint {
 			t.Fatalf("got %v, %v; want errNoEndpoint", g.e, g.err)
 		}
 	case <-time.After(5 * time.Second):

@@ -1,4 +1,4 @@
-package balancer
+package transport
 
 import (
 	"encoding/json"
@@ -15,17 +15,12 @@ import (
 // tests send the same requests through both, to the same worker, and
 // compare what the worker and the client saw.
 
-// rpFront serves an endpoint's ReverseProxy, configured as the balancer
-// configures it.
+// rpFront serves the standard path's ReverseProxy.
 func rpFront(t *testing.T, network, address string, trust func(*http.Request) bool) *httptest.Server {
 	t.Helper()
-	b, err := New(Config{TrustForwarded: trust})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := b.NewEndpoint(1, 0, network, address)
-	t.Cleanup(e.Close)
-	srv := httptest.NewServer(e.proxy)
+	tr := New(Config{Network: network, Address: address, TrustForwarded: trust})
+	t.Cleanup(tr.CloseIdle)
+	srv := httptest.NewServer(tr.proxy)
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()

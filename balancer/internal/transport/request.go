@@ -1,4 +1,4 @@
-package balancer
+package transport
 
 import (
 	"bufio"
@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-
-	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/retry"
 )
 
 // forwardable reports whether the lean forwarder handles r. What it
@@ -63,8 +61,8 @@ func isHex(c byte) bool {
 }
 
 // writeHead writes r's request line and header fields to bw, as
-// ReverseProxy with endpoint.go's Rewrite and http.Transport would send
-// them, in map order. It returns false, having written part of it
+// the standard path (proxy.go's Rewrite and http.Transport) would
+// send them, in map order. It returns false, having written part of it
 // perhaps, at a field name or value that must not be sent.
 func (f *forwarder) writeHead(bw *bufio.Writer, r *http.Request, body int64) bool {
 	path := r.URL.EscapedPath()
@@ -151,7 +149,7 @@ func writeField(bw *bufio.Writer, k, v string) bool {
 }
 
 // writeForwarded writes X-Forwarded-For, -Host and -Proto as
-// endpoint.go's Rewrite sets them: the client's address, Host and
+// the standard path's Rewrite sets them: the client's address, Host and
 // scheme; behind a trusted proxy, appended to what it said (For), or
 // what it said if anything (Host, Proto). Forwarded is dropped.
 func (f *forwarder) writeForwarded(bw *bufio.Writer, r *http.Request) bool {
@@ -200,12 +198,12 @@ func bodyError(err error) error {
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
-	return fmt.Errorf("%w: %w", retry.ErrBodyRead, err)
+	return fmt.Errorf("%w: %w", errBodyRead, err)
 }
 
 // writeBody copies n bytes of body (n < 0: until EOF, chunked) to bw and
 // flushes. It reports whether any byte was read from body; an error
-// from body is wrapped in retry.ErrBodyRead, one from the connection is not.
+// from body is wrapped in errBodyRead, one from the connection is not.
 func writeBody(bw *bufio.Writer, body io.Reader, n int64) (touched bool, err error) {
 	if n < 0 {
 		return writeChunked(bw, body)

@@ -1,4 +1,4 @@
-package balancer
+package transport
 
 import (
 	"context"
@@ -6,32 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"time"
-
-	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/retry"
 )
-
-// forwarderConfig sets up a forwarder. Zero fields take the defaults.
-type forwarderConfig struct {
-	// Network is "tcp" or "unix"; Address is host:port or a socket path.
-	Network, Address string
-	// DialTimeout bounds connecting; default DefaultDialTimeout.
-	DialTimeout time.Duration
-	// IdleTimeout closes a connection idle that long; it must be shorter
-	// than the worker's keep-alive timeout. Default
-	// DefaultIdleConnTimeout.
-	IdleTimeout time.Duration
-	// MaxIdle bounds the idle connections kept; default 256.
-	MaxIdle int
-	// TrustForwarded is Config.TrustForwarded.
-	TrustForwarded func(*http.Request) bool
-}
 
 // forwarder sends plain HTTP/1.1 exchanges to one worker over pooled
 // keep-alive connections, writing the request and reading the response
 // by hand: no goroutine per connection, no header map cloned, a few
-// allocations per exchange. It sends what ReverseProxy with endpoint.go's
-// Rewrite sends, and copies back what it would; what it does not handle
+// allocations per exchange. It sends what the standard path (proxy.go)
+// sends, and copies back what it would; what it does not handle
 // it declines (see forwardable), for ReverseProxy to take.
 //
 // It is half-duplex: the response is read once the request body has been
@@ -48,9 +29,17 @@ var (
 	errNotForwarded = errors.New("not for the lean forwarder")
 	// errNoResponse: the worker failed before its response began.
 	errNoResponse = errors.New("the worker did not answer")
+	// errAborted: the connection broke while the response was copied.
+	errAborted = errors.New("response aborted")
+	// errClientGone: the client's context ended, or writing to it failed.
+	errClientGone = errors.New("client went away")
+	// errBodyRead: the client's request body could not be read.
+	errBodyRead = errors.New("could not read the request body")
 )
 
-func newForwarder(cfg forwarderConfig) *forwarder {
+// newForwarder returns a forwarder to cfg's address; cfg has its
+// defaults.
+func newForwarder(cfg Config) *forwarder {
 	f := &forwarder{
 		pool: connPool{
 			network:     cfg.Network,
@@ -61,15 +50,6 @@ func newForwarder(cfg forwarderConfig) *forwarder {
 		},
 		host:  cfg.Address,
 		trust: cfg.TrustForwarded,
-	}
-	if f.pool.dialer.Timeout <= 0 {
-		f.pool.dialer.Timeout = DefaultDialTimeout
-	}
-	if f.pool.idleTimeout <= 0 {
-		f.pool.idleTimeout = DefaultIdleConnTimeout
-	}
-	if f.pool.maxIdle <= 0 {
-		f.pool.maxIdle = 256
 	}
 	if cfg.Network == "unix" {
 		f.host = "localhost"
@@ -112,7 +92,11 @@ func (f *forwarder) CloseIdle() { f.pool.closeIdle() }
 // worker closed it while idle) is replaced by a fresh one once, when the
 // request can be sent again: nothing of it was written, or it is
 // idempotent and its body was untouched or can be rewound.
-func (f *forwarder) forward(w http.ResponseWriter, r *http.Request) (status int, err error) {
+//
+// x gives the request timeout, whether r is idempotent and how to
+// replay its body, and learns the status and whether the answer is a
+// stream.
+func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, x *Exchange) (status int, err error) {
 	if !forwardable(r) {
 		return 0, errNotForwarded
 	}
@@ -127,12 +111,12 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request) (status int,
 		}
 		return 0, err
 	}
-	status, keep, touched, err := f.exchange(c, w, r)
-	if status == 0 && c.reused && c.read == 0 && errors.Is(err, errNoResponse) && !requestTimerOf(w).fired() && mayResend(r, c, touched) {
+	status, keep, touched, err := f.exchange(c, w, r, x)
+	if status == 0 && c.reused && c.read == 0 && errors.Is(err, errNoResponse) && !x.timer.fired() && mayResend(x, c, touched) {
 		c.close()
 		if touched {
-			if rerr := retry.Rewind(r); rerr != nil {
-				return 0, fmt.Errorf("%w: %w", retry.ErrBodyRead, rerr)
+			if rerr := replay(r, x); rerr != nil {
+				return 0, fmt.Errorf("%w: %w", errBodyRead, rerr)
 			}
 		}
 		if c, err = f.pool.dial(ctx); err != nil {
@@ -141,7 +125,7 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request) (status int,
 			}
 			return 0, err
 		}
-		status, keep, _, err = f.exchange(c, w, r)
+		status, keep, _, err = f.exchange(c, w, r, x)
 	}
 	if keep {
 		f.pool.put(c)
@@ -153,21 +137,28 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request) (status int,
 
 // mayResend reports whether a request whose pooled connection failed
 // before the response began may go again on a fresh one.
-func mayResend(r *http.Request, c *conn, touched bool) bool {
-	if touched {
-		if !retry.InMemory(r) && r.GetBody == nil {
-			return false
-		}
+func mayResend(x *Exchange, c *conn, touched bool) bool {
+	if touched && x.Replay == nil {
+		return false
 	}
-	return c.written == 0 || retry.Idempotent(r)
+	return c.written == 0 || x.Idempotent
+}
+
+// replay puts r's body, which Forward wrapped, back at its start.
+func replay(r *http.Request, x *Exchange) error {
+	r.Body = x.body.ReadCloser
+	err := x.Replay(r)
+	x.body.ReadCloser = r.Body
+	r.Body = &x.body
+	return err
 }
 
 // exchange sends r on c and copies the response to w. keep reports
 // whether c may carry another exchange; touched whether anything was
 // read from r.Body.
-func (f *forwarder) exchange(c *conn, w http.ResponseWriter, r *http.Request) (status int, keep, touched bool, err error) {
+func (f *forwarder) exchange(c *conn, w http.ResponseWriter, r *http.Request, x *Exchange) (status int, keep, touched bool, err error) {
 	ctx := r.Context()
-	rt := requestTimerOf(w)
+	rt := x.timer
 	if !rt.watch(c.abort) {
 		return 0, true, false, errRequestTimeout
 	}
@@ -182,11 +173,11 @@ func (f *forwarder) exchange(c *conn, w http.ResponseWriter, r *http.Request) (s
 		return 0, stop() && !fired && c.written == 0, false, errNotForwarded
 	}
 	if touched, err = writeBody(c.bw, r.Body, body); err != nil {
-		if !errors.Is(err, retry.ErrBodyRead) {
+		if !errors.Is(err, errBodyRead) {
 			err = fmt.Errorf("%w: %w", errNoResponse, err)
 		}
 	} else {
-		status, keep, err = f.readResponse(c, w, r.Method == http.MethodHead)
+		status, keep, err = f.readResponse(c, w, x, r.Method == http.MethodHead)
 	}
 	c.w, c.pending = nil, false
 	c.head.release()
@@ -206,15 +197,6 @@ func (f *forwarder) exchange(c *conn, w http.ResponseWriter, r *http.Request) (s
 // errRequestTimeout: the request timeout fired before the exchange
 // began.
 var errRequestTimeout = fmt.Errorf("%w: the request timeout passed", errNoResponse)
-
-// requestTimerOf is the request timeout of the attempt that w belongs
-// to, nil when there is none.
-func requestTimerOf(w http.ResponseWriter) *requestTimer {
-	if aw, ok := w.(*attemptWriter); ok {
-		return aw.timeout
-	}
-	return nil
-}
 
 func clientGone(ctx context.Context) error {
 	return fmt.Errorf("%w: %w", errClientGone, context.Cause(ctx))

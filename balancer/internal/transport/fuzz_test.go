@@ -1,4 +1,4 @@
-package balancer
+package transport
 
 import (
 	"bufio"
@@ -48,7 +48,7 @@ func (w *viewWriter) Flush() {}
 func leanRead(data []byte, head bool) (responseView, bool, error) {
 	c := &conn{br: bufio.NewReaderSize(bytes.NewReader(data), connReadBuf)}
 	w := &viewWriter{h: http.Header{}}
-	_, keep, err := (&forwarder{}).readResponse(c, w, head)
+	_, keep, err := (&forwarder{}).readResponse(c, w, new(Exchange), head)
 	w.v.Body = w.body.String()
 	w.v.Trailer = http.Header{}
 	for k, vv := range w.h {

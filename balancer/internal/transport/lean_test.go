@@ -1,4 +1,4 @@
-package balancer
+package transport
 
 import (
 	"bufio"
@@ -50,7 +50,7 @@ func newWorker(t *testing.T, h http.HandlerFunc) *countingWorker {
 }
 
 func testForwarder(t *testing.T, network, address string, trust func(*http.Request) bool) *forwarder {
-	f := newForwarder(forwarderConfig{Network: network, Address: address, TrustForwarded: trust})
+	f := newForwarder(Config{Network: network, Address: address, TrustForwarded: trust}.withDefaults())
 	t.Cleanup(f.CloseIdle)
 	return f
 }
@@ -68,7 +68,7 @@ func leanFront(t *testing.T, f *forwarder) (*httptest.Server, <-chan outcome) {
 	t.Helper()
 	out := make(chan outcome, 100)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		status, err := f.forward(w, r)
+		status, err := f.forward(w, r, exchangeFor(r))
 		out <- outcome{status, err}
 		switch {
 		case err == nil:
@@ -86,6 +86,12 @@ func leanFront(t *testing.T, f *forwarder) (*httptest.Server, <-chan outcome) {
 		srv.Close()
 	})
 	return srv, out
+}
+
+// exchangeFor is what the balancer gives an exchange of r: whether r is
+// idempotent, as its retry rules say.
+func exchangeFor(r *http.Request) *Exchange {
+	return &Exchange{Idempotent: retry.Idempotent(r)}
 }
 
 func quietLog() *log.Logger { return log.New(io.Discard, "", 0) }
@@ -272,13 +278,13 @@ func TestForwardIdlePool(t *testing.T) {
 	worker := newWorker(t, func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(20 * time.Millisecond) // so that the requests overlap
 	})
-	f := newForwarder(forwarderConfig{Network: "tcp", Address: worker.Listener.Addr().String(),
-		IdleTimeout: 200 * time.Millisecond, MaxIdle: 2})
+	f := newForwarder(Config{Network: "tcp", Address: worker.Listener.Addr().String(),
+		IdleTimeout: 200 * time.Millisecond, MaxIdle: 2}.withDefaults())
 	t.Cleanup(f.CloseIdle)
 	var wg sync.WaitGroup
 	for range 5 {
 		wg.Go(func() {
-			if _, err := f.forward(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil)); err != nil {
+			if _, err := f.forward(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), new(Exchange)); err != nil {
 				t.Error(err)
 			}
 		})
@@ -295,7 +301,7 @@ func TestForwardIdlePool(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// The pool works on after its timer emptied it.
-	if _, err := f.forward(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil)); err != nil {
+	if _, err := f.forward(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), new(Exchange)); err != nil {
 		t.Fatal(err)
 	}
 	if f.pool.idleLen() != 1 {
@@ -403,10 +409,13 @@ func TestForwardStaleConnection(t *testing.T) {
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		return false // and close, without saying so
 	})
-	f := testForwarder(t, "tcp", worker.addr, nil)
+	tr := New(Config{Network: "tcp", Address: worker.addr})
+	t.Cleanup(tr.CloseIdle)
+	f := tr.lean
 	for i := range 3 {
 		rec := httptest.NewRecorder()
-		if _, err := f.forward(rec, httptest.NewRequest("GET", "/", nil)); err != nil || rec.Body.String() != "ok" {
+		req := httptest.NewRequest("GET", "/", nil)
+		if _, err := f.forward(rec, req, exchangeFor(req)); err != nil || rec.Body.String() != "ok" {
 			t.Fatalf("request %d: %v, %q", i, err, rec.Body)
 		}
 	}
@@ -417,20 +426,21 @@ func TestForwardStaleConnection(t *testing.T) {
 	// A POST that reached the stale connection is not sent again: the
 	// worker might have taken it.
 	rec := httptest.NewRecorder()
-	status, err := f.forward(rec, httptest.NewRequest("POST", "/", strings.NewReader("x")))
+	status, err := f.forward(rec, httptest.NewRequest("POST", "/", strings.NewReader("x")), new(Exchange))
 	if !errors.Is(err, errNoResponse) || status != 0 || rec.Body.Len() != 0 {
 		t.Fatalf("POST on a stale connection: %d, %v, %q", status, err, rec.Body)
 	}
 
 	// Unless its body can be sent again and it is idempotent.
-	f.forward(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil)) // one idle again
-	req := httptest.NewRequest("POST", "/", strings.NewReader("body"))
-	req.Header.Set("Idempotency-Key", "k")
-	if ok, err := retry.Prepare(req, 1<<10); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
+	f.forward(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil), new(Exchange)) // one idle again
+	body := strings.NewReader("body")
+	req := httptest.NewRequest("POST", "/", body)
+	x := &Exchange{Idempotent: true, Replay: func(r *http.Request) error {
+		_, err := body.Seek(0, io.SeekStart)
+		return err
+	}}
 	rec = httptest.NewRecorder()
-	if _, err := f.forward(rec, req); err != nil || rec.Body.String() != "ok" {
+	if err := tr.Forward(rec, req, x); err != nil || rec.Body.String() != "ok" {
 		t.Fatalf("idempotent POST with a replayable body: %v, %q", err, rec.Body)
 	}
 }
@@ -511,8 +521,8 @@ func TestForwardClientBodyError(t *testing.T) {
 		req := httptest.NewRequest("POST", "/", &failingBody{data: partial})
 		req.ContentLength = length
 		rec := httptest.NewRecorder()
-		status, err := f.forward(rec, req)
-		if !errors.Is(err, retry.ErrBodyRead) || status != 0 || rec.Body.Len() != 0 {
+		status, err := f.forward(rec, req, new(Exchange))
+		if !errors.Is(err, errBodyRead) || status != 0 || rec.Body.Len() != 0 {
 			t.Fatalf("length %d: %d, %v", length, status, err)
 		}
 		if err := <-got; err == nil {
@@ -553,7 +563,7 @@ func TestForwardClientGone(t *testing.T) {
 			cancel()
 		}()
 		start := time.Now()
-		status, err := f.forward(w, httptest.NewRequest("GET", path, nil).WithContext(ctx))
+		status, err := f.forward(w, httptest.NewRequest("GET", path, nil).WithContext(ctx), new(Exchange))
 		if !errors.Is(err, errClientGone) || !errors.Is(err, context.Canceled) {
 			t.Fatalf("%s: %d, %v", path, status, err)
 		}
@@ -693,7 +703,7 @@ func TestForwardDeclines(t *testing.T) {
 			req := httptest.NewRequest("POST", "/", body)
 			mutate(req)
 			rec := httptest.NewRecorder()
-			status, err := f.forward(rec, req)
+			status, err := f.forward(rec, req, new(Exchange))
 			if err != errNotForwarded || status != 0 {
 				t.Fatalf("%d, %v; want errNotForwarded", status, err)
 			}
@@ -719,12 +729,13 @@ func TestForwardDialError(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	f := testForwarder(t, "tcp", addr, nil)
-	status, err := f.forward(httptest.NewRecorder(), httptest.NewRequest("POST", "/", strings.NewReader("x")))
+	req := httptest.NewRequest("POST", "/", strings.NewReader("x"))
+	status, err := f.forward(httptest.NewRecorder(), req, new(Exchange))
 	var op *net.OpError
 	if status != 0 || !errors.As(err, &op) || op.Op != "dial" {
 		t.Fatalf("%d, %v; want a dial error", status, err)
 	}
-	if reached(err) {
-		t.Error("the balancer would not retry a POST that was never sent")
+	if k := new(Exchange).classify(req, err).Kind; k != Unreached {
+		t.Errorf("a POST that was never sent is %v, want %v (the balancer may send it elsewhere)", k, Unreached)
 	}
 }

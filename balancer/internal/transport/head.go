@@ -1,4 +1,4 @@
-package balancer
+package transport
 
 import (
 	"bufio"
@@ -9,11 +9,8 @@ import (
 	"strings"
 )
 
-// maxHeadBytes bounds a response head (or trailer section) from a worker.
-const maxHeadBytes = 1 << 20
-
 var (
-	errHeadTooLarge = errors.New("response head larger than 1 MiB")
+	errHeadTooLarge = errors.New("response head larger than 1 MiB, the limit")
 	errStatusLine   = errors.New("malformed status line")
 	errFieldLine    = errors.New("malformed header field line")
 	errFraming      = errors.New("conflicting or unsupported message framing")
@@ -41,7 +38,7 @@ func (sc *headScratch) readLine(br *bufio.Reader, crlf bool) ([]byte, error) {
 	if err == bufio.ErrBufferFull {
 		sc.line = append(sc.line[:0], line...)
 		for err == bufio.ErrBufferFull {
-			if len(sc.line) > maxHeadBytes {
+			if len(sc.line) > MaxResponseHeadBytes {
 				return nil, errHeadTooLarge
 			}
 			line, err = br.ReadSlice('\n')
@@ -83,7 +80,7 @@ func (sc *headScratch) readFields(br *bufio.Reader, crlf bool) error {
 		if !validFieldValue(val) {
 			return errFieldLine
 		}
-		if len(sc.buf)+len(line) > maxHeadBytes {
+		if len(sc.buf)+len(line) > MaxResponseHeadBytes {
 			return errHeadTooLarge
 		}
 		k0 := len(sc.buf)

@@ -1,4 +1,4 @@
-package balancer
+package transport
 
 import (
 	"bufio"
@@ -15,9 +15,6 @@ const (
 	connReadBuf  = 16 << 10
 	connWriteBuf = 8 << 10
 )
-
-// DefaultDialTimeout bounds connecting to a worker.
-const DefaultDialTimeout = 5 * time.Second
 
 // aLongTimeAgo is a deadline in the past: setting it unblocks a read or
 // write in progress at once.

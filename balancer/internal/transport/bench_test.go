@@ -1,6 +1,6 @@
 //go:build unix
 
-package balancer
+package transport
 
 import (
 	"bufio"
@@ -82,11 +82,9 @@ func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func BenchmarkForward(b *testing.B) {
 	b.Run("leg", func(b *testing.B) {
 		addr := replyWorker(b)
-		bal, _ := New(Config{})
-		e := bal.NewEndpoint(1, 0, "tcp", addr)
-		defer e.Close()
-		f := newForwarder(forwarderConfig{Network: "tcp", Address: addr})
-		defer f.CloseIdle()
+		t := New(Config{Network: "tcp", Address: addr})
+		defer t.CloseIdle()
+		f := t.lean
 
 		ctx, cancel := context.WithCancel(context.Background()) // as a server's request has
 		defer cancel()
@@ -104,11 +102,11 @@ func BenchmarkForward(b *testing.B) {
 			serve func(http.ResponseWriter, *http.Request)
 		}{
 			{"lean", func(w http.ResponseWriter, r *http.Request) {
-				if _, err := f.forward(w, r); err != nil {
+				if _, err := f.forward(w, r, new(Exchange)); err != nil {
 					b.Fatal(err)
 				}
 			}},
-			{"reverseproxy", e.proxy.ServeHTTP},
+			{"reverseproxy", t.proxy.ServeHTTP},
 		} {
 			b.Run(leg.name, func(b *testing.B) {
 				w := &discardWriter{h: http.Header{}}
@@ -131,21 +129,19 @@ func BenchmarkForward(b *testing.B) {
 		}))
 		defer worker.Close()
 		addr := worker.Listener.Addr().String()
-		bal, _ := New(Config{})
-		e := bal.NewEndpoint(1, 0, "tcp", addr)
-		defer e.Close()
-		f := newForwarder(forwarderConfig{Network: "tcp", Address: addr})
-		defer f.CloseIdle()
+		t := New(Config{Network: "tcp", Address: addr})
+		defer t.CloseIdle()
+		f := t.lean
 		for _, leg := range []struct {
 			name  string
 			serve http.HandlerFunc
 		}{
 			{"lean", func(w http.ResponseWriter, r *http.Request) {
-				if _, err := f.forward(w, r); err != nil {
+				if _, err := f.forward(w, r, new(Exchange)); err != nil {
 					b.Error(err)
 				}
 			}},
-			{"reverseproxy", e.proxy.ServeHTTP},
+			{"reverseproxy", t.proxy.ServeHTTP},
 		} {
 			b.Run(leg.name, func(b *testing.B) {
 				front := httptest.NewServer(leg.serve)

@@ -1,4 +1,4 @@
-package balancer
+package queue
 
 import (
 	"errors"
@@ -8,38 +8,47 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/cost"
 )
 
 // The schedule's tests run the queue's own code (join, dispatch, the
-// deadline sweep, the cost table) on a virtual clock: no processes and
-// no sockets, because what they check is the order of decisions, which a
-// real clock on a busy machine would blur. Endpoints are real but never
-// sent a request; a "request" holds a slot for its service time.
+// deadline sweep) on a virtual clock, with the real cost table: no
+// processes, no sockets and no endpoints, because what they check is the
+// order of decisions, which a real clock on a busy machine would blur.
+// A fake stands in for the endpoints: workers of one slot each, taken
+// first-free as the balancer's "first" policy takes them; a "request"
+// holds its slot for its service time.
 
-// simQueue is a balancer whose queue runs on a virtual clock.
+// The balancer's schedules.
+const (
+	ScheduleFIFO = "fifo"
+	ScheduleCost = "cost"
+)
+
+// simQueue is a queue on a virtual clock, in front of simulated workers.
 type simQueue struct {
-	b   *Balancer
-	now time.Time
-	due time.Time // when the queue's timer fires; zero: not armed
-	eps []*Endpoint
+	q     *Queue
+	costs *cost.Table
+	now   time.Time
+	due   time.Time // when the queue's timer fires; zero: not armed
+	busy  []bool    // each worker's one slot
 }
 
-func newSimQueue(t testing.TB, cfg Config, workers int) *simQueue {
+func newSimQueue(t testing.TB, schedule string, timeout time.Duration, workers int) *simQueue {
 	t.Helper()
-	cfg.MaxInflight = 1
-	cfg.Policy.Name = First
-	b, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
+	if timeout == 0 {
+		timeout = DefaultQueueTimeout
 	}
-	s := &simQueue{b: b, now: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
-	b.now = func() time.Time { return s.now }
-	b.arm = func(d time.Duration) { s.due = s.now.Add(d) }
-	for i := range workers {
-		e := b.NewEndpoint(i+1, 0, "tcp", "127.0.0.1:1")
-		b.Add(e)
-		s.eps = append(s.eps, e)
-	}
+	s := &simQueue{costs: cost.New(0), now: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), busy: make([]bool, workers)}
+	s.q = New(Config{
+		Size: DefaultQueueSize, Timeout: timeout, ByCost: schedule == ScheduleCost,
+		Average: s.costs.Average(),
+		Servers: func() int { return len(s.busy) },
+		AnyFree: func() bool { return slices.Contains(s.busy, false) },
+	})
+	s.q.now = func() time.Time { return s.now }
+	s.q.arm = func(d time.Duration) { s.due = s.now.Add(d) }
 	return s
 }
 
@@ -48,19 +57,35 @@ type simReq struct {
 	id      int
 	route   string
 	service time.Duration
-	pick    *Pick
+	class   *cost.Route
+	w       Waiter
+	s       *simQueue
 
 	arrive, start, end time.Time
-	e                  *Endpoint
+	worker             int // the slot it took
 	refused            error
 }
 
+func (r *simReq) Take() bool {
+	for i, b := range r.s.busy {
+		if !b {
+			r.s.busy[i], r.worker = true, i
+			return true
+		}
+	}
+	return false
+}
+
+func (r *simReq) Hopeless() bool { return false }
+
+func (r *simReq) Untake() { r.s.busy[r.worker] = false }
+
 func (s *simQueue) request(id int, route string, service time.Duration) *simReq {
-	p := &Pick{Request: httptest.NewRequest("GET", route, nil)}
-	p.w.ch = make(chan *Endpoint, 1)
-	p.w.pick = p
-	p.w.route = s.b.costs.lookup(p.Request, "")
-	return &simReq{id: id, route: route, service: service, pick: p}
+	r := &simReq{id: id, route: route, service: service, s: s}
+	r.class = s.costs.Lookup(httptest.NewRequest("GET", route, nil), "")
+	r.w.Init(r)
+	r.w.SetClass(r.class)
+	return r
 }
 
 // sim runs requests that arrive at given times through a simQueue.
@@ -71,44 +96,41 @@ type sim struct {
 	done    []*simReq
 }
 
-// arrive is what acquire does when r arrives now.
+// arrive is what Acquire does when r arrives now.
 func (s *sim) arrive(r *simReq) {
 	r.arrive = s.now
-	var e *Endpoint
-	if s.b.waiting.Load() == 0 {
-		e = s.b.takeFree(&r.pick.w)
-	}
-	if e == nil {
+	took := s.q.waiting.Load() == 0 && s.q.takeFree(&r.w)
+	if !took {
 		var err error
-		if e, err = s.b.join(&r.pick.w, s.now); err != nil {
+		if took, err = s.q.join(&r.w, s.now); err != nil {
 			r.refused, r.end = err, s.now
 			s.done = append(s.done, r)
 			return
 		}
 	}
-	if e != nil {
-		s.begin(r, e)
+	if took {
+		s.begin(r)
 	} else {
 		s.queued = append(s.queued, r)
 	}
 	s.collect()
 }
 
-func (s *sim) begin(r *simReq, e *Endpoint) {
-	r.start, r.e, r.end = s.now, e, s.now.Add(r.service)
+func (s *sim) begin(r *simReq) {
+	r.start, r.end = s.now, s.now.Add(r.service)
 	s.running = append(s.running, r)
 }
 
-// collect starts the waiters that were handed an endpoint.
+// collect starts the waiters that were handed a slot.
 func (s *sim) collect() {
 	s.queued = slices.DeleteFunc(s.queued, func(r *simReq) bool {
 		select {
-		case e := <-r.pick.w.ch:
-			if e == nil || e == timedOut {
-				r.refused, r.end = errQueueTimeout, s.now
+		case h := <-r.w.ch:
+			if h != handed {
+				r.refused, r.end = ErrTimeout, s.now
 				s.done = append(s.done, r)
 			} else {
-				s.begin(r, e)
+				s.begin(r)
 			}
 			return true
 		default:
@@ -129,16 +151,18 @@ func (s *sim) until(t time.Time) {
 		switch {
 		case !s.due.IsZero() && !s.due.After(t) && (next == nil || s.due.Before(next.end)):
 			s.now, s.due = s.due, time.Time{}
-			s.b.sweep()
+			s.q.sweep()
 		case next != nil && !next.end.After(t):
-			// What a request's end does: the attempt gives the slot back,
-			// Serve settles the reservation and learns the cost.
+			// What a request's end does in the balancer: its slot ends the
+			// reservation record, goes back, its cost is learned, and the
+			// queue is dispatched.
 			s.now = next.end
 			s.running = slices.DeleteFunc(s.running, func(r *simReq) bool { return r == next })
 			s.done = append(s.done, next)
-			s.b.release(next.e)
-			s.b.settle(&next.pick.w)
-			s.b.costs.observe(next.pick.w.route, next.service)
+			s.q.Done(&next.w)
+			s.busy[next.worker] = false
+			s.costs.Observe(next.class, next.service)
+			s.q.Dispatch()
 		default:
 			s.now = t
 			return
@@ -208,7 +232,7 @@ func simulateMix(t *testing.T, schedule string, load float64, n int, seed uint64
 		slowShare  = 0.05
 		workers    = 2
 	)
-	q := newSimQueue(t, Config{Schedule: schedule}, workers)
+	q := newSimQueue(t, schedule, 0, workers)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	reqs := mixed(q, n, rng, fast, slow, slowShare)
 	mean := (1-slowShare)*fast.Seconds() + slowShare*slow.Seconds()
@@ -266,7 +290,7 @@ func TestScheduleSimulation(t *testing.T) {
 func TestScheduleSingleClassIsFIFO(t *testing.T) {
 	start := map[string][]time.Time{}
 	for _, schedule := range []string{ScheduleFIFO, ScheduleCost} {
-		q := newSimQueue(t, Config{Schedule: schedule}, 2)
+		q := newSimQueue(t, schedule, 0, 2)
 		rng := rand.New(rand.NewPCG(3, 1))
 		reqs := make([]*simReq, 5000)
 		for i := range reqs {
@@ -293,17 +317,17 @@ func learn(s *simQueue, costs map[string]time.Duration, samples int) {
 	for range samples {
 		for route, d := range costs {
 			if d <= costs["/fast"] {
-				s.b.costs.observe(s.request(-1, route, d).pick.w.route, d)
+				s.costs.Observe(s.request(-1, route, d).class, d)
 			}
 		}
 	}
 	for route, d := range costs {
 		if d > costs["/fast"] {
-			s.b.costs.observe(s.request(-1, route, d).pick.w.route, d)
+			s.costs.Observe(s.request(-1, route, d).class, d)
 		}
 	}
 	for range samples {
-		s.b.costs.observe(s.request(-1, "/fast", costs["/fast"]).pick.w.route, costs["/fast"])
+		s.costs.Observe(s.request(-1, "/fast", costs["/fast"]).class, costs["/fast"])
 	}
 }
 
@@ -320,7 +344,7 @@ func startOrder(reqs []*simReq) []int {
 
 // Requests that wait go cheapest first, each route's in arrival order.
 func TestScheduleCheapestFirst(t *testing.T) {
-	q := newSimQueue(t, Config{}, 1)
+	q := newSimQueue(t, ScheduleCost, 0, 1)
 	learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": 50 * time.Millisecond}, 20)
 	s := &sim{simQueue: q}
 	reqs := []*simReq{
@@ -352,7 +376,7 @@ func TestScheduleAgingBound(t *testing.T) {
 		{"/huge", time.Hour}, // counts as aging × 10 s / 4 = 125 ms
 	} {
 		t.Run(c.route, func(t *testing.T) {
-			q := newSimQueue(t, Config{}, 1)
+			q := newSimQueue(t, ScheduleCost, 0, 1)
 			learn(q, map[string]time.Duration{"/fast": time.Millisecond, c.route: c.cost}, 20)
 			s := &sim{simQueue: q}
 			// The worker is busy for 3 s; the expensive request waits from
@@ -391,7 +415,7 @@ func TestScheduleAgingBound(t *testing.T) {
 // its cost; a cheap one that arrives meanwhile takes that worker at once.
 func TestScheduleReservation(t *testing.T) {
 	const slow = 50 * time.Millisecond
-	q := newSimQueue(t, Config{}, 2)
+	q := newSimQueue(t, ScheduleCost, 0, 2)
 	learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": slow}, 20)
 	s := &sim{simQueue: q}
 	t0 := s.now
@@ -416,7 +440,7 @@ func TestScheduleReservation(t *testing.T) {
 	// The worker kept free is not kept from an expensive request forever:
 	// one whose predecessor overruns its estimate goes after
 	// reservePatience times its cost.
-	q = newSimQueue(t, Config{}, 2)
+	q = newSimQueue(t, ScheduleCost, 0, 2)
 	learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": slow}, 20)
 	s = &sim{simQueue: q}
 	t0 = s.now
@@ -430,7 +454,7 @@ func TestScheduleReservation(t *testing.T) {
 	}
 
 	// With one worker nothing is held: the queue stays work-conserving.
-	q = newSimQueue(t, Config{}, 1)
+	q = newSimQueue(t, ScheduleCost, 0, 1)
 	learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": slow}, 20)
 	s = &sim{simQueue: q}
 	a = q.request(0, "/slow", slow)
@@ -449,7 +473,7 @@ func TestAdmissionByDeadline(t *testing.T) {
 	for _, schedule := range []string{ScheduleFIFO, ScheduleCost} {
 		t.Run(schedule, func(t *testing.T) {
 			const slow = 100 * time.Millisecond
-			q := newSimQueue(t, Config{Schedule: schedule, QueueTimeout: 1050 * time.Millisecond}, 1)
+			q := newSimQueue(t, schedule, 1050*time.Millisecond, 1)
 			learn(q, map[string]time.Duration{"/fast": time.Millisecond, "/slow": slow}, 20)
 			s := &sim{simQueue: q}
 			// A second of one worker busy with requests always waiting:
@@ -461,20 +485,20 @@ func TestAdmissionByDeadline(t *testing.T) {
 				s.arrive(q.request(i, "/slow", slow))
 				s.until(s.now.Add(slow))
 			}
-			if p := q.b.queue.pace; p < 0.9 || p > 1.1 {
+			if p := q.q.queue.pace; p < 0.9 || p > 1.1 {
 				t.Fatalf("pace %v, want 1 s of work per second", p)
 			}
 			// Then a burst: 1.05 s holds ten requests of 100 ms before a
 			// new one.
 			for i := 11; i <= 25; i++ {
-				before := q.b.queue.n
+				before := q.q.queue.n
 				r := q.request(i, "/slow", slow)
 				s.arrive(r)
 				if refused := r.refused != nil; refused != (before > 10) {
 					t.Fatalf("request with %d waiting before it: refused %v (%v)", before, refused, r.refused)
 				}
-				if r.refused != nil && (!errors.Is(r.refused, errWaitTooLong) || r.end != s.now) {
-					t.Fatalf("refused with %v after %v, want errWaitTooLong at once", r.refused, r.end.Sub(r.arrive))
+				if r.refused != nil && (!errors.Is(r.refused, ErrWaitTooLong) || r.end != s.now) {
+					t.Fatalf("refused with %v after %v, want ErrWaitTooLong at once", r.refused, r.end.Sub(r.arrive))
 				}
 			}
 			fast := q.request(26, "/fast", time.Millisecond)
@@ -489,7 +513,7 @@ func TestAdmissionByDeadline(t *testing.T) {
 // One timer serves the queue: each waiter times out at its own
 // deadline.
 func TestQueueTimeoutSweep(t *testing.T) {
-	q := newSimQueue(t, Config{QueueTimeout: 100 * time.Millisecond}, 1)
+	q := newSimQueue(t, ScheduleCost, 100*time.Millisecond, 1)
 	s := &sim{simQueue: q}
 	s.arrive(q.request(0, "/block", time.Hour))
 	var reqs []*simReq
@@ -501,11 +525,11 @@ func TestQueueTimeoutSweep(t *testing.T) {
 	}
 	s.until(s.now.Add(time.Second))
 	for _, r := range reqs {
-		if !errors.Is(r.refused, errQueueTimeout) || r.end.Sub(r.arrive) != 100*time.Millisecond {
+		if !errors.Is(r.refused, ErrTimeout) || r.end.Sub(r.arrive) != 100*time.Millisecond {
 			t.Fatalf("request %d: %v after %v, want the queue timeout after 100ms", r.id, r.refused, r.end.Sub(r.arrive))
 		}
 	}
-	if q.b.QueueLen() != 0 {
-		t.Fatalf("%d still queued", q.b.QueueLen())
+	if q.q.Len() != 0 {
+		t.Fatalf("%d still queued", q.q.Len())
 	}
 }

@@ -1,4 +1,4 @@
-package balancer
+package transport
 
 import (
 	"bufio"
@@ -23,7 +23,7 @@ var (
 // 1xx interim responses as they come, then the final head and its body.
 // It returns the final status (0 if none was written) and whether c may
 // carry another exchange.
-func (f *forwarder) readResponse(c *conn, w http.ResponseWriter, head bool) (status int, keep bool, err error) {
+func (f *forwarder) readResponse(c *conn, w http.ResponseWriter, x *Exchange, head bool) (status int, keep bool, err error) {
 	sc := &c.head
 	var fr framing
 	for interim := 0; ; interim++ {
@@ -55,12 +55,17 @@ func (f *forwarder) readResponse(c *conn, w http.ResponseWriter, head bool) (sta
 
 	h := w.Header()
 	sc.copyFields(h, fr)
-	stream := !fr.noBody && (fr.length < 0 || isEventStream(h.Get("Content-Type")))
+	events := !fr.noBody && isEventStream(h.Get("Content-Type"))
+	stream := events || (!fr.noBody && fr.length < 0)
 	sc.release()
 	if _, typed := h["Content-Type"]; stream && !typed {
 		// ReverseProxy sends a stream's head before its body, so the server
 		// has nothing to sniff a type from; a nil value says the same.
 		h["Content-Type"] = nil
+	}
+	x.answered(status)
+	if events {
+		x.stream()
 	}
 	w.WriteHeader(status)
 	if stream {
