@@ -56,7 +56,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 	# A client gets 10 s to send a request's headers (Caddy's default is
 	# a minute): connections that trickle them are closed sooner. A
 	# request that declares its body's length twice gets 400 and a closed
-	# connection (request smuggling; see the README's Security section).
+	# connection (request smuggling; see docs/security.md in the repository).
 	servers {
 		timeouts {
 			read_header 10s
