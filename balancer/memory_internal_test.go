@@ -14,7 +14,7 @@ import (
 // What a waiting request costs the pool in memory, beyond what the HTTP
 // server holds for it anyway (its goroutine, request and response
 // writer, made before the baseline here): its pooled state and the
-// stack its wait needs. The README's queue_size quotes the figure; the
+// stack its wait needs. docs/configuration.md's queue_size quotes the figure; the
 // bound only catches a regression by a multiple.
 func TestWaitingRequestMemory(t *testing.T) {
 	const n = 5000

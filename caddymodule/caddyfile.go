@@ -331,7 +331,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if ok, err := h.unmarshalDiscovery(d, opt); err != nil {
 				return err
 			} else if !ok {
-				return d.Errf("unrecognized worker_pool option %q; see the README for the options", opt)
+				return d.Errf("unrecognized worker_pool option %q; see docs/configuration.md for the options", opt)
 			}
 		}
 		if d.NextArg() {
