@@ -344,3 +344,34 @@ func TestWebSocketEcho(t *testing.T) {
 	}
 	c.Close(websocket.StatusNormalClosure, "")
 }
+
+// When the pool ends a WebSocket (a drain or a stop that reached its
+// timeout), the client gets a close frame with status 1001, going away,
+// as from a server that shuts down, not a dropped connection (1006).
+func TestCloseSocketsSaysGoingAway(t *testing.T) {
+	p := testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{})
+	eps := join(t, bal, p)
+	srv := front(t, bal)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := c.Read(ctx); err != nil || string(got) != "echo:hi" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	if n := eps[0].CloseSockets(); n != 1 {
+		t.Fatalf("closed %d sockets, want 1", n)
+	}
+	_, _, err = c.Read(ctx)
+	if s := websocket.CloseStatus(err); s != websocket.StatusGoingAway {
+		t.Fatalf("the client read %v (status %d), want a close frame with status 1001", err, s)
+	}
+	await(t, "the stream ended", func() bool { return eps[0].Streams() == 0 })
+}

@@ -176,3 +176,9 @@ func (e *Endpoint) workerName() string {
 	}
 	return e.Address
 }
+
+// CloseSockets ends the endpoint's open WebSockets as a server that goes
+// away does: each client gets a close frame with status 1001, then its
+// connection closes. The pool calls it when a drain or a stop reaches
+// its timeout with sockets still open. It reports how many it ended.
+func (e *Endpoint) CloseSockets() int { return e.transport.CloseSockets() }

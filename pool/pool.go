@@ -495,7 +495,9 @@ func (p *Pool) drain(ctx context.Context, m *member) {
 		case <-tick.C:
 		case <-deadline.C:
 			p.log.Warn("drain timed out", zap.Int("worker", m.id), zap.Int("pid", m.pid()),
-				zap.Int64("inflight", m.ep.Inflight()), zap.Int64("streams", m.ep.Streams()))
+				zap.Int64("inflight", m.ep.Inflight()), zap.Int64("streams", m.ep.Streams()),
+				// Its clients get a close frame (1001, going away), not a drop.
+				zap.Int("websockets_closed", m.ep.CloseSockets()))
 			return
 		case <-ctx.Done():
 			return
@@ -527,7 +529,16 @@ func (p *Pool) settle(d time.Duration, streams bool) {
 		// Nothing announces the last response; poll.
 		time.Sleep(10 * time.Millisecond)
 	}
-	p.log.Warn("stopping workers with requests or streams still open", zap.Duration("waited", d))
+	closed := 0
+	if streams {
+		// Their clients get a close frame (1001, going away), not a drop.
+		p.mu.Lock()
+		for _, m := range p.members {
+			closed += m.ep.CloseSockets()
+		}
+		p.mu.Unlock()
+	}
+	p.log.Warn("stopping workers with requests or streams still open", zap.Duration("waited", d), zap.Int("websockets_closed", closed))
 }
 
 // Name is the pool's name.

@@ -15,6 +15,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/coder/websocket"
+
 	"github.com/caddy-workerpool/caddy-workerpool/balancer"
 	"github.com/caddy-workerpool/caddy-workerpool/health"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
@@ -382,5 +384,41 @@ func TestRequestsWaitForTheFirstWorkerWhileThePoolBoots(t *testing.T) {
 	}
 	if pid := pidOf(t, srv.Client(), srv.URL+"/"); pid == 0 {
 		t.Fatal("no pid")
+	}
+}
+
+// A WebSocket still open when a drain reaches stop_timeout gets a close
+// frame with status 1001 (going away) from the pool, not a dropped
+// connection (1006): its client reconnects as after a clean close.
+func TestDrainTimeoutClosesWebSocketsGoingAway(t *testing.T) {
+	p, srv := newPool(t, pool.Config{
+		Workers: worker.Spec{Env: testworker.Env("serve"), Count: 1, StopTimeout: 300 * time.Millisecond},
+		Health:  health.Config{URI: "/healthz"},
+	}, nil)
+	waitHealthy(t, p, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := c.Read(ctx); err != nil || string(got) != "echo:hi" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, _, err := c.Read(ctx)
+		read <- err
+	}()
+	if n, err := p.RollingRestart(ctx); err != nil || n != 1 {
+		t.Fatalf("RollingRestart = %d, %v", n, err)
+	}
+	err = <-read
+	if s := websocket.CloseStatus(err); s != websocket.StatusGoingAway {
+		t.Fatalf("the open socket ended with %v (status %d), want a close frame with status 1001", err, s)
 	}
 }

@@ -269,7 +269,7 @@ func (q *Queue) join(w *Waiter, now time.Time) (took bool, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	// Announce the waiter before looking again: a release that happens
-	// after this sees waiting > 0 and dispatches under qmu, after we have
+	// after this sees waiting > 0 and dispatches under mu, after we have
 	// queued; one that happened before left a slot this look finds. The
 	// look is only for an empty queue: others waiting go first.
 	q.waiting.Add(1)

@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // newProxy builds the standard path: a reverse proxy and the keep-alive
@@ -69,6 +71,14 @@ func newProxy(cfg Config) (*httputil.ReverseProxy, *http.Transport) {
 // timeout can end.
 func (t *Transport) viaProxy(w http.ResponseWriter, r *http.Request, x *Exchange) error {
 	x.pw = proxyWriter{ResponseWriter: w, x: x}
+	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		x.pw.t = t
+		defer func() {
+			if x.socket != nil {
+				t.untrack(x.socket)
+			}
+		}()
+	}
 	client := r // its context is the client's, which the timeout leaves alone
 	if x.timer != nil {
 		ctx, cancel := context.WithCancel(r.Context())
@@ -106,6 +116,7 @@ type proxyWriter struct {
 	http.ResponseWriter
 	x   *Exchange
 	err error
+	t   *Transport // set for a WebSocket upgrade: it tracks the socket
 }
 
 func (w *proxyWriter) WriteHeader(code int) {
@@ -132,11 +143,18 @@ func (w *proxyWriter) Write(b []byte) (int, error) {
 func (w *proxyWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.x.timer.stop()
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.x.Status = http.StatusSwitchingProtocols
-		w.x.stream()
+	if err != nil {
+		return conn, brw, err
 	}
-	return conn, brw, err
+	w.x.Status = http.StatusSwitchingProtocols
+	w.x.stream()
+	if w.t != nil {
+		// ReverseProxy writes the 101 through brw, then copies the
+		// worker's frames to the connection returned here.
+		w.x.socket = w.t.track(conn)
+		return w.x.socket, brw, nil
+	}
+	return conn, brw, nil
 }
 
 // Unwrap lets http.ResponseController reach the real writer, for
@@ -173,4 +191,74 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		b.failed.Store(true)
 	}
 	return n, err
+}
+
+// socketConn is a client's WebSocket connection while the transport
+// carries it: writes are serialised, so that a close frame the pool
+// sends goes out between the worker's writes, not inside one.
+type socketConn struct {
+	net.Conn
+	mu     sync.Mutex
+	closed bool
+}
+
+func (c *socketConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Write(p)
+}
+
+// goingAway is a WebSocket close frame from a server (unmasked) with
+// status 1001, "going away" (RFC 6455 sections 5.5.1 and 7.4.1).
+var goingAway = []byte{0x88, 0x02, 0x03, 0xe9}
+
+// closeGoingAway sends the client a close frame saying that the server
+// goes away, then closes the connection.
+func (c *socketConn) closeGoingAway() {
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = c.Conn.Write(goingAway)
+	}
+	c.mu.Unlock()
+	_ = c.Conn.Close()
+}
+
+func (t *Transport) track(conn net.Conn) *socketConn {
+	c := &socketConn{Conn: conn}
+	t.mu.Lock()
+	if t.sockets == nil {
+		t.sockets = map[*socketConn]struct{}{}
+	}
+	t.sockets[c] = struct{}{}
+	t.mu.Unlock()
+	return c
+}
+
+func (t *Transport) untrack(c *socketConn) {
+	t.mu.Lock()
+	delete(t.sockets, c)
+	t.mu.Unlock()
+}
+
+// CloseSockets ends every WebSocket the transport carries now as a
+// server that goes away does: each client gets a close frame with status
+// 1001 and its connection closes (and with it the worker's). It reports
+// how many it ended. Clients reconnect as after any clean close, rather
+// than seeing the connection drop (1006).
+func (t *Transport) CloseSockets() int {
+	t.mu.Lock()
+	open := make([]*socketConn, 0, len(t.sockets))
+	for c := range t.sockets {
+		open = append(open, c)
+	}
+	t.mu.Unlock()
+	for _, c := range open {
+		c.closeGoingAway()
+	}
+	return len(open)
 }

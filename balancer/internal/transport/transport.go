@@ -81,6 +81,9 @@ type Transport struct {
 	proxy    *httputil.ReverseProxy
 	std      *http.Transport
 	standard bool
+
+	mu      sync.Mutex
+	sockets map[*socketConn]struct{} // open WebSocket connections of clients
 }
 
 // New returns a transport to cfg's address. It dials nothing yet.
@@ -126,6 +129,7 @@ type Exchange struct {
 	bodyFailed atomic.Bool
 	body       clientBody
 	pw         proxyWriter
+	socket     *socketConn // the client's connection of a WebSocket
 }
 
 // Reset readies x for another request; the settings are cleared too.
@@ -136,6 +140,7 @@ func (x *Exchange) Reset() {
 	x.bodyFailed.Store(false)
 	x.body = clientBody{}
 	x.pw = proxyWriter{}
+	x.socket = nil
 }
 
 // BodyFailed reports whether reading the client's request body failed
