@@ -30,7 +30,8 @@ const (
 	// off its answer.
 	workerFailed
 	// clientFault: the client went away or sent a body that could not be
-	// read: nothing about the worker.
+	// read, or the worker was sent a protocol it does not speak (a
+	// setting to change): nothing about the worker.
 	clientFault
 	// notSent: the request never went to the worker (its breaker
 	// refused): nothing to learn.
@@ -233,6 +234,11 @@ func (b *Balancer) attempt(s *slot, w http.ResponseWriter, r *http.Request, st *
 	if b.cfg.OnAttempt != nil {
 		st.attempt = Attempt{Endpoint: e, N: st.result.Attempts, QueueWait: waited}
 		r, end = b.cfg.OnAttempt(r, &st.attempt)
+	}
+	if !st.deadline.IsZero() {
+		// The worker learns the time the call has left, not the time it
+		// had when it arrived.
+		r.Header.Set("Grpc-Timeout", formatGRPCTimeout(time.Until(st.deadline)))
 	}
 	sent = true
 	o.err = e.transport.Forward(w, r, x)

@@ -19,6 +19,7 @@ package balancer
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -51,6 +52,13 @@ const (
 
 // DefaultCostKeys is how many routes' costs are kept by default.
 const DefaultCostKeys = cost.DefaultKeys
+
+// Upstream protocols (Config.UpstreamProtocol).
+const (
+	UpstreamHTTP1 = transport.ProtocolHTTP1
+	UpstreamH2C   = transport.ProtocolH2C
+	UpstreamAuto  = transport.ProtocolAuto
+)
 
 // Schedules: the order in which waiting requests get a free endpoint.
 const (
@@ -122,6 +130,10 @@ type Config struct {
 	IdleConnTimeout time.Duration
 	// MaxIdleConns per endpoint; zero means 256.
 	MaxIdleConns int
+	// UpstreamProtocol is what the workers speak: UpstreamHTTP1,
+	// UpstreamH2C, or UpstreamAuto (empty: auto), which sends gRPC calls
+	// over h2c and everything else over HTTP/1.1.
+	UpstreamProtocol string
 	// StandardProxy sends every request through httputil.ReverseProxy
 	// and http.Transport, instead of a lean HTTP/1.1 forwarder for
 	// plain exchanges (what the forwarder does not handle — upgrades,
@@ -217,6 +229,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("queue_timeout %v: must not be negative", c.QueueTimeout)
 	case c.Schedule != "" && c.Schedule != ScheduleFIFO && c.Schedule != ScheduleCost:
 		return fmt.Errorf("schedule %q: use cost (the cheapest expected request first) or fifo", c.Schedule)
+	case c.UpstreamProtocol != "" && c.UpstreamProtocol != UpstreamHTTP1 && c.UpstreamProtocol != UpstreamH2C && c.UpstreamProtocol != UpstreamAuto:
+		return fmt.Errorf("upstream_protocol %q: use http1 (HTTP/1.1 workers), h2c (HTTP/2-only workers such as grpc-js servers) or auto (gRPC calls over h2c, the rest over HTTP/1.1)", c.UpstreamProtocol)
 	case c.CostKeys < 0:
 		return fmt.Errorf("cost keys %d: must not be negative", c.CostKeys)
 	case c.Retries != nil && (*c.Retries < 0 || *c.Retries > MaxRetries):
@@ -439,7 +453,8 @@ type reqState struct {
 	pick     Pick
 	x        transport.Exchange
 	slot     slot
-	onStream func() // streamStarted, bound once
+	onStream func()    // streamStarted, bound once
+	deadline time.Time // a gRPC call's own
 	result   Result
 	attempt  Attempt
 }
@@ -469,14 +484,22 @@ type Error struct {
 	Detail string
 	// Err is the cause.
 	Err error
+	// GRPC: the request is a gRPC call, which Write answers in gRPC's
+	// terms (HTTP 200, trailers-only, grpc-status and grpc-message).
+	GRPC bool
 }
 
 func (e *Error) Error() string { return e.Detail }
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Write sends the error as an RFC 9457 problem+json response.
+// Write sends the error as an RFC 9457 problem+json response, or to a
+// gRPC call as a gRPC status.
 func (e *Error) Write(w http.ResponseWriter) {
+	if e.GRPC {
+		writeGRPC(w, e.grpcCode(), e.Detail)
+		return
+	}
 	if e.RetryAfter > 0 {
 		problem.Unavailable(w, e.RetryAfter, e.Detail)
 		return
@@ -499,19 +522,35 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // may render it its own way. OnResult hears of every request once, when
 // Serve returns.
 func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error) {
+	grpc := transport.IsGRPC(r)
+	var deadline time.Time
+	if grpc {
+		var cancel context.CancelFunc
+		r, deadline, cancel = withCallDeadline(r)
+		defer cancel()
+	}
 	st := states.Get().(*reqState)
 	st.pick.Request, st.pick.ClientIP, st.pick.b = r, b.cfg.ClientIP, b
+	st.pick.w.SetDeadline(deadline)
+	st.deadline = deadline
 	st.pick.tried = st.pick.triedBuf[:0]
 	st.result = Result{start: time.Now()}
 	key := ""
 	if b.cfg.CostKey != nil {
 		key = b.cfg.CostKey(r)
 	}
+	if key == "" && grpc {
+		key = r.URL.Path // the full method, /package.Service/Method
+	}
 	route := b.costs.Lookup(r, key)
 	st.pick.w.SetClass(route)
 	status := 0
+	body := r.Body
 	defer func() {
 		p := recover()
+		if failed != nil {
+			failed.GRPC = grpc
+		}
 		switch {
 		case p != nil && r.Context().Err() != nil:
 			// The client left while its response streamed.
@@ -529,7 +568,10 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 			status = failed.Status
 		}
 		b.report(r, st, status)
+		r.Body = body
 		st.pick.Request, st.pick.b, st.pick.e = nil, nil, nil
+		st.pick.w.SetDeadline(time.Time{})
+		st.deadline = time.Time{}
 		st.pick.w.SetClass(nil)
 		st.x.Reset()
 		st.attempt = Attempt{}
@@ -584,6 +626,8 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 			// then failed, which nobody can retry or answer any more.
 			status = o.status
 			return nil
+		case callDeadlinePassed(r):
+			return &Error{Status: http.StatusGatewayTimeout, Detail: e.workerName() + " did not answer within the call's deadline", Err: errCallDeadline}
 		case r.Context().Err() != nil:
 			w.WriteHeader(499) // nothing was written; for the access log
 			status = 499
@@ -596,6 +640,11 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 			b.cfg.OnError(e, r, o.err)
 		}
 		kind := transport.KindOf(o.err)
+		if kind == transport.WrongProtocol {
+			// Every worker of the pool speaks alike: a setting to change,
+			// which another attempt would not.
+			return &Error{Status: http.StatusBadGateway, Detail: failureDetail(e, o.err), Err: o.err}
+		}
 		if kind == transport.TimedOut {
 			// The worker took the request and did not answer in time;
 			// sending it elsewhere could run it twice.
@@ -616,7 +665,7 @@ func failureDetail(e *Endpoint, err error) string {
 	switch transport.KindOf(err) {
 	case transport.Unreached:
 		return e.workerName() + " could not be reached"
-	case transport.BadAnswer:
+	case transport.BadAnswer, transport.WrongProtocol:
 		var te *transport.Error
 		errors.As(err, &te)
 		return e.workerName() + " answered with a response that cannot be passed on: " + te.Reason()
@@ -641,11 +690,15 @@ func (b *Balancer) clientBodyError(w http.ResponseWriter, r *http.Request, err e
 // refuse answers a request that got no endpoint.
 func (b *Balancer) refuse(w http.ResponseWriter, r *http.Request, err, lastErr error) *Error {
 	switch {
+	case callDeadlinePassed(r):
+		return &Error{Status: http.StatusGatewayTimeout, Detail: "the call's deadline passed before a worker became free", Err: errCallDeadline}
 	case r.Context().Err() != nil:
 		// The client went away while waiting; nobody reads an answer. 499
 		// is what Caddy and nginx log for that.
 		w.WriteHeader(499)
 		return nil
+	case errors.Is(err, queue.ErrDeadline):
+		return &Error{Status: http.StatusGatewayTimeout, Detail: err.Error(), Err: err}
 	case lastErr != nil:
 		// Every endpoint has been tried.
 		return &Error{Status: http.StatusBadGateway, Detail: "no worker answered", Err: lastErr}

@@ -80,6 +80,7 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 		Network: network, Address: address,
 		IdleTimeout: cfg.IdleConnTimeout, MaxIdle: cfg.MaxIdleConns,
 		TrustForwarded: cfg.TrustForwarded, Standard: cfg.StandardProxy,
+		Protocol: cfg.UpstreamProtocol,
 	})
 	return e
 }

@@ -31,6 +31,7 @@ var (
 	ErrFull        = errors.New("all workers are busy and the wait queue is full")
 	ErrTimeout     = errors.New("no worker became free within the queue timeout")
 	ErrWaitTooLong = errors.New("all workers are busy, and the requests already waiting would keep this one waiting past the queue timeout")
+	ErrDeadline    = errors.New("all workers are busy, and the requests already waiting would keep this call past its deadline")
 )
 
 // Request is a waiting request as the queue sees it.
@@ -90,11 +91,12 @@ type Waiter struct {
 	ch     chan ending // capacity 1
 	req    Request
 
-	class  Class
-	lane   *lane
-	cost   float64   // expected seconds when it joined, for admission
-	since  time.Time // when it joined
-	handed time.Time // when dispatch handed it a slot
+	class    Class
+	lane     *lane
+	cost     float64   // expected seconds when it joined, for admission
+	since    time.Time // when it joined
+	deadline time.Time // its own, if it has one (a gRPC call's)
+	handed   time.Time // when dispatch handed it a slot
 	// heavy: it holds a slot as an expensive request, expected to end
 	// at ends, counted in Queue.heavy until Done.
 	heavy bool
@@ -110,6 +112,11 @@ func (w *Waiter) Init(req Request) {
 // SetClass names the class of w's next request; nil means an average
 // one.
 func (w *Waiter) SetClass(c Class) { w.class = c }
+
+// SetDeadline gives w's next request a deadline of its own (zero: none).
+// It is refused at once when the work ahead of it would keep it past
+// that; its context must end by then, which ends its wait.
+func (w *Waiter) SetDeadline(t time.Time) { w.deadline = t }
 
 // The lists a waiter is in: every waiter's, and its class's lane.
 const (
@@ -302,6 +309,9 @@ func (q *Queue) enqueueLocked(w *Waiter, now time.Time) error {
 	if !q.admitLocked(w) {
 		return ErrWaitTooLong
 	}
+	if q.missesDeadlineLocked(w) {
+		return ErrDeadline
+	}
 	q.pushLocked(w)
 	if q.queue.n == 1 {
 		q.armLocked(now.Add(q.cfg.Timeout), now)
@@ -343,6 +353,27 @@ func (q *Queue) admitLocked(w *Waiter) bool {
 		ahead = q.workAheadLocked(w.cost)
 	}
 	return ahead/wq.pace <= q.cfg.Timeout.Seconds()
+}
+
+// missesDeadlineLocked reports whether w, which has a deadline of its
+// own, cannot be served by then: it has passed, or the work ahead of it
+// leaves the queue later at the queue's pace. Unlike the queue timeout,
+// a deadline the client set is the client's last word: no grace for a
+// queue that has just formed.
+func (q *Queue) missesDeadlineLocked(w *Waiter) bool {
+	if w.deadline.IsZero() {
+		return false
+	}
+	left := w.deadline.Sub(w.since)
+	wq := &q.queue
+	if left <= 0 || wq.pace == 0 || wq.n == 0 {
+		return left <= 0
+	}
+	ahead := wq.work
+	if q.cfg.ByCost {
+		ahead = q.workAheadLocked(w.cost)
+	}
+	return ahead/wq.pace > left.Seconds()
 }
 
 func (q *Queue) pushLocked(w *Waiter) {

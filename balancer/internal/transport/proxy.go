@@ -16,8 +16,9 @@ import (
 )
 
 // newProxy builds the standard path: a reverse proxy and the keep-alive
-// transport under it, which dials only the worker's address.
-func newProxy(cfg Config) (*httputil.ReverseProxy, *http.Transport) {
+// transport under it, which dials only the worker's address; with h2c,
+// one that speaks HTTP/2 with prior knowledge to it, and no HTTP/1.1.
+func newProxy(cfg Config, h2c bool) (*httputil.ReverseProxy, *http.Transport) {
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1}
 	network, address := cfg.Network, cfg.Address
 	transport := &http.Transport{
@@ -29,8 +30,13 @@ func newProxy(cfg Config) (*httputil.ReverseProxy, *http.Transport) {
 		IdleConnTimeout:        cfg.IdleTimeout,
 		MaxResponseHeaderBytes: MaxResponseHeadBytes,
 		DisableCompression:     true,
-		// Workers speak HTTP/1.1 on loopback; h2c would gain nothing.
+		// Workers speak HTTP/1.1 on loopback unless told otherwise.
 		ForceAttemptHTTP2: false,
+	}
+	if h2c {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		transport.Protocols = &p
 	}
 	urlHost := address
 	if network == "unix" {
@@ -69,7 +75,7 @@ func newProxy(cfg Config) (*httputil.ReverseProxy, *http.Transport) {
 
 // viaProxy sends r by the standard path, with a context the request
 // timeout can end.
-func (t *Transport) viaProxy(w http.ResponseWriter, r *http.Request, x *Exchange) error {
+func (t *Transport) viaProxy(w http.ResponseWriter, r *http.Request, x *Exchange, proxy *httputil.ReverseProxy) error {
 	x.pw = proxyWriter{ResponseWriter: w, x: x}
 	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		x.pw.t = t
@@ -89,7 +95,7 @@ func (t *Transport) viaProxy(w http.ResponseWriter, r *http.Request, x *Exchange
 		defer x.timer.unwatch()
 		r = r.WithContext(ctx)
 	}
-	t.proxy.ServeHTTP(&x.pw, r)
+	proxy.ServeHTTP(&x.pw, r)
 	if err := x.pw.err; err != nil {
 		x.pw.err = nil
 		return x.classify(client, err)

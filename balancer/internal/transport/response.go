@@ -25,6 +25,9 @@ var (
 // carry another exchange.
 func (f *forwarder) readResponse(c *conn, w http.ResponseWriter, x *Exchange, head bool) (status int, keep bool, err error) {
 	sc := &c.head
+	if speaksHTTP2(c.br) {
+		return 0, false, fmt.Errorf("%w: %w", errNoResponse, errSpeaksHTTP2)
+	}
 	var fr framing
 	for interim := 0; ; interim++ {
 		code, http10, err := readHead(c.br, sc)
@@ -201,4 +204,16 @@ func bodyCut(err error) error {
 		err = io.ErrUnexpectedEOF
 	}
 	return fmt.Errorf("%w: %w", errAborted, err)
+}
+
+// speaksHTTP2 reports whether the worker's first bytes are an HTTP/2
+// frame header rather than a status line: a SETTINGS frame (type 4) on
+// stream 0, the connection preface of an HTTP/2 server, which such a
+// server sends (and then GOAWAY) to a client that spoke HTTP/1.1.
+func speaksHTTP2(br *bufio.Reader) bool {
+	b, err := br.Peek(9)
+	if err != nil && len(b) < 9 {
+		return false
+	}
+	return string(b[:5]) != "HTTP/" && b[3] == 0x04 && b[5]&0x7f == 0 && b[6] == 0 && b[7] == 0 && b[8] == 0
 }

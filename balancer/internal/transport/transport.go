@@ -59,6 +59,31 @@ type Config struct {
 	TrustForwarded func(*http.Request) bool
 	// Standard sends every request by the standard path, for comparison.
 	Standard bool
+	// Protocol is what the worker speaks: ProtocolHTTP1, ProtocolH2C or
+	// ProtocolAuto (empty means auto).
+	Protocol string
+}
+
+// What a worker speaks (Config.Protocol).
+const (
+	// ProtocolHTTP1: HTTP/1.1 only.
+	ProtocolHTTP1 = "http1"
+	// ProtocolH2C: HTTP/2 with prior knowledge, over cleartext, only
+	// (grpc-js servers, node:http2 servers without allowHTTP1).
+	ProtocolH2C = "h2c"
+	// ProtocolAuto: gRPC calls over h2c, everything else over HTTP/1.1.
+	ProtocolAuto = "auto"
+)
+
+// IsGRPC reports whether r is a gRPC call (not gRPC-Web, which is made
+// for HTTP/1.1).
+func IsGRPC(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	if !strings.HasPrefix(ct, "application/grpc") {
+		return false
+	}
+	rest := ct[len("application/grpc"):]
+	return rest == "" || rest[0] == '+' || rest[0] == ';'
 }
 
 func (c Config) withDefaults() Config {
@@ -81,6 +106,11 @@ type Transport struct {
 	proxy    *httputil.ReverseProxy
 	std      *http.Transport
 	standard bool
+	// h2proxy, over h2, carries the requests the worker takes over h2c:
+	// every request with ProtocolH2C, gRPC calls with ProtocolAuto.
+	h2proxy *httputil.ReverseProxy
+	h2      *http.Transport
+	h2only  bool
 
 	mu      sync.Mutex
 	sockets map[*socketConn]struct{} // open WebSocket connections of clients
@@ -89,8 +119,11 @@ type Transport struct {
 // New returns a transport to cfg's address. It dials nothing yet.
 func New(cfg Config) *Transport {
 	cfg = cfg.withDefaults()
-	t := &Transport{lean: newForwarder(cfg), standard: cfg.Standard}
-	t.proxy, t.std = newProxy(cfg)
+	t := &Transport{lean: newForwarder(cfg), standard: cfg.Standard, h2only: cfg.Protocol == ProtocolH2C}
+	t.proxy, t.std = newProxy(cfg, false)
+	if cfg.Protocol != ProtocolHTTP1 {
+		t.h2proxy, t.h2 = newProxy(cfg, true)
+	}
 	return t
 }
 
@@ -99,6 +132,9 @@ func New(cfg Config) *Transport {
 func (t *Transport) CloseIdle() {
 	t.lean.CloseIdle()
 	t.std.CloseIdleConnections()
+	if t.h2 != nil {
+		t.h2.CloseIdleConnections()
+	}
 }
 
 // Exchange is one request's settings for Forward, and what Forward
@@ -189,15 +225,18 @@ func (t *Transport) Forward(w http.ResponseWriter, r *http.Request, x *Exchange)
 		r.Body = &x.body
 		defer func() { r.Body = x.body.ReadCloser }()
 	}
+	if t.h2proxy != nil && (t.h2only || IsGRPC(r)) {
+		return t.viaProxy(w, r, x, t.h2proxy)
+	}
 	if t.standard || !forwardable(r) {
-		return t.viaProxy(w, r, x)
+		return t.viaProxy(w, r, x, t.proxy)
 	}
 	status, err := t.lean.forward(w, r, x)
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, errNotForwarded):
-		return t.viaProxy(w, r, x)
+		return t.viaProxy(w, r, x, t.proxy)
 	case status != 0 || x.Status != 0:
 		panic(http.ErrAbortHandler)
 	}
@@ -225,9 +264,13 @@ const (
 	ClientGone
 	// ClientBody: the client's request body could not be read.
 	ClientBody
+	// WrongProtocol: the worker speaks another protocol than it was
+	// sent (HTTP/2 only, sent HTTP/1.1, or the reverse): a setting to
+	// change, neither the worker's failure nor the client's.
+	WrongProtocol
 )
 
-var kindNames = [...]string{"", "unreached", "no answer", "bad answer", "timed out", "client gone", "client body"}
+var kindNames = [...]string{"", "unreached", "no answer", "bad answer", "timed out", "client gone", "client body", "wrong protocol"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -256,6 +299,12 @@ func (e *Error) Reason() string {
 	}
 	return e.Err.Error()
 }
+
+// The worker speaks another protocol than it was sent.
+var (
+	errSpeaksHTTP2 = errors.New("the worker speaks only HTTP/2: set upstream_protocol h2c (or auto, which sends gRPC calls over h2c)")
+	errSpeaksHTTP1 = errors.New("the worker speaks only HTTP/1.1: set upstream_protocol http1, or auto (which sends gRPC calls over h2c)")
+)
 
 // badAnswers are the lean path's errors for an answer it cannot pass on.
 var badAnswers = []error{errHeadTooLarge, errStatusLine, errFieldLine, errFraming, errSwitch, errInterim}
@@ -287,6 +336,11 @@ func (x *Exchange) classify(r *http.Request, err error) *Error {
 		return &Error{Kind: TimedOut, Err: err}
 	case errors.As(err, &op) && op.Op == "dial":
 		return &Error{Kind: Unreached, Err: err}
+	case errors.Is(err, errSpeaksHTTP2):
+		return &Error{Kind: WrongProtocol, Err: err, reason: errSpeaksHTTP2}
+	case strings.Contains(err.Error(), "frame header looked like an HTTP/1.1 header"):
+		// http.Transport's HTTP/2 client read an HTTP/1.1 answer.
+		return &Error{Kind: WrongProtocol, Err: err, reason: errSpeaksHTTP1}
 	}
 	for _, bad := range badAnswers {
 		if errors.Is(err, bad) {

@@ -1,0 +1,137 @@
+package balancer
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/queue"
+)
+
+// What the balancer does differently for a gRPC call: its grpc-timeout
+// bounds its wait and its time at the worker, its route is its full
+// method path, and what the pool answers itself is a gRPC status, not
+// problem+json.
+
+// gRPC status codes the pool answers with (gRPC's doc/statuscodes.md).
+const (
+	grpcDeadlineExceeded  = 4
+	grpcResourceExhausted = 8
+	grpcInternal          = 13
+	grpcUnavailable       = 14
+)
+
+// errCallDeadline is the cause of a call's context that its grpc-timeout
+// ended.
+var errCallDeadline = errors.New("the call's deadline (grpc-timeout) passed")
+
+// grpcTimeout parses a grpc-timeout value: at most eight digits and a
+// unit, H, M, S, m (milli), u (micro) or n (nano).
+func grpcTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
+// formatGRPCTimeout writes d as a grpc-timeout value, in the finest unit
+// that keeps it within eight digits.
+func formatGRPCTimeout(d time.Duration) string {
+	if d <= 0 {
+		return "0n"
+	}
+	for _, u := range []struct {
+		unit   time.Duration
+		suffix string
+	}{{time.Nanosecond, "n"}, {time.Microsecond, "u"}, {time.Millisecond, "m"}, {time.Second, "S"}, {time.Minute, "M"}} {
+		if n := d / u.unit; n < 1e8 {
+			return strconv.FormatInt(int64(n), 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(min(d/time.Hour, 1e8-1)), 10) + "H"
+}
+
+// withCallDeadline bounds a gRPC call r by its grpc-timeout, if it has
+// one: the returned request's context ends then, with errCallDeadline
+// as its cause.
+func withCallDeadline(r *http.Request) (*http.Request, time.Time, context.CancelFunc) {
+	d, ok := grpcTimeout(r.Header.Get("Grpc-Timeout"))
+	if !ok {
+		return r, time.Time{}, func() {}
+	}
+	deadline := time.Now().Add(d)
+	ctx, cancel := context.WithDeadlineCause(r.Context(), deadline, errCallDeadline)
+	return r.WithContext(ctx), deadline, cancel
+}
+
+// callDeadlinePassed reports whether r's context ended because its
+// grpc-timeout passed (not because the client went away).
+func callDeadlinePassed(r *http.Request) bool {
+	return r.Context().Err() != nil && errors.Is(context.Cause(r.Context()), errCallDeadline)
+}
+
+// grpcCode is the gRPC status of an answer the pool makes itself: as
+// gRPC maps HTTP statuses (doc/http-grpc-status-mapping.md), made more
+// precise where the pool knows more.
+func (e *Error) grpcCode() int {
+	switch {
+	case errors.Is(e.Err, errCallDeadline), errors.Is(e.Err, queue.ErrDeadline), e.Status == http.StatusGatewayTimeout:
+		return grpcDeadlineExceeded
+	case errors.Is(e.Err, queue.ErrFull):
+		return grpcResourceExhausted
+	case e.Status == http.StatusBadRequest:
+		return grpcInternal
+	}
+	return grpcUnavailable
+}
+
+// writeGRPC answers a gRPC call trailers-only: HTTP 200, and the status
+// and message in the header block that ends the stream.
+func writeGRPC(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", strconv.Itoa(code))
+	h.Set("Grpc-Message", encodeGRPCMessage(msg))
+	w.WriteHeader(http.StatusOK)
+}
+
+// encodeGRPCMessage percent-encodes what gRPC's grpc-message may not
+// carry as it is: bytes outside printable ASCII, and '%'.
+func encodeGRPCMessage(msg string) string {
+	var b strings.Builder
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			b.WriteByte('%')
+			b.WriteByte("0123456789ABCDEF"[c>>4])
+			b.WriteByte("0123456789ABCDEF"[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
