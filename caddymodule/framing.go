@@ -9,7 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/caddy-workerpool/caddy-workerpool/validate"
+	"github.com/caddy-workerpool/caddy-workerpool/framing"
 )
 
 func init() {
@@ -24,7 +24,7 @@ func init() {
 // smuggling). Go's server, and so Caddy, would serve them, taking
 // Transfer-Encoding, and keep the connection open; no handler can tell,
 // because the server removes Content-Length before handlers run. See
-// validate.StrictFraming.
+// framing.StrictFraming.
 //
 //	{
 //	    servers {
@@ -72,7 +72,7 @@ func (f *StrictFraming) Cleanup() error {
 
 // WrapListener wraps ln.
 func (*StrictFraming) WrapListener(ln net.Listener) net.Listener {
-	return validate.StrictFraming(ln)
+	return framing.StrictFraming(ln)
 }
 
 // UnmarshalCaddyfile reads "worker_pool_framing", which takes no options.

@@ -1,4 +1,4 @@
-package validate_test
+package framing_test
 
 import (
 	"bufio"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-workerpool/caddy-workerpool/validate"
+	"github.com/caddy-workerpool/caddy-workerpool/framing"
 )
 
 // Behind StrictFraming, Go's server answers a request that declares its
@@ -27,7 +27,7 @@ func TestStrictFraming(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		_, _ = w.Write(b)
 	})}
-	go func() { _ = srv.Serve(validate.StrictFraming(ln)) }()
+	go func() { _ = srv.Serve(framing.StrictFraming(ln)) }()
 	t.Cleanup(func() { _ = srv.Close() })
 
 	dial := func() (net.Conn, *bufio.Reader) {

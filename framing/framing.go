@@ -1,4 +1,11 @@
-package validate
+// Package framing guards an HTTP/1 listener against request smuggling:
+// a request head that declares its body's length twice is refused before
+// Go's server serves it. It works on connections, below any handler, and
+// shares nothing with request validation (package validate).
+//
+// It does not import Caddy: caddymodule's worker_pool_framing listener
+// wrapper adapts it, and any Go program can wrap its own listener.
+package framing
 
 import (
 	"bytes"
