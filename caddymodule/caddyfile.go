@@ -6,6 +6,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/caddy-workerpool/caddy-workerpool/balancer"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -153,6 +155,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("count: %q is not a number of workers; give a positive integer, or auto for one per CPU", d.Val())
 			}
 			h.Count = n
+		case "upstream_protocol":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			switch v := d.Val(); v {
+			case balancer.UpstreamHTTP1, balancer.UpstreamH2C, balancer.UpstreamAuto:
+				h.UpstreamProtocol = v
+			default:
+				return d.Errf("upstream_protocol: %q is not a protocol; use http1, h2c (HTTP/2-only workers such as grpc-js servers) or auto (gRPC calls over h2c, the rest over HTTP/1.1)", v)
+			}
 		case "listen":
 			if !d.NextArg() {
 				return d.ArgErr()

@@ -72,21 +72,24 @@ func (h *Handler) balancerConfig(log *zap.Logger) balancer.Config {
 		Policy: balancer.PolicyConfig{
 			Name: h.Balance, HashOn: h.HashOn, HashKey: h.HashKey, Decay: time.Duration(h.EWMADecay),
 		},
-		MaxInflight:    h.maxInflight().N,
-		AdaptiveLimit:  h.maxInflight().Auto,
-		QueueSize:      h.QueueSize,
-		QueueTimeout:   time.Duration(h.QueueTimeout),
-		Schedule:       h.Schedule,
-		CostKey:        h.costKey(),
-		RequestTimeout: h.requestTimeout(),
-		TrustForwarded: trustedProxy,
-		ClientIP:       clientIP,
+		MaxInflight:      h.maxInflight().N,
+		AdaptiveLimit:    h.maxInflight().Auto,
+		QueueSize:        h.QueueSize,
+		QueueTimeout:     time.Duration(h.QueueTimeout),
+		Schedule:         h.Schedule,
+		UpstreamProtocol: h.UpstreamProtocol,
+		CostKey:          h.costKey(),
+		RequestTimeout:   h.requestTimeout(),
+		TrustForwarded:   trustedProxy,
+		ClientIP:         clientIP,
 		// Traces the attempts of the requests that a handler with
 		// tracing on started; costs nothing for the others.
 		OnAttempt: tracing.Attempt,
 		OnError: func(e *balancer.Endpoint, r *http.Request, err error) {
 			// Without the query string, which may carry secrets.
-			log.Error("worker did not answer",
+			// The error says what failed, and for a protocol mismatch
+			// which upstream_protocol to set.
+			log.Error("request to worker failed",
 				zap.Int("worker", e.Worker), zap.Int("pid", e.PID), zap.String("address", e.Address),
 				zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
 		},

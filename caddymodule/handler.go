@@ -171,6 +171,12 @@ type Handler struct {
 	// before it gets 503. Default: 10s.
 	QueueTimeout caddy.Duration `json:"queue_timeout,omitempty"`
 
+	// UpstreamProtocol is what the workers speak: "http1" (HTTP/1.1),
+	// "h2c" (HTTP/2 with prior knowledge, over cleartext: grpc-js
+	// servers, node:http2 servers) or "auto" (the default), which sends
+	// gRPC calls over h2c and everything else over HTTP/1.1.
+	UpstreamProtocol string `json:"upstream_protocol,omitempty"`
+
 	// Schedule orders the requests that wait: "cost" (the default) serves
 	// the cheapest expected request first, with aging, and keeps a
 	// worker for cheap requests while expensive ones can wait; "fifo"
@@ -480,7 +486,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		}
 	}
 	if err := h.pool.Serve(w, r); err != nil {
-		if !h.errorRoutes {
+		// A gRPC client understands only gRPC's answer, whatever the
+		// server's error routes would render.
+		if !h.errorRoutes || err.GRPC {
 			err.Write(w)
 			return nil
 		}
