@@ -73,7 +73,7 @@ const (
 // Retry defaults.
 const (
 	// DefaultRetries is how many times a failed attempt is sent to
-	// another endpoint when Config.Retries is 0.
+	// another endpoint when Config.Retries is nil.
 	DefaultRetries = retry.DefaultRetries
 	// MaxRetries bounds Config.Retries.
 	MaxRetries = retry.MaxRetries
