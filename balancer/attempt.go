@@ -216,6 +216,9 @@ func (b *Balancer) attempt(s *slot, w http.ResponseWriter, r *http.Request, st *
 			o.verdict = clientFault
 		default:
 			o.verdict = b.statusVerdict(x.Status)
+			if o.verdict == answered && st.grpc && workerGRPCFailure(w.Header()) {
+				o.verdict = workerFailed
+			}
 		}
 		s.release(o)
 		if end != nil {

@@ -455,6 +455,7 @@ type reqState struct {
 	slot     slot
 	onStream func()    // streamStarted, bound once
 	deadline time.Time // a gRPC call's own
+	grpc     bool      // the request is a gRPC call
 	result   Result
 	attempt  Attempt
 }
@@ -532,7 +533,7 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 	st := states.Get().(*reqState)
 	st.pick.Request, st.pick.ClientIP, st.pick.b = r, b.cfg.ClientIP, b
 	st.pick.w.SetDeadline(deadline)
-	st.deadline = deadline
+	st.deadline, st.grpc = deadline, grpc
 	st.pick.tried = st.pick.triedBuf[:0]
 	st.result = Result{start: time.Now()}
 	key := ""
@@ -571,7 +572,7 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 		r.Body = body
 		st.pick.Request, st.pick.b, st.pick.e = nil, nil, nil
 		st.pick.w.SetDeadline(time.Time{})
-		st.deadline = time.Time{}
+		st.deadline, st.grpc = time.Time{}, false
 		st.pick.w.SetClass(nil)
 		st.x.Reset()
 		st.attempt = Attempt{}

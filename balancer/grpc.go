@@ -135,3 +135,16 @@ func encodeGRPCMessage(msg string) string {
 	}
 	return b.String()
 }
+
+// workerGRPCFailure reports whether a call's answer, whose headers and
+// trailers are in h once it is complete, carries a gRPC status that
+// says the worker failed (UNAVAILABLE, INTERNAL), as opposed to one the
+// application meant (NOT_FOUND, INVALID_ARGUMENT, …). A trailer that
+// was not announced stands under http.TrailerPrefix.
+func workerGRPCFailure(h http.Header) bool {
+	v := h.Get("Grpc-Status")
+	if v == "" {
+		v = h.Get(http.TrailerPrefix + "Grpc-Status")
+	}
+	return v == "13" || v == "14"
+}

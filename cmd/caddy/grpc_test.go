@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
+)
+
+// gRPC through the pool: examples/grpc is a grpc-js service written as
+// grpc-js's examples write one (HTTP/2 only), and its client.js the
+// ecosystem's own client, one channel per run; both with the packages
+// from the npm registry.
+
+var (
+	grpcOnce sync.Once
+	grpcErr  error
+)
+
+// grpcExample returns examples/grpc's directory, installing its
+// packages first where node_modules is missing or older than the lock.
+func grpcExample(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("../../examples/grpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcOnce.Do(func() {
+		lock, err := os.Stat(filepath.Join(dir, "package-lock.json"))
+		if err != nil {
+			grpcErr = err
+			return
+		}
+		if installed, err := os.Stat(filepath.Join(dir, "node_modules", ".package-lock.json")); err == nil && !installed.ModTime().Before(lock.ModTime()) {
+			return
+		}
+		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			grpcErr = fmt.Errorf("npm ci in %s (the npm registry must be reachable): %v\n%s", dir, err, out)
+		}
+	})
+	if grpcErr != nil {
+		t.Fatal(grpcErr)
+	}
+	return dir
+}
+
+// startGRPCPool runs our Caddy, taking h2c from clients, in front of a
+// pool of count workers of command; it returns Caddy and the target a
+// gRPC client dials.
+func startGRPCPool(t *testing.T, count int, command, options string) (*caddyProc, string) {
+	t.Helper()
+	dir := t.TempDir()
+	port := testworker.FreePort(t)
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+	servers {
+		protocols h1 h2c
+	}
+}
+
+http://127.0.0.1:%d {
+	worker_pool {
+		command %s
+		count %d
+		stop_timeout 5s
+		%s
+	}
+}
+`, port, command, count, options)
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return runCaddy(t, dir, port, path, nil), fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// grpcCall runs client.js against target and returns its JSON lines.
+func grpcCall(t *testing.T, dir, target string, args ...string) []map[string]any {
+	t.Helper()
+	cmd := exec.Command("node", append([]string{filepath.Join(dir, "client.js"), target}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("client.js %v: %v\n%s", args, err, stderr.Bytes())
+	}
+	var lines []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("client.js %v printed %q: %v", args, sc.Text(), err)
+		}
+		lines = append(lines, m)
+	}
+	return lines
+}
+
+func code(m map[string]any) int {
+	c, _ := m["code"].(float64)
+	return int(c)
+}
+
+// awaitGRPC waits until a call through the pool succeeds.
+func awaitGRPC(t *testing.T, dir, target string) {
+	t.Helper()
+	testworker.Eventually(t, 30*time.Second, "a gRPC call through the pool", func() bool {
+		return code(grpcCall(t, dir, target, "unary", "1")[0]) == 0
+	})
+}
+
+func TestGRPCThroughCaddy(t *testing.T) {
+	dir := grpcExample(t)
+	c, target := startGRPCPool(t, 2, "node "+filepath.Join(dir, "server.js"), "")
+	testworker.Eventually(t, 30*time.Second, "both workers healthy", func() bool {
+		return strings.Count(c.log.String(), `"msg":"worker healthy"`) == 2
+	})
+	awaitGRPC(t, dir, target)
+
+	t.Run("every call is balanced", func(t *testing.T) {
+		// One channel, one HTTP/2 connection, 16 calls in flight: Node's
+		// cluster would put all of them on one worker.
+		r := grpcCall(t, dir, target, "load", "200", "16", "2")[0]
+		pids, _ := r["pids"].(map[string]any)
+		if r["errors"].(float64) != 0 || len(pids) != 2 {
+			t.Fatalf("200 calls on one channel: %v; want no error and both workers", r)
+		}
+		for pid, n := range pids {
+			if n.(float64) < 40 {
+				t.Errorf("worker %s served %v of 200 calls", pid, n)
+			}
+		}
+	})
+
+	t.Run("streaming", func(t *testing.T) {
+		count := grpcCall(t, dir, target, "count", "5", "20")
+		if last := count[len(count)-1]; code(last) != 0 || last["messages"].(float64) != 5 {
+			t.Fatalf("server streaming: %v", count)
+		}
+		if s := grpcCall(t, dir, target, "sum", "10")[0]; code(s) != 0 || s["sum"].(float64) != 55 {
+			t.Fatalf("client streaming: %v", s)
+		}
+		// Each message goes out only after the previous echo came back:
+		// this finishes only if both directions flow at once.
+		if e := grpcCall(t, dir, target, "echo", "20")[0]; code(e) != 0 || e["echoes"].(float64) != 20 {
+			t.Fatalf("bidirectional: %v", e)
+		}
+	})
+
+	t.Run("status and metadata pass", func(t *testing.T) {
+		r := grpcCall(t, dir, target, "unary", "1", "0", "0", "5")[0] // NOT_FOUND
+		md, _ := r["metadata"].(map[string]any)
+		if code(r) != 5 || r["details"] != "failing with 5 on purpose" || md["x-worker"] == nil {
+			t.Fatalf("a worker's NOT_FOUND with metadata came back as %v", r)
+		}
+	})
+
+	t.Run("deadline", func(t *testing.T) {
+		r := grpcCall(t, dir, target, "unary", "1", "2000", "200")[0]
+		if code(r) != 4 || r["took"].(float64) > 1500 {
+			t.Fatalf("a 2 s call with a 200 ms deadline: %v; want DEADLINE_EXCEEDED near 200 ms", r)
+		}
+	})
+
+	if strings.Contains(c.log.String(), "out of rotation") {
+		t.Errorf("a worker left rotation:\n%s", c.log.String())
+	}
+}
+
+// A pool whose workers are sent a protocol they do not speak answers
+// each call UNAVAILABLE with a message naming the setting, keeps its
+// workers in rotation, and logs what to set.
+func TestGRPCProtocolMismatch(t *testing.T) {
+	dir := grpcExample(t)
+	c, target := startGRPCPool(t, 1, "node "+filepath.Join(dir, "server.js"), "upstream_protocol http1")
+	testworker.Eventually(t, 30*time.Second, "the worker listening", func() bool {
+		return strings.Contains(c.log.String(), "listening on")
+	})
+	for range 8 {
+		r := grpcCall(t, dir, target, "unary", "1")[0]
+		if code(r) != 14 || !strings.Contains(r["details"].(string), "upstream_protocol h2c") {
+			t.Fatalf("a gRPC call to an HTTP/2-only worker sent HTTP/1.1: %v; want UNAVAILABLE naming upstream_protocol h2c", r)
+		}
+	}
+	log := c.log.String()
+	if strings.Contains(log, "out of rotation") || strings.Contains(log, "breaker open") {
+		t.Fatalf("a protocol mismatch took the worker out:\n%s", log)
+	}
+	if !strings.Contains(log, "set upstream_protocol h2c") {
+		t.Fatalf("the log does not say what to set:\n%s", log)
+	}
+}
+
+// A pool whose command cannot start answers calls UNAVAILABLE, in
+// gRPC's terms, with a message that says why: never problem+json.
+func TestGRPCBrokenCommand(t *testing.T) {
+	dir := grpcExample(t)
+	_, target := startGRPCPool(t, 1, "node "+filepath.Join(t.TempDir(), "missing.js"), "queue_timeout 1s")
+	r := grpcCall(t, dir, target, "unary", "1")[0]
+	if code(r) != 14 || !strings.Contains(r["details"].(string), "worker") {
+		t.Fatalf("a call to a pool without workers: %v; want UNAVAILABLE saying why", r)
+	}
+}
