@@ -3,7 +3,6 @@ package pool_test
 import (
 	"net"
 	"net/http"
-	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -16,27 +15,6 @@ import (
 	"github.com/caddy-workerpool/caddy-workerpool/pool"
 	"github.com/caddy-workerpool/caddy-workerpool/worker"
 )
-
-// ssListening is the local address that `ss` shows for the TCP socket
-// listening on port: "*:41234" for every interface, "127.0.0.1:41234"
-// for loopback; "" where ss is missing. It judges the worker's socket
-// without connecting to it.
-func ssListening(t *testing.T, port string) string {
-	t.Helper()
-	if _, err := exec.LookPath("ss"); err != nil {
-		t.Log("ss not found: the socket's address is judged from /proc only")
-		return ""
-	}
-	out, err := exec.Command("ss", "-Hltn", "sport = :"+port).Output()
-	if err != nil {
-		t.Fatalf("ss: %v", err)
-	}
-	f := strings.Fields(string(out))
-	if len(f) < 4 {
-		t.Fatalf("ss lists no socket listening on port %s: %q", port, out)
-	}
-	return f[3]
-}
 
 // A worker that listens on every interface is found when it becomes
 // ready: reported in its status and in an error that names the fix,
@@ -72,9 +50,9 @@ func TestBindCheck(t *testing.T) {
 			})
 
 			_, port, _ := net.SplitHostPort(w.Address)
-			switch got := ssListening(t, port); {
+			switch got := testworker.SSListening(t, port); {
 			case got == "":
-			case tc.mode == "every-interface" && !strings.HasPrefix(got, "*:") && !strings.HasPrefix(got, "0.0.0.0:") && !strings.HasPrefix(got, "[::]:"):
+			case tc.mode == "every-interface" && !testworker.EveryInterface(got):
 				t.Fatalf("ss shows the worker on %s, not on every interface", got)
 			case tc.mode == "serve" && got != w.Address:
 				t.Fatalf("ss shows the worker on %s, want %s", got, w.Address)

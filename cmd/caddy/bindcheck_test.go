@@ -85,16 +85,11 @@ http://127.0.0.1:%d {
 			})
 
 			_, workerPort, _ := net.SplitHostPort(w.Address)
-			out, err := exec.Command("ss", "-Hltn", "sport = :"+workerPort).Output()
-			if err != nil {
-				t.Fatalf("ss (iproute2): %v", err)
+			if _, err := exec.LookPath("ss"); err != nil {
+				t.Fatal("ss (iproute2) is required to judge the worker's socket")
 			}
-			f := strings.Fields(string(out))
-			if len(f) < 4 {
-				t.Fatalf("ss lists nothing on port %s: %q", workerPort, out)
-			}
-			if onAll := strings.HasPrefix(f[3], "*:") || strings.HasPrefix(f[3], "0.0.0.0:") || strings.HasPrefix(f[3], "[::]:"); onAll != tc.exposed {
-				t.Fatalf("ss shows the worker on %s; the test wants it on every interface: %v", f[3], tc.exposed)
+			if got := testworker.SSListening(t, workerPort); testworker.EveryInterface(got) != tc.exposed {
+				t.Fatalf("ss shows the worker on %s; the test wants it on every interface: %v", got, tc.exposed)
 			}
 
 			if got := len(w.ExposedOn) > 0; got != tc.exposed {
