@@ -373,8 +373,8 @@ func (a *api) match(r *http.Request) (*operation, string, map[string]string, err
 }
 
 // mayVary reports whether an escaped path could match a template only
-// as a variant: it has an upper-case letter, an encoded slash or a
-// trailing slash.
+// as a variant: it has an upper-case letter, a percent-escape (%2F
+// among them) or a trailing slash.
 func mayVary(path string) bool {
 	if len(path) > 1 && path[len(path)-1] == '/' {
 		return true
@@ -402,10 +402,11 @@ func ambiguous(why string) *Error {
 		Errors: []problem.FieldError{{Pointer: "/path", Detail: why}}}
 }
 
-// matchVariant finds the route (its index) that a path which matches no template
-// exactly reaches in the common frameworks' default routing, so that
-// it is checked against that route's operation rather than passed as
-// unknown (the path itself is forwarded unchanged). The union of their
+// matchVariant finds the route (its index in a.routes, -1 for none)
+// that a path which matches no template exactly reaches in the common
+// frameworks' default routing, so that it is checked against that
+// route's operation rather than passed as unknown (the path itself is
+// forwarded unchanged). The union of their
 // defaults: literal segments compare without regard to case (Express
 // and Koa's router are case-insensitive), one trailing slash is
 // optional (Express and Koa are not strict), and an encoded slash
@@ -421,7 +422,7 @@ func (a *api) matchVariant(path string) (int, map[string]string, error) {
 	v := path
 	if strings.Contains(v, "%2") {
 		v = strings.ReplaceAll(strings.ReplaceAll(v, "%2F", "/"), "%2f", "/")
-		if why := ambiguousPath(v); why != "" && v != path {
+		if why := ambiguousPath(v); why != "" {
 			return -1, nil, ambiguous(why + " (an encoded slash, %2F, counts as a slash)")
 		}
 	}
