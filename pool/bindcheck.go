@@ -55,11 +55,7 @@ func (p *Pool) checkBind(m *member) {
 	if m.proc == nil || p.cfg.BindCheck == BindOff {
 		return // an endpoint something else started is not ours to read
 	}
-	p.mu.Lock()
-	done := m.bindChecked
-	m.bindChecked = true
-	p.mu.Unlock()
-	if done {
+	if !m.bindChecked.CompareAndSwap(false, true) {
 		return
 	}
 	log := p.log.With(zap.Int("worker", m.id), zap.Int("pid", m.pid()))

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -131,6 +132,8 @@ type member struct {
 	checker *health.Checker
 	since   time.Time
 	plan    recyclePlan
+	// bindChecked: the bind check has run (or is running).
+	bindChecked atomic.Bool
 
 	// Guarded by Pool.mu.
 	life    lifecycle
@@ -139,9 +142,7 @@ type member struct {
 	startup *time.Timer
 	kill    *time.Timer
 	reprobe *time.Timer // the breaker's open_for
-	// The bind check ran; exposed lists what it found beyond loopback.
-	bindChecked bool
-	exposed     []string
+	exposed []string    // what the bind check found beyond loopback
 }
 
 // errProbe stands for a failed health check in a lifecycle's streak.
