@@ -12,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-workerpool/caddy-workerpool/pool"
 )
 
 func init() {
@@ -65,6 +67,7 @@ func (h *Handler) claimNameInCaddyfile(helper httpcaddyfile.Helper) error {
 //	    scale_idle      <duration>
 //	    max_total_memory <size>
 //	    listen          tcp|unix
+//	    bind_check      warn|refuse|off
 //	    startup_timeout <duration>
 //	    stop_timeout    <duration>
 //	    unhealthy_kill_after <duration>
@@ -173,6 +176,19 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("listen: %q is not a mode; use tcp or unix", v)
 			}
 			h.Listen = d.Val()
+		case "bind_check":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			switch v := pool.BindCheck(d.Val()); v {
+			case pool.BindWarn, pool.BindRefuse, pool.BindOff:
+			default:
+				return d.Errf("bind_check: %q is not a choice; use warn (log workers that listen beyond loopback), refuse (keep them out of rotation) or off", d.Val())
+			}
+			h.BindCheck = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		case "request_timeout":
 			if !d.NextArg() {
 				return d.ArgErr()

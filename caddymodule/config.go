@@ -60,8 +60,9 @@ func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 			MaxMemory:   h.MaxMemory,
 			MaxLifetime: time.Duration(h.MaxLifetime),
 		},
-		Balancer: h.balancerConfig(log),
-		Scale:    h.scaleConfig(),
+		Balancer:  h.balancerConfig(log),
+		BindCheck: pool.BindCheck(h.BindCheck),
+		Scale:     h.scaleConfig(),
 	}, nil
 }
 

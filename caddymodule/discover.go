@@ -65,7 +65,7 @@ func (h *Handler) spawns() bool { return len(h.Discover) == 0 && h.Consul == nil
 // workers, with whether they are set.
 func (h *Handler) spawnOnly() map[string]bool {
 	return map[string]bool{
-		"count": h.Count != 0, "dir": h.Dir != "", "env": len(h.Env) > 0, "listen": h.Listen != "",
+		"count": h.Count != 0, "dir": h.Dir != "", "env": len(h.Env) > 0, "listen": h.Listen != "", "bind_check": h.BindCheck != "",
 		"unhealthy_kill_after":     h.UnhealthyKillAfter != 0,
 		"max_consecutive_failures": h.MaxConsecutiveFailures != 0,
 		"max_requests":             h.MaxRequests != 0 || h.MaxRequestsJitter != 0,

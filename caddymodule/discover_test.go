@@ -181,6 +181,7 @@ func TestSourceConfigErrors(t *testing.T) {
 		{`{"handler":"worker_pool","discover":["10.1.2.3:3000"]}`, "not a loopback address"},
 		{`{"handler":"worker_pool","discover":["127.0.0.1:3000"],"count":2}`, "count: applies to spawned workers only"},
 		{`{"handler":"worker_pool","discover":["127.0.0.1:3000"],"max_requests":100}`, "max_requests: applies to spawned workers only"},
+		{`{"handler":"worker_pool","discover":["127.0.0.1:3000"],"bind_check":"refuse"}`, "bind_check: applies to spawned workers only"},
 		{`{"handler":"worker_pool","consul":{}}`, "consul: service: give the name"},
 		{`{"handler":"worker_pool","consul":{"service":"a","token":"x","token_file":"/y"}}`, "token and token_file: set only one"},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"consul_register":{"port":0}}`, "consul_register: port 0"},

@@ -65,6 +65,15 @@ type Handler struct {
 	// user can enter).
 	Listen string `json:"listen,omitempty"`
 
+	// BindCheck says what to do with a worker that listens beyond
+	// loopback (on 0.0.0.0, ::, or a network address), found when it
+	// becomes ready, on Linux: "warn" (the default) logs an error that
+	// names the fix and shows the addresses in the status; "refuse" also
+	// keeps the worker out of rotation; "off" does not look. Such a
+	// worker can be reached on its port past the pool, as one written
+	// `app.listen(process.env.PORT)` is.
+	BindCheck string `json:"bind_check,omitempty"`
+
 	// StartupTimeout is how long a new worker may take to pass its first
 	// health check before it is killed and restarted. Default: 30s.
 	StartupTimeout caddy.Duration `json:"startup_timeout,omitempty"`
@@ -437,6 +446,9 @@ func (h *Handler) Validate() error {
 	case "", worker.ListenTCP, worker.ListenUnix:
 	default:
 		bad("listen", "%q is not a mode: use tcp or unix", h.Listen)
+	}
+	if pool.BindCheck(h.BindCheck).Validate() != nil {
+		bad("bind_check", "%q is not a choice: use warn (log workers that listen beyond loopback), refuse (keep them out of rotation) or off", h.BindCheck)
 	}
 	if err := h.balancerConfig(nil).Validate(); err != nil {
 		bad("balancing", "%v", err)

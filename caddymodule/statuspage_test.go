@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -165,6 +166,80 @@ http://127.0.0.1:%d {
 	release.Body.Close()
 	if err := <-blocked; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The status page, in a real browser, marks a worker that the bind
+// check found listening beyond loopback, with the addresses; the other
+// worker is not marked.
+func TestStatusPageMarksExposedWorkers(t *testing.T) {
+	browser := chromium(t)
+	if runtime.GOOS != "linux" {
+		t.Skip("the bind check reads /proc")
+	}
+	port := testworker.FreePort(t)
+	load(t, fmt.Sprintf(`{
+	admin off
+	persist_config off
+	auto_https off
+}
+
+http://127.0.0.1:%d {
+	handle /status {
+		worker_pool_status
+	}
+	handle /exposed* {
+		worker_pool {
+			name exposed
+			command %s
+			env %s every-interface
+			env GORACE atexit_sleep_ms=0
+			count 1
+			health_uri /healthz
+			health_interval 50ms
+		}
+	}
+	handle {
+		worker_pool {
+			name loopback
+			command %s
+			env %s serve
+			env GORACE atexit_sleep_ms=0
+			count 1
+			health_uri /healthz
+			health_interval 50ms
+		}
+	}
+}
+`, port, testworker.Command(), testworker.ModeEnv, testworker.Command(), testworker.ModeEnv))
+	defer stop(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	var exposed []string
+	testworker.Eventually(t, 10*time.Second, "both pools serving", func() bool {
+		resp, err := client.Get(base + "/status?format=json")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st []pool.Status
+		if json.NewDecoder(resp.Body).Decode(&st) != nil || len(st) != 2 || st[0].Healthy+st[1].Healthy != 2 {
+			return false
+		}
+		for _, p := range st {
+			if p.Name == "exposed" {
+				exposed = p.Workers[0].ExposedOn
+			} else if len(p.Workers[0].ExposedOn) > 0 {
+				t.Fatalf("a loopback worker reported exposed: %+v", p.Workers[0])
+			}
+		}
+		return len(exposed) > 0
+	})
+	dom := headless(t, browser, base+"/status", "--dump-dom")
+	if n := strings.Count(dom, `class="state exposed"`); n != 1 {
+		t.Fatalf("%d workers marked exposed, want 1; DOM:\n%s", n, dom)
+	}
+	if !strings.Contains(dom, `data-exposed="`+strings.Join(exposed, " ")+`"`) {
+		t.Fatalf("the page does not show the addresses %v; DOM:\n%s", exposed, dom)
 	}
 }
 

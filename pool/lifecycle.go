@@ -22,9 +22,10 @@ import (
 //	    │ startup_timeout: kill      │   │ probe fails,     │ breaker may probe
 //	    │                            │   ▼ passive fails,   │
 //	    │                            │ out of rotation ─────┘
-//	    │                            │   (held: probe, passive, hung, breaker;
-//	    │                            │    killed after unhealthy_kill_after
-//	    │                            │    unless only the breaker holds it)
+//	    │                            │   (held: probe, passive, hung, breaker,
+//	    │                            │    exposed; killed after
+//	    │                            │    unhealthy_kill_after unless only
+//	    │                            │    the breaker or exposure holds it)
 //	    ▼          drain             ▼   │
 //	  draining ◀───────────────────────────┘  (recycle, rolling restart,
 //	    │                                        scale-down, pool stop)
@@ -65,6 +66,7 @@ const (
 	heldPassive                  // its requests failed in a row
 	heldHung                     // a request exceeded request_timeout
 	heldBreaker                  // its circuit breaker is open
+	heldExposed                  // it listens beyond loopback, and bind_check refuses that
 
 	// heldSick is what only a passing health check lifts, and what gets
 	// a worker killed if it lasts.
@@ -76,7 +78,7 @@ func (h hold) String() string {
 	for _, r := range []struct {
 		h    hold
 		name string
-	}{{heldProbe, "health check fails"}, {heldPassive, "requests failed"}, {heldHung, "request timed out"}, {heldBreaker, "breaker open"}} {
+	}{{heldProbe, "health check fails"}, {heldPassive, "requests failed"}, {heldHung, "request timed out"}, {heldBreaker, "breaker open"}, {heldExposed, "listens beyond loopback"}} {
 		if h&r.h != 0 {
 			why = append(why, r.name)
 		}
@@ -105,6 +107,7 @@ const (
 	evKillDue                         // unhealthy_kill_after passed
 	evDrain                           // leave for good, finishing what it holds
 	evGone                            // the process exited, or the source no longer lists it
+	evExposed                         // it listens beyond loopback, and that is refused
 )
 
 // action is what a transition asks of the pool.
@@ -177,6 +180,12 @@ func (l lifecycle) on(ev event, cfg health.Config) (lifecycle, action) {
 		}
 	case evBreakerProbe, evBreakerClosed:
 		l.held &^= heldBreaker
+	case evExposed:
+		// For good: the process keeps its sockets. It is not sick
+		// either, so it is not killed: a restart would bind the same.
+		if l.state == starting || l.state == serving {
+			l.held |= heldExposed
+		}
 	case evStartupExpired:
 		if l.state == starting {
 			act |= actKill

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -65,6 +66,9 @@ type Config struct {
 	// Scale lets a pool that spawns its workers run more than
 	// Workers.Count of them while requests queue (see scale.go).
 	Scale Scale
+	// BindCheck says what to do with a spawned worker that listens
+	// beyond loopback (see bindcheck.go). Default: BindWarn.
+	BindCheck BindCheck
 }
 
 // Pool runs and serves from a set of endpoints.
@@ -128,6 +132,8 @@ type member struct {
 	checker *health.Checker
 	since   time.Time
 	plan    recyclePlan
+	// bindChecked: the bind check has run (or is running).
+	bindChecked atomic.Bool
 
 	// Guarded by Pool.mu.
 	life    lifecycle
@@ -136,6 +142,7 @@ type member struct {
 	startup *time.Timer
 	kill    *time.Timer
 	reprobe *time.Timer // the breaker's open_for
+	exposed []string    // what the bind check found beyond loopback
 }
 
 // errProbe stands for a failed health check in a lifecycle's streak.
@@ -150,6 +157,9 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 		return nil, err
 	}
 	if err := cfg.checkScale(); err != nil {
+		return nil, err
+	}
+	if err := cfg.BindCheck.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.Health = cfg.Health.WithDefaults()
@@ -374,6 +384,8 @@ func (p *Pool) probed(m *member, started time.Time, err error) {
 	kind := evProbePass
 	if err != nil {
 		kind = evProbeFail
+	} else {
+		p.checkBind(m)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -16,7 +16,12 @@ type WorkerStatus struct {
 	Lifecycle string `json:"lifecycle,omitempty"`
 	// OutOfRotation says why a serving endpoint is held out of rotation.
 	OutOfRotation string `json:"out_of_rotation,omitempty"`
-	Inflight      int64  `json:"inflight"`
+	// ExposedOn lists the addresses beyond loopback (a wildcard such as
+	// 0.0.0.0 or ::, or a network address) that the worker listens on,
+	// as the bind check found them when it became ready: it can be
+	// reached there past the pool.
+	ExposedOn []string `json:"exposed_on,omitempty"`
+	Inflight  int64    `json:"inflight"`
 	// Streams is the number of open WebSockets and event streams.
 	Streams int64  `json:"streams"`
 	Limit   int64  `json:"max_inflight"`
@@ -53,14 +58,15 @@ func (p *Pool) Status() Status {
 	// outside it (a breaker tells the pool of its changes under its own
 	// lock).
 	type seen struct {
-		m    *member
-		life lifecycle
+		m       *member
+		life    lifecycle
+		exposed []string
 	}
 	p.mu.Lock()
 	byAddr := make(map[string]seen, len(p.members))
 	rss := make(map[int]int64, len(p.members))
 	for _, m := range p.members {
-		byAddr[m.target.Address] = seen{m, m.life}
+		byAddr[m.target.Address] = seen{m, m.life, m.exposed}
 		if m.proc != nil {
 			rss[m.proc.PGID] = 0
 		}
@@ -75,6 +81,7 @@ func (p *Pool) Status() Status {
 			ws.Healthy = x.life.inRotation()
 			ws.Lifecycle = x.life.state.String()
 			ws.OutOfRotation = x.life.held.String()
+			ws.ExposedOn = x.exposed
 			ws.Inflight = m.ep.Inflight()
 			ws.Streams = m.ep.Streams()
 			ws.Served = m.ep.Served()

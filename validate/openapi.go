@@ -43,8 +43,11 @@ type api struct {
 type route struct {
 	template string
 	segs     []segment
-	ops      map[string]*operation
-	allow    string
+	// loose is segs without a trailing empty segment (the template's
+	// trailing slash), for matching route variants.
+	loose []segment
+	ops   map[string]*operation
+	allow string
 }
 
 // segment is one part of a path template between slashes: a literal, or
@@ -244,7 +247,10 @@ func (b *builder) build() (*api, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.segs = segs
+		r.segs, r.loose = segs, segs
+		if n := len(segs); n > 1 && segs[n-1] == (segment{}) {
+			r.loose = segs[:n-1]
+		}
 		itemPtr := "/paths/" + escape(tmpl)
 		pi, itemPtr, err := b.resolve(item, itemPtr)
 		if err != nil {
@@ -327,33 +333,109 @@ func parseTemplate(tmpl string) ([]segment, error) {
 
 // match finds the route of r. It returns the operation to check (nil
 // when the path is unknown and unknown routes pass), the route template
-// and the path parameters' values, or a 404/405 *Error.
+// and the path parameters' values, or a 404/405 *Error. A path that
+// matches no template as it is sent is matched once more as the common
+// frameworks route it (see matchVariant).
 func (a *api) match(r *http.Request) (*operation, string, map[string]string, error) {
 	path := r.URL.EscapedPath()
 	if why := ambiguousPath(path); why != "" {
-		return nil, "", nil, &Error{Status: http.StatusBadRequest, Detail: "the request's path is ambiguous",
-			Errors: []problem.FieldError{{Pointer: "/path", Detail: why}}}
+		return nil, "", nil, ambiguous(why)
 	}
 	var parts []string
 	if strings.HasPrefix(path, "/") {
 		parts = strings.Split(path[1:], "/")
 	}
-	for _, rt := range a.routes {
-		params, ok := rt.match(parts)
+	for i, rt := range a.routes {
+		params, ok := rt.match(parts, false)
 		if !ok {
 			continue
 		}
-		op := rt.ops[r.Method]
-		if op == nil {
-			return nil, "", nil, &Error{Status: http.StatusMethodNotAllowed, Allow: rt.allow,
-				Detail: fmt.Sprintf("method %s is not allowed on %s", r.Method, rt.template)}
+		// A literal beats a parameter: Express routes /orders/NEW to
+		// /orders/new when both exist (new is registered first, or it
+		// would never be reached), not to /orders/{id}.
+		if len(params) > 0 && mayVary(path) {
+			if j, vparams, err := a.matchVariant(path); err == nil && j >= 0 && j < i {
+				return a.routes[j].operation(r.Method, vparams)
+			}
 		}
-		return op, rt.template, params, nil
+		return rt.operation(r.Method, params)
 	}
-	if a.passUnknown {
+	j, params, err := a.matchVariant(path)
+	switch {
+	case err != nil:
+		return nil, "", nil, err
+	case j >= 0:
+		return a.routes[j].operation(r.Method, params)
+	case a.passUnknown:
 		return nil, "", nil, nil
 	}
 	return nil, "", nil, &Error{Status: http.StatusNotFound, Detail: "no route of the API matches this path"}
+}
+
+// mayVary reports whether an escaped path could match a template only
+// as a variant: it has an upper-case letter, a percent-escape (%2F
+// among them) or a trailing slash.
+func mayVary(path string) bool {
+	if len(path) > 1 && path[len(path)-1] == '/' {
+		return true
+	}
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; 'A' <= c && c <= 'Z' || c == '%' {
+			return true
+		}
+	}
+	return false
+}
+
+// operation returns the route's operation for method, or a 405 *Error.
+func (rt *route) operation(method string, params map[string]string) (*operation, string, map[string]string, error) {
+	op := rt.ops[method]
+	if op == nil {
+		return nil, "", nil, &Error{Status: http.StatusMethodNotAllowed, Allow: rt.allow,
+			Detail: fmt.Sprintf("method %s is not allowed on %s", method, rt.template)}
+	}
+	return op, rt.template, params, nil
+}
+
+func ambiguous(why string) *Error {
+	return &Error{Status: http.StatusBadRequest, Detail: "the request's path is ambiguous",
+		Errors: []problem.FieldError{{Pointer: "/path", Detail: why}}}
+}
+
+// matchVariant finds the route (its index in a.routes, -1 for none)
+// that a path which matches no template exactly reaches in the common
+// frameworks' default routing, so that it is checked against that
+// route's operation rather than passed as unknown (the path itself is
+// forwarded unchanged). The union of their
+// defaults: literal segments compare without regard to case (Express
+// and Koa's router are case-insensitive), one trailing slash is
+// optional (Express and Koa are not strict), and an encoded slash
+// (%2F) counts as a slash (servers that route on the decoded path, as
+// WSGI's PATH_INFO and Go's URL.Path are, see one). Fastify is
+// case-sensitive and strict by default: matching more than it routes
+// only checks a request that it would answer with 404. A variant whose
+// decoded slashes make empty or dot segments is refused as ambiguous.
+func (a *api) matchVariant(path string) (int, map[string]string, error) {
+	if !strings.HasPrefix(path, "/") {
+		return -1, nil, nil
+	}
+	v := path
+	if strings.Contains(v, "%2") {
+		v = strings.ReplaceAll(strings.ReplaceAll(v, "%2F", "/"), "%2f", "/")
+		if why := ambiguousPath(v); why != "" {
+			return -1, nil, ambiguous(why + " (an encoded slash, %2F, counts as a slash)")
+		}
+	}
+	if len(v) > 1 && v[len(v)-1] == '/' {
+		v = v[:len(v)-1]
+	}
+	parts := strings.Split(v[1:], "/")
+	for j, rt := range a.routes {
+		if params, ok := rt.match(parts, true); ok {
+			return j, params, nil
+		}
+	}
+	return -1, nil, nil
 }
 
 // ambiguousPath says what makes the escaped path mean different paths
@@ -393,23 +475,28 @@ func isDotSegment(seg string) bool {
 }
 
 // match reports whether the escaped path parts fit the route, and the
-// path parameters' (unescaped) values.
-func (rt *route) match(parts []string) (map[string]string, bool) {
-	if len(parts) != len(rt.segs) {
+// path parameters' (unescaped) values. loose matches a variant: the
+// template without its trailing slash, literals without regard to case.
+func (rt *route) match(parts []string, loose bool) (map[string]string, bool) {
+	segs := rt.segs
+	if loose {
+		segs = rt.loose
+	}
+	if len(parts) != len(segs) {
 		return nil, false
 	}
 	var params map[string]string
-	for i, s := range rt.segs {
+	for i, s := range segs {
 		p := parts[i]
 		if s.param == "" {
-			if p != s.lit {
-				if u, err := url.PathUnescape(p); err != nil || u != s.lit {
+			if !same(p, s.lit, loose) {
+				if u, err := url.PathUnescape(p); err != nil || !same(u, s.lit, loose) {
 					return nil, false
 				}
 			}
 			continue
 		}
-		if len(p) < len(s.prefix)+len(s.suffix)+1 || !strings.HasPrefix(p, s.prefix) || !strings.HasSuffix(p, s.suffix) {
+		if len(p) < len(s.prefix)+len(s.suffix)+1 || !same(p[:len(s.prefix)], s.prefix, loose) || !same(p[len(p)-len(s.suffix):], s.suffix, loose) {
 			return nil, false
 		}
 		v, err := url.PathUnescape(p[len(s.prefix) : len(p)-len(s.suffix)])
@@ -417,12 +504,16 @@ func (rt *route) match(parts []string) (map[string]string, bool) {
 			return nil, false
 		}
 		if params == nil {
-			params = make(map[string]string, len(rt.segs))
+			params = make(map[string]string, len(segs))
 		}
 		params[s.param] = v
 	}
 	return params, true
 }
+
+// same compares a path's text with a template's, with fold without
+// regard to case.
+func same(a, b string, fold bool) bool { return a == b || fold && strings.EqualFold(a, b) }
 
 // requestBody is an operation's declared body.
 type requestBody struct {

@@ -620,3 +620,110 @@ func BenchmarkHugeNumber(b *testing.B) {
 		}
 	}
 }
+
+// With unknown_routes pass (or reject), a variant of a documented path
+// that the common frameworks route to that path's handler (Express and
+// Koa: case-insensitive, a trailing slash optional; servers that route
+// on the decoded path: %2F as /) is checked against that operation, and
+// passed on with its path unchanged when it fits.
+func TestRouteVariantsAreChecked(t *testing.T) {
+	bad := order(t, func(m map[string]any) { item(m, 0)["qty"] = "two" })
+	variants := []string{"/orders/", "/ORDERS", "/Orders/", "/orders%2f", "/orders%2F", "/ORDERS%2F", "/%6Frders/"}
+	for _, unknown := range []string{"pass", "reject"} {
+		v := newValidator(t, validate.Config{OpenAPI: "testdata/orders-3.1.yaml", UnknownRoutes: unknown})
+		for _, target := range variants {
+			t.Run(unknown+" "+target, func(t *testing.T) {
+				rec, _, reached := serve(v, request(badCase{method: "POST", target: target, body: bad}))
+				if reached || rec.Code != 400 {
+					t.Fatalf("invalid body to %s: %d reached=%v, want 400", target, rec.Code, reached)
+				}
+				if d := decodeProblem(t, rec); len(d.Errors) == 0 || d.Errors[0].Pointer != "/body/items/0/qty" {
+					t.Fatalf("%s: errors %+v, want one at /body/items/0/qty", target, d.Errors)
+				}
+				r, err := v.Check(request(badCase{method: "POST", target: target, body: goodOrder}))
+				if err != nil {
+					t.Fatalf("valid order to %s: %v", target, err)
+				}
+				if r.URL.EscapedPath() != target || validate.Route(r) != "/orders" {
+					t.Fatalf("valid order to %s: passed on as %s, route %q", target, r.URL.EscapedPath(), validate.Route(r))
+				}
+			})
+		}
+		for _, c := range []badCase{
+			{name: "path parameter of a variant", method: "GET", target: "/ORDERS/not-a-uuid/", status: 400, pointer: "/path/orderId"},
+			{name: "deeper variant", method: "GET", target: "/Orders/7c9e6679-7425-40de-944b-e07fc1f90ae7/ITEMS/x", status: 400, pointer: "/path/line"},
+			{name: "wrong method on a variant", method: "PUT", target: "/ORDERS/", body: goodOrder, status: 405, allow: "GET, POST, HEAD"},
+			{name: "encoded slashes that make an empty segment", method: "POST", target: "/orders%2F%2F", body: bad, status: 400, pointer: "/path"},
+			{name: "encoded slashes that make a dot segment", method: "POST", target: "/echo%2F..%2Forders", body: bad, status: 400, pointer: "/path"},
+		} {
+			t.Run(unknown+" "+c.name, func(t *testing.T) {
+				rec, _, reached := serve(v, request(c))
+				if reached || rec.Code != c.status {
+					t.Fatalf("%s %s: %d reached=%v, want %d", c.method, c.target, rec.Code, reached, c.status)
+				}
+				if c.allow != "" && rec.Header().Get("Allow") != c.allow {
+					t.Fatalf("Allow %q, want %q", rec.Header().Get("Allow"), c.allow)
+				}
+				if c.pointer != "" {
+					if d := decodeProblem(t, rec); len(d.Errors) == 0 || d.Errors[0].Pointer != c.pointer {
+						t.Fatalf("errors %+v, want one at %s", d.Errors, c.pointer)
+					}
+				}
+			})
+		}
+		// A variant of nothing documented is unknown, as before.
+		rec, _, reached := serve(v, httptest.NewRequest("GET", "/ORDERS/x/y/z/", nil))
+		if want := unknown == "pass"; reached != want || (!want && rec.Code != 404) {
+			t.Fatalf("%s: unknown variant: %d reached=%v", unknown, rec.Code, reached)
+		}
+	}
+}
+
+// A variant that fits a literal template beats a parameter that fits it
+// exactly: /orders/NEW is checked as /orders/new, where Express routes
+// it, not as /orders/{id}. A template's own trailing slash is optional
+// too.
+func TestRouteVariantLiteralBeatsParameter(t *testing.T) {
+	doc := filepath.Join(t.TempDir(), "api.yaml")
+	if err := os.WriteFile(doc, []byte(`openapi: 3.1.0
+info: {title: x, version: "1"}
+paths:
+  /orders/new:
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {type: object, required: [sku], properties: {sku: {type: string}}, additionalProperties: false}
+      responses: {"201": {description: ok}}
+  /orders/{id}:
+    post:
+      parameters: [{name: id, in: path, required: true, schema: {type: string}}]
+      requestBody:
+        content:
+          application/json:
+            schema: {}
+      responses: {"200": {description: ok}}
+  /carts/:
+    post:
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {type: object, required: [sku]}
+      responses: {"201": {description: ok}}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := newValidator(t, validate.Config{OpenAPI: doc, UnknownRoutes: "pass"})
+	for target, route := range map[string]string{"/orders/NEW": "/orders/new", "/orders/new/": "/orders/new", "/orders/42": "/orders/{id}", "/carts": "/carts/", "/CARTS/": "/carts/"} {
+		rec, _, reached := serve(v, request(badCase{method: "POST", target: target, body: `{"qty":1}`}))
+		if wantRefused := route != "/orders/{id}"; reached == wantRefused {
+			t.Errorf("POST %s: %d reached=%v; want it checked as %s", target, rec.Code, reached, route)
+		}
+		r, err := v.Check(request(badCase{method: "POST", target: target, body: `{"sku":"a"}`}))
+		if err != nil || validate.Route(r) != route {
+			t.Errorf("POST %s: route %q %v, want %s", target, validate.Route(r), err, route)
+		}
+	}
+}

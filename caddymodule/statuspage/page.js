@@ -61,6 +61,16 @@
     tr.appendChild(el('td', 'num pid', w.pid || '–'));
     const st = el('td');
     st.appendChild(el('span', 'state ' + state, state));
+    // The bind check found it listening beyond loopback: reachable past
+    // the pool.
+    if (w.exposed_on && w.exposed_on.length) {
+      tr.dataset.exposed = w.exposed_on.join(' ');
+      const x = el('span', 'state exposed', 'exposed');
+      x.title = 'listens on ' + w.exposed_on.join(', ') + ': reachable from the network past the pool. ' +
+        'Fix: listen(process.env.PORT, process.env.HOST), or listen unix' +
+        (w.out_of_rotation ? '. Out of rotation: ' + w.out_of_rotation : '');
+      st.appendChild(x);
+    }
     tr.appendChild(st);
     tr.appendChild(inflightCell(w));
     tr.appendChild(el('td', 'num served', w.served));

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -219,5 +220,63 @@ func TestPythonStdlibAppThroughCaddy(t *testing.T) {
 	close(failed)
 	for f := range failed {
 		t.Errorf("concurrent GET: %s", f)
+	}
+}
+
+// With an OpenAPI document and unknown_routes pass, the variants of a
+// documented route that Express routes to its handler (a trailing
+// slash, another case) and an encoded slash are checked against that
+// route: an invalid body gets 400 problem+json naming the field and
+// never reaches the app (its own counter says so); a valid one reaches
+// it with the path the client sent.
+func TestRouteVariantsAreValidatedBeforeExpress(t *testing.T) {
+	doc, err := filepath.Abs("../../examples/thirdparty/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startCommandPool(t, "", 1, "node "+thirdPartyApp(t, "express"),
+		"validate {\n\t\t\topenapi "+doc+"\n\t\t\tunknown_routes pass\n\t\t}")
+	waitPIDs(t, c, 1)
+	post := func(path, body string) (int, string, string) {
+		t.Helper()
+		resp, err := client.Post(c.url+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+	}
+	const invalid, valid = `{"sku":"ABC-1","qty":"2"}`, `{"sku":"ABC-1","qty":2}`
+	for _, path := range []string{"/orders/", "/ORDERS", "/Orders/", "/orders%2f", "/orders%2F", "/ORDERS%2F"} {
+		t.Run(path, func(t *testing.T) {
+			before := served(t, c)
+			code, ctype, body := post(path, invalid)
+			if code != 400 || ctype != "application/problem+json" || !strings.Contains(body, `"pointer":"/body/qty"`) {
+				t.Fatalf("POST %s with an invalid body: %d %s %s, want 400 problem+json at /body/qty", path, code, ctype, body)
+			}
+			if after := served(t, c); after != before {
+				t.Fatalf("POST %s with an invalid body reached the app: its count went from %d to %d", path, before, after)
+			}
+			// A valid one reaches the app, with its path as sent.
+			code, _, body = post(path, valid)
+			if after := served(t, c); after != before+1 {
+				t.Fatalf("POST %s with a valid body: %d %s; the app's count went from %d to %d", path, code, body, before, after)
+			}
+			if !strings.Contains(path, "%") {
+				// Express routes it to POST /orders, as the check assumed.
+				var got struct{ Path string }
+				if code != 201 || json.Unmarshal([]byte(body), &got) != nil || got.Path != path {
+					t.Fatalf("POST %s with a valid body: %d %s, want 201 from the /orders handler, path unchanged", path, code, body)
+				}
+			}
+		})
+	}
+	// The exact route, as before.
+	if code, _, body := post("/orders", invalid); code != 400 {
+		t.Fatalf("POST /orders with an invalid body: %d %s", code, body)
+	}
+	if code, _, body := post("/orders", valid); code != 201 {
+		t.Fatalf("POST /orders: %d %s", code, body)
 	}
 }

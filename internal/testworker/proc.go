@@ -2,10 +2,12 @@ package testworker
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 
 	"github.com/caddy-workerpool/caddy-workerpool/internal/procfs"
 )
@@ -67,4 +69,31 @@ func WithArg(arg string) []int {
 		}
 	}
 	return pids
+}
+
+// SSListening is the local address that `ss` (iproute2) shows for the
+// TCP socket listening on port — "*:41234" for every interface,
+// "127.0.0.1:41234" for loopback — judged without connecting to it; ""
+// where ss is not installed.
+func SSListening(t testing.TB, port string) string {
+	t.Helper()
+	if _, err := exec.LookPath("ss"); err != nil {
+		t.Log("ss not found: the socket's address is judged from /proc only")
+		return ""
+	}
+	out, err := exec.Command("ss", "-Hltn", "sport = :"+port).Output()
+	if err != nil {
+		t.Fatalf("ss: %v", err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 4 {
+		t.Fatalf("ss lists no socket listening on port %s: %q", port, out)
+	}
+	return f[3]
+}
+
+// EveryInterface reports whether an address as ss shows it is a
+// wildcard.
+func EveryInterface(addr string) bool {
+	return strings.HasPrefix(addr, "*:") || strings.HasPrefix(addr, "0.0.0.0:") || strings.HasPrefix(addr, "[::]:")
 }

@@ -37,6 +37,8 @@ import (
 //	no-health    serve, but /healthz answers 503
 //	sleep        block forever without listening
 //	slow-start   serve, after half a second without listening
+//	every-interface  serve on PORT on every interface, ignoring HOST, as
+//	             app.listen(process.env.PORT) does
 const ModeEnv = "WORKERPOOL_TEST_MODE"
 
 // Env returns the environment that makes the test binary a worker. It
@@ -121,16 +123,19 @@ func writePID(file string, pid int) error {
 	return os.Rename(tmp, file)
 }
 
-func listen() (net.Listener, error) {
+func listen(mode string) (net.Listener, error) {
 	if p := os.Getenv("SOCKET_PATH"); p != "" {
 		return net.Listen("unix", p)
 	}
 	host := os.Getenv("HOST")
+	if mode == "every-interface" {
+		host = ""
+	}
 	return net.Listen("tcp", net.JoinHostPort(host, os.Getenv("PORT")))
 }
 
 func serve(mode string) error {
-	ln, err := listen()
+	ln, err := listen(mode)
 	if err != nil {
 		return err
 	}
