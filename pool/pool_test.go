@@ -142,9 +142,11 @@ func TestNeverHealthyWorkerIsRestartedAndPoolAnswers503(t *testing.T) {
 	p, srv := newPool(t, pool.Config{
 		Workers:        worker.Spec{Env: testworker.Env("no-health"), Count: 1},
 		Health:         health.Config{URI: "/healthz"},
-		StartupTimeout: 200 * time.Millisecond,
+		// Long enough for the worker to listen on a busy host, so that the
+		// reason is its 503, not a refused connection before it listened.
+		StartupTimeout: 2 * time.Second,
 	}, zap.New(core))
-	testworker.Eventually(t, 10*time.Second, "restart after startup_timeout", func() bool {
+	testworker.Eventually(t, 20*time.Second, "restart after startup_timeout", func() bool {
 		return p.Status().Workers[0].Restarts >= 1
 	})
 	if logs.FilterMessage("killing worker").FilterFieldKey("reason").Len() == 0 {
