@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,38 +20,11 @@ import (
 // ecosystem's own client, one channel per run; both with the packages
 // from the npm registry.
 
-var (
-	grpcOnce sync.Once
-	grpcErr  error
-)
-
-// grpcExample returns examples/grpc's directory, installing its
-// packages first where node_modules is missing or older than the lock.
+// grpcExample returns examples/grpc's directory, its packages
+// installed.
 func grpcExample(t *testing.T) string {
 	t.Helper()
-	dir, err := filepath.Abs("../../examples/grpc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	grpcOnce.Do(func() {
-		lock, err := os.Stat(filepath.Join(dir, "package-lock.json"))
-		if err != nil {
-			grpcErr = err
-			return
-		}
-		if installed, err := os.Stat(filepath.Join(dir, "node_modules", ".package-lock.json")); err == nil && !installed.ModTime().Before(lock.ModTime()) {
-			return
-		}
-		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			grpcErr = fmt.Errorf("npm ci in %s (the npm registry must be reachable): %v\n%s", dir, err, out)
-		}
-	})
-	if grpcErr != nil {
-		t.Fatal(grpcErr)
-	}
-	return dir
+	return npmInstalled(t, "../../examples/grpc")
 }
 
 // startGRPCPool runs our Caddy, taking h2c from clients, in front of a

@@ -25,38 +25,54 @@ import (
 // with the packages from the npm registry, as a user would.
 
 var (
-	npmOnce sync.Once
-	npmErr  error
+	npmMu   sync.Mutex
+	npmDone = map[string]error{}
 )
 
-// thirdPartyApp returns the path of examples/thirdparty/<name>.js,
+// npmInstalled returns the absolute path of the example directory rel,
 // installing the packages its package-lock.json names first (npm ci, a
-// few seconds) where node_modules is missing or older than the lock.
-func thirdPartyApp(t *testing.T, name string) string {
+// few seconds) where node_modules is missing or older than the lock;
+// once per directory and test binary.
+func npmInstalled(t *testing.T, rel string) string {
 	t.Helper()
-	dir, err := filepath.Abs("../../examples/thirdparty")
+	dir, err := filepath.Abs(rel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	npmOnce.Do(func() {
-		lock, err := os.Stat(filepath.Join(dir, "package-lock.json"))
-		if err != nil {
-			npmErr = err
-			return
-		}
-		if installed, err := os.Stat(filepath.Join(dir, "node_modules", ".package-lock.json")); err == nil && !installed.ModTime().Before(lock.ModTime()) {
-			return
-		}
-		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			npmErr = fmt.Errorf("npm ci in %s (the npm registry must be reachable): %v\n%s", dir, err, out)
-		}
-	})
-	if npmErr != nil {
-		t.Fatal(npmErr)
+	npmMu.Lock()
+	defer npmMu.Unlock()
+	err, done := npmDone[dir]
+	if !done {
+		err = npmCI(dir)
+		npmDone[dir] = err
 	}
-	return filepath.Join(dir, name+".js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func npmCI(dir string) error {
+	lock, err := os.Stat(filepath.Join(dir, "package-lock.json"))
+	if err != nil {
+		return err
+	}
+	if installed, err := os.Stat(filepath.Join(dir, "node_modules", ".package-lock.json")); err == nil && !installed.ModTime().Before(lock.ModTime()) {
+		return nil
+	}
+	cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("npm ci in %s (the npm registry must be reachable): %v\n%s", dir, err, out)
+	}
+	return nil
+}
+
+// thirdPartyApp returns the path of examples/thirdparty/<name>.js, its
+// packages installed.
+func thirdPartyApp(t *testing.T, name string) string {
+	t.Helper()
+	return filepath.Join(npmInstalled(t, "../../examples/thirdparty"), name+".js")
 }
 
 // startApp runs our Caddy with a pool of count workers of the Node app
