@@ -227,6 +227,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.HealthURI = d.Val()
+		case "health_grpc":
+			h.HealthGRPC = true
+			if d.NextArg() {
+				h.HealthGRPCService = d.Val()
+			}
+			if d.NextArg() {
+				return d.Errf("health_grpc: one service name at most, e.g. 'health_grpc pool.example.Demo'")
+			}
 		case "health_passes", "health_fails":
 			if !d.NextArg() {
 				return d.ArgErr()

@@ -127,6 +127,15 @@ type Handler struct {
 	// 2xx to be in rotation. Without it, accepting a connection is enough.
 	HealthURI string `json:"health_uri,omitempty"`
 
+	// HealthGRPC probes workers with the standard gRPC health protocol
+	// over h2c (grpc.health.v1.Health/Check must answer SERVING), for
+	// HTTP/2-only workers such as grpc-js servers; instead of health_uri.
+	HealthGRPC bool `json:"health_grpc,omitempty"`
+
+	// HealthGRPCService is the service health_grpc asks about; empty
+	// means the server as a whole.
+	HealthGRPCService string `json:"health_grpc_service,omitempty"`
+
 	// HealthInterval is the time between health checks. Default: 1s.
 	HealthInterval caddy.Duration `json:"health_interval,omitempty"`
 
@@ -458,6 +467,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.HealthURI != "" && !strings.HasPrefix(h.HealthURI, "/") {
 		bad("health_uri", "%q must be a path starting with /, e.g. /healthz", h.HealthURI)
+	}
+	if h.HealthURI != "" && h.HealthGRPC {
+		bad("health_grpc", "give health_uri or health_grpc, not both: health_grpc probes gRPC workers, which cannot answer an HTTP GET")
 	}
 	for field, d := range map[string]caddy.Duration{
 		"startup_timeout": h.StartupTimeout, "stop_timeout": h.StopTimeout,

@@ -5,6 +5,7 @@
 package health
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,13 @@ type Config struct {
 	// URI is the path (and query) of an HTTP GET that must answer 2xx;
 	// empty means a successful connect is enough.
 	URI string
+	// GRPC probes with the standard gRPC health protocol over h2c
+	// (grpc.health.v1.Health/Check, which must answer SERVING) instead:
+	// for HTTP/2-only workers, which cannot answer an HTTP/1.1 GET.
+	// GRPCService is the service it asks about; empty means the server
+	// as a whole.
+	GRPC        bool
+	GRPCService string
 	// Interval between probes once the endpoint has been healthy.
 	Interval time.Duration
 	// Timeout of one probe.
@@ -57,6 +65,9 @@ func (c Config) WithDefaults() Config {
 
 // Validate reports the first bad field.
 func (c Config) Validate() error {
+	if c.URI != "" && c.GRPC {
+		return errors.New("health_uri and health_grpc: give one; health_grpc probes gRPC workers, which cannot answer an HTTP GET")
+	}
 	if c.URI != "" && !strings.HasPrefix(c.URI, "/") {
 		return fmt.Errorf("health_uri %q: must be a path starting with /", c.URI)
 	}
@@ -83,24 +94,32 @@ type Prober struct {
 // NewProber prepares probes of target. cfg should have its defaults set.
 func NewProber(cfg Config, target Target) *Prober {
 	p := &Prober{cfg: cfg, target: target}
-	if cfg.URI != "" {
-		host := "localhost"
-		if target.Network == "tcp" {
-			host = target.Address
-		}
-		p.url = "http://" + host + cfg.URI
-		dialer := &net.Dialer{}
-		p.client = &http.Client{
-			Transport: &http.Transport{
-				// A fresh connection per probe also checks that the worker
-				// still accepts, and never races a keep-alive close.
-				DisableKeepAlives: true,
-				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-					return dialer.DialContext(ctx, target.Network, target.Address)
-				},
-			},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+	if cfg.URI == "" && !cfg.GRPC {
+		return p
+	}
+	host := "localhost"
+	if target.Network == "tcp" {
+		host = target.Address
+	}
+	p.url = "http://" + host + cfg.URI
+	dialer := &net.Dialer{}
+	transport := &http.Transport{
+		// A fresh connection per probe also checks that the worker still
+		// accepts, and never races a keep-alive close.
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, target.Network, target.Address)
+		},
+	}
+	if cfg.GRPC {
+		p.url = "http://" + host + "/grpc.health.v1.Health/Check"
+		var protocols http.Protocols
+		protocols.SetUnencryptedHTTP2(true)
+		transport.Protocols = &protocols
+	}
+	p.client = &http.Client{
+		Transport:     transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	return p
 }
@@ -117,6 +136,9 @@ func (p *Prober) Probe(ctx context.Context) error {
 		}
 		return c.Close()
 	}
+	if p.cfg.GRPC {
+		return p.probeGRPC(ctx)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
 	if err != nil {
 		return err
@@ -130,6 +152,57 @@ func (p *Prober) Probe(ctx context.Context) error {
 	_ = resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return fmt.Errorf("GET %s: status %d", p.cfg.URI, resp.StatusCode)
+	}
+	return nil
+}
+
+// probeGRPC asks the worker grpc.health.v1.Health/Check about the
+// configured service, and passes when it answers SERVING. The messages
+// are small enough to write and read by hand: HealthCheckRequest is
+// field 1, the service name; HealthCheckResponse field 1, the status.
+func (p *Prober) probeGRPC(ctx context.Context) error {
+	svc := p.cfg.GRPCService
+	if len(svc) > 127 {
+		return fmt.Errorf("health_grpc service %q: longer than 127 bytes", svc)
+	}
+	msg := []byte{}
+	if svc != "" {
+		msg = append([]byte{0x0a, byte(len(svc))}, svc...)
+	}
+	// A gRPC message: not compressed, its length, the message.
+	body := append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Te", "trailers")
+	req.Header.Set("User-Agent", "caddy-workerpool-health")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return err
+	}
+	status := resp.Header.Get("Grpc-Status")
+	if status == "" {
+		status = resp.Trailer.Get("Grpc-Status")
+	}
+	if resp.StatusCode != http.StatusOK || status != "0" {
+		return fmt.Errorf("grpc.health.v1.Health/Check: HTTP %d, grpc-status %q %s", resp.StatusCode, status, resp.Trailer.Get("Grpc-Message"))
+	}
+	// The reply: 5 bytes of prefix, then field 1 (varint) = status; a
+	// message without it has the default, UNKNOWN.
+	serving := 0
+	if len(reply) >= 7 && reply[5] == 0x08 {
+		serving = int(reply[6])
+	}
+	if serving != 1 {
+		names := map[int]string{0: "UNKNOWN", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+		return fmt.Errorf("grpc.health.v1.Health/Check: %s", names[serving])
 	}
 	return nil
 }

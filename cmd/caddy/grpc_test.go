@@ -186,3 +186,26 @@ func TestGRPCBrokenCommand(t *testing.T) {
 		t.Fatalf("a call to a pool without workers: %v; want UNAVAILABLE saying why", r)
 	}
 }
+
+// health_grpc probes workers with grpc.health.v1.Health/Check: a worker
+// that answers NOT_SERVING leaves rotation, and the calls go to the
+// other one.
+func TestGRPCHealthProtocol(t *testing.T) {
+	dir := grpcExample(t)
+	c, target := startGRPCPool(t, 2, "node "+filepath.Join(dir, "server.js"), "health_grpc\n\t\thealth_interval 100ms")
+	testworker.Eventually(t, 30*time.Second, "both workers healthy by the gRPC health protocol", func() bool {
+		return strings.Count(c.log.String(), `"msg":"worker healthy"`) == 2
+	})
+	sick := grpcCall(t, dir, target, "unary", "1", "0", "0", "-1")[0] // makes its worker NOT_SERVING
+	if code(sick) != 0 {
+		t.Fatalf("the call that makes a worker NOT_SERVING: %v", sick)
+	}
+	testworker.Eventually(t, 10*time.Second, "the NOT_SERVING worker out of rotation", func() bool {
+		return strings.Contains(c.log.String(), "NOT_SERVING")
+	})
+	r := grpcCall(t, dir, target, "load", "40", "8", "0")[0]
+	pids, _ := r["pids"].(map[string]any)
+	if r["errors"].(float64) != 0 || len(pids) != 1 || pids[fmt.Sprint(sick["pid"])] != nil {
+		t.Fatalf("after worker %v answered NOT_SERVING: %v; want every call on the other worker", sick["pid"], r)
+	}
+}
