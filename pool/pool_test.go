@@ -140,8 +140,8 @@ func TestUnhealthyWorkerLeavesRotation(t *testing.T) {
 func TestNeverHealthyWorkerIsRestartedAndPoolAnswers503(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
 	p, srv := newPool(t, pool.Config{
-		Workers:        worker.Spec{Env: testworker.Env("no-health"), Count: 1},
-		Health:         health.Config{URI: "/healthz"},
+		Workers: worker.Spec{Env: testworker.Env("no-health"), Count: 1},
+		Health:  health.Config{URI: "/healthz"},
 		// Long enough for the worker to listen on a busy host, so that the
 		// reason is its 503, not a refused connection before it listened.
 		StartupTimeout: 2 * time.Second,
