@@ -389,9 +389,10 @@ func (p *Pool) probed(m *member, started time.Time, err error) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err != nil {
-		m.lastErr = err
-	}
+	// The last check's error, or none once one passed: a worker that
+	// leaves rotation later for another reason is not said to fail a
+	// probe it passed since (a refused connection from its start-up).
+	m.lastErr = err
 	if !m.probed {
 		m.probed = true
 		p.notifyLocked()
@@ -442,7 +443,11 @@ func (p *Pool) applyLocked(m *member, ev event) {
 	if act&actRemove != 0 {
 		p.bal.Remove(m.ep)
 		if next.state == serving {
-			log.Warn("worker out of rotation", zap.String("why", next.held.String()), zap.NamedError("last_check", m.lastErr))
+			fields := []zap.Field{zap.String("why", next.held.String())}
+			if next.held&heldProbe != 0 && m.lastErr != nil {
+				fields = append(fields, zap.NamedError("last_check", m.lastErr))
+			}
+			log.Warn("worker out of rotation", fields...)
 		}
 	}
 	if act&actArmKill != 0 {

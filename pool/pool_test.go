@@ -424,3 +424,31 @@ func TestDrainTimeoutClosesWebSocketsGoingAway(t *testing.T) {
 		t.Fatalf("the open socket ended with %v (status %d), want a close frame with status 1001", err, s)
 	}
 }
+
+// A worker taken out for failed requests is logged with that reason
+// alone, not with a probe failure from its start-up (a refused
+// connection) as if it were current.
+func TestOutOfRotationNamesWhatFailed(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	p, srv := newPool(t, pool.Config{
+		Workers:  worker.Spec{Env: testworker.Env("serve"), Count: 1},
+		Health:   health.Config{URI: "/healthz", Interval: 20 * time.Millisecond},
+		Balancer: balancer.Config{Retries: new(0), PassiveFails: 2},
+	}, zap.New(core))
+	waitHealthy(t, p, 1)
+	for range 2 {
+		resp, err := srv.Client().Get(srv.URL + "/die")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}
+	testworker.Eventually(t, 10*time.Second, "the worker out of rotation", func() bool {
+		return logs.FilterMessage("worker out of rotation").Len() > 0
+	})
+	for _, e := range logs.FilterMessage("worker out of rotation").All() {
+		f := e.ContextMap()
+		if f["why"] != "requests failed" || f["last_check"] != nil {
+			t.Fatalf("out of rotation for failed requests, logged as %v", f)
+		}
+	}
+}
