@@ -209,3 +209,53 @@ func TestGRPCHealthProtocol(t *testing.T) {
 		t.Fatalf("after worker %v answered NOT_SERVING: %v; want every call on the other worker", sick["pid"], r)
 	}
 }
+
+// A worker SIGKILLed while one channel keeps 16 calls in flight costs at
+// most the calls it held, and it comes back.
+func TestGRPCWorkerKilledUnderLoad(t *testing.T) {
+	dir := grpcExample(t)
+	c, target := startGRPCPool(t, 2, "node "+filepath.Join(dir, "server.js"), "health_grpc\n\t\thealth_interval 100ms")
+	testworker.Eventually(t, 30*time.Second, "both workers healthy", func() bool {
+		return strings.Count(c.log.String(), `"msg":"worker healthy"`) == 2
+	})
+	first := grpcCall(t, dir, target, "unary", "1")[0]
+	victim := int(first["pid"].(float64))
+	cmd := exec.Command("node", filepath.Join(dir, "client.js"), target, "load", "600", "16", "5")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	var r map[string]any
+	for sc.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatal(err)
+		}
+		if line["progress"] != nil {
+			// A quarter of the calls are done, the rest under way.
+			if err := testworker.Kill(victim); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		r = line
+	}
+	_ = cmd.Wait()
+	if r == nil {
+		t.Fatal("the load's client printed nothing")
+	}
+	if pids, _ := r["pids"].(map[string]any); pids[fmt.Sprint(victim)] == nil || pids[fmt.Sprint(victim)].(float64) >= 600 {
+		t.Fatalf("the killed worker served none or all of the calls: %v", r)
+	}
+	if e := r["errors"].(float64); e > 16 {
+		t.Fatalf("killing a worker under load failed %v calls, more than the 16 it could hold: %v", e, r)
+	}
+	testworker.Eventually(t, 30*time.Second, "the killed worker back", func() bool {
+		return strings.Count(c.log.String(), `"msg":"worker healthy"`) == 3
+	})
+	t.Logf("600 calls, a worker killed: %v", r)
+}

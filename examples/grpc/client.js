@@ -3,7 +3,7 @@
 // is one JSON line on stdout, so that tests and benchmarks can read it.
 //
 //   node client.js <target> unary <n> [ms] [deadline_ms] [fail]
-//   node client.js <target> load <calls> <inflight> <ms>
+//   node client.js <target> load <calls> <inflight> <ms>  (a progress line after a quarter)
 //   node client.js <target> count <n> <interval_ms>
 //   node client.js <target> sum <n>
 //   node client.js <target> echo <n>
@@ -64,6 +64,7 @@ async function main() {
           if (r.code !== 0) errors++;
           else pids[r.pid] = (pids[r.pid] || 0) + 1;
           lat.push(r.took);
+          if (lat.length === Math.floor(calls / 4)) out({ progress: lat.length });
         }
       };
       await Promise.all(Array.from({ length: inflight }, lane));
