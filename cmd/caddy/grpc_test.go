@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,7 +57,15 @@ http://127.0.0.1:%d {
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return runCaddy(t, dir, port, path, nil), fmt.Sprintf("127.0.0.1:%d", port)
+	c, target := runCaddy(t, dir, port, path, nil), fmt.Sprintf("127.0.0.1:%d", port)
+	testworker.Eventually(t, 30*time.Second, "Caddy listening", func() bool {
+		conn, err := net.Dial("tcp", target)
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil
+	})
+	return c, target
 }
 
 // grpcCall runs client.js against target and returns its JSON lines.
