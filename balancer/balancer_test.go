@@ -355,21 +355,11 @@ func TestCloseSocketsSaysGoingAway(t *testing.T) {
 	srv := front(t, bal)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
-		t.Fatal(err)
-	}
-	if _, got, err := c.Read(ctx); err != nil || string(got) != "echo:hi" {
-		t.Fatalf("read %q, %v", got, err)
-	}
+	c := testworker.EchoSocket(ctx, t, srv.URL)
 	if n := eps[0].CloseSockets(); n != 1 {
 		t.Fatalf("closed %d sockets, want 1", n)
 	}
-	_, _, err = c.Read(ctx)
+	_, _, err := c.Read(ctx)
 	if s := websocket.CloseStatus(err); s != websocket.StatusGoingAway {
 		t.Fatalf("the client read %v (status %d), want a close frame with status 1001", err, s)
 	}

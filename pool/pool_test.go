@@ -400,17 +400,7 @@ func TestDrainTimeoutClosesWebSocketsGoingAway(t *testing.T) {
 	waitHealthy(t, p, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
-		t.Fatal(err)
-	}
-	if _, got, err := c.Read(ctx); err != nil || string(got) != "echo:hi" {
-		t.Fatalf("read %q, %v", got, err)
-	}
+	c := testworker.EchoSocket(ctx, t, srv.URL)
 	read := make(chan error, 1)
 	go func() {
 		_, _, err := c.Read(ctx)
@@ -419,7 +409,7 @@ func TestDrainTimeoutClosesWebSocketsGoingAway(t *testing.T) {
 	if n, err := p.RollingRestart(ctx); err != nil || n != 1 {
 		t.Fatalf("RollingRestart = %d, %v", n, err)
 	}
-	err = <-read
+	err := <-read
 	if s := websocket.CloseStatus(err); s != websocket.StatusGoingAway {
 		t.Fatalf("the open socket ended with %v (status %d), want a close frame with status 1001", err, s)
 	}
