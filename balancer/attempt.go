@@ -3,6 +3,7 @@ package balancer
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/cost"
@@ -68,6 +69,9 @@ type outcome struct {
 	// stream: the answer was a stream, whose length says nothing of the
 	// worker's speed.
 	stream bool
+	// parked: the request was parked (see Endpoint.park): its length
+	// says nothing of the worker's speed either.
+	parked bool
 	// err is the transport's, if any.
 	err error
 	// rtt is the attempt's time at the worker; inflight the requests the
@@ -84,6 +88,7 @@ type outcome struct {
 type slot struct {
 	b     *Balancer
 	e     *Endpoint
+	epoch uint32 // the epoch the slot was taken in
 	w     *queue.Waiter
 	route *cost.Route
 	// done is the breaker's verdict function for the attempt; nil when
@@ -114,8 +119,9 @@ func (s *slot) toStream(status int) {
 	s.streaming = true
 	s.tell(s.b.statusVerdict(status))
 	s.b.queue.Done(s.w)
-	s.e.streams.Add(1)
-	s.e.inflight.Add(-1)
+	if s.e.unslot(s.epoch) {
+		s.e.streams.Add(1)
+	} // else parked: a stream already
 	s.b.queue.Dispatch()
 }
 
@@ -127,7 +133,10 @@ func (s *slot) release(o outcome) {
 		e.streams.Add(-1)
 	} else {
 		b.queue.Done(s.w)
-		e.inflight.Add(-1)
+		if !e.unslot(s.epoch) {
+			e.streams.Add(-1) // parked
+			o.parked = true
+		}
 	}
 	if o.verdict != notSent {
 		e.served.Add(1)
@@ -145,7 +154,7 @@ func (b *Balancer) learn(e *Endpoint, o outcome, route *cost.Route) {
 		// The client's doing says nothing about the worker.
 	case answered:
 		e.passiveFails.Store(0)
-		if o.stream {
+		if o.stream || o.parked {
 			return // its length says nothing about the worker's speed
 		}
 		e.observe(o.rtt, o.at)
@@ -194,7 +203,7 @@ func (b *Balancer) attempt(s *slot, w http.ResponseWriter, r *http.Request, st *
 		x.Replay = retry.Rewind
 	}
 	x.OnStream = st.onStream
-	o.inflight = e.inflight.Load() // this request included: its slot is counted
+	o.inflight = e.Inflight() // this request included: its slot is counted
 	start := time.Now()
 	client := r.Context() // not the attempt's, which a request timeout ends
 	sent, completed := false, false
@@ -242,6 +251,21 @@ func (b *Balancer) attempt(s *slot, w http.ResponseWriter, r *http.Request, st *
 		// The worker learns the time the call has left, not the time it
 		// had when it arrived.
 		r.Header.Set("Grpc-Timeout", formatGRPCTimeout(time.Until(st.deadline)))
+	}
+	if c := b.cookie; c != nil && st.pick.cookie != e.token {
+		// Pins the client to e; a failed attempt takes it back, so that
+		// the worker that answers is the one it names.
+		v := c.header(e.token, r.TLS != nil)
+		h := w.Header()
+		h["Set-Cookie"] = append(h["Set-Cookie"], v)
+		defer func() {
+			if o.err != nil && x.Status == 0 {
+				h["Set-Cookie"] = slices.DeleteFunc(h["Set-Cookie"], func(s string) bool { return s == v })
+				if len(h["Set-Cookie"]) == 0 {
+					delete(h, "Set-Cookie")
+				}
+			}
+		}()
 	}
 	sent = true
 	o.err = e.transport.Forward(w, r, x)

@@ -82,6 +82,15 @@ const (
 	DefaultRetryBodyLimit = retry.DefaultRetryBodyLimit
 )
 
+// DefaultParkIdle is Config.ParkIdle's default: long against the
+// pauses of a worker that computes (a hand-off between two requests
+// takes well under a millisecond), short against a long poll's seconds.
+const DefaultParkIdle = 50 * time.Millisecond
+
+// parkBusyShare is the most of the watched time a worker may want a CPU
+// and still be idle: timers and the odd event, not a request's work.
+const parkBusyShare = 0.1
+
 // DefaultPassiveFails is how many transport failures in a row take an
 // endpoint out of rotation until its health check passes again.
 const DefaultPassiveFails = 3
@@ -121,6 +130,13 @@ type Config struct {
 	// RequestTimeout bounds one attempt; 0 means none. A request that
 	// exceeds it gets 504 and is not retried, and OnHung is told.
 	RequestTimeout time.Duration
+	// ParkIdle is how long a worker must hold requests at its limit
+	// without wanting a CPU before they stop counting toward the limit:
+	// they are long polls, or wait on something else, and the worker
+	// is free to serve others meanwhile. A drain still waits for them.
+	// Zero means DefaultParkIdle; negative, never. It needs the
+	// worker's pid (workers the pool spawns, on Linux).
+	ParkIdle time.Duration
 	// Breaker sets up each endpoint's circuit breaker.
 	Breaker BreakerConfig
 	// PassiveFails is how many transport failures in a row make
@@ -211,6 +227,9 @@ func (c Config) withDefaults() Config {
 	if c.IdleConnTimeout <= 0 {
 		c.IdleConnTimeout = DefaultIdleConnTimeout
 	}
+	if c.ParkIdle == 0 {
+		c.ParkIdle = DefaultParkIdle
+	}
 	c.Breaker = c.Breaker.withDefaults()
 	return c
 }
@@ -281,6 +300,15 @@ type Balancer struct {
 	live atomic.Pointer[[]*Endpoint]
 
 	expected atomic.Int64 // endpoints starting, see Expect
+
+	// The watch for idle workers whose held requests keep others
+	// waiting (see park.go): it runs while requests wait.
+	parkMu    sync.Mutex
+	parkTimer *time.Timer
+	parkArmed atomic.Bool
+	parkTick  time.Duration
+
+	cookie *affinityCookie // balance cookie; nil otherwise
 }
 
 // New returns a balancer with an empty set.
@@ -291,12 +319,23 @@ func New(cfg Config) (*Balancer, error) {
 	cfg = cfg.withDefaults()
 	policy, _ := NewPolicy(cfg.Policy)
 	b := &Balancer{cfg: cfg, policy: policy, costs: cost.New(cfg.CostKeys)}
+	if c, ok := policy.(*cookiePolicy); ok {
+		b.cookie = &c.cookie
+	}
 	b.live.Store(&[]*Endpoint{})
+	var waiting func()
+	if cfg.ParkIdle > 0 {
+		b.parkTick = min(max(cfg.ParkIdle/5, time.Millisecond), 10*time.Millisecond)
+		b.parkTimer = time.AfterFunc(time.Hour, b.parkCheck)
+		b.parkTimer.Stop()
+		waiting = b.watchIdle
+	}
 	b.queue = queue.New(queue.Config{
 		Size: cfg.QueueSize, Timeout: cfg.QueueTimeout, ByCost: cfg.Schedule == ScheduleCost,
 		Average: b.costs.Average(),
 		Servers: func() int { return len(b.Endpoints()) },
 		AnyFree: b.anyFree,
+		Waiting: waiting,
 	})
 	return b, nil
 }
@@ -332,6 +371,8 @@ func (b *Balancer) Remove(e *Endpoint) bool {
 	b.live.Store(&next)
 	b.mu.Unlock()
 	b.queue.FailHopeless()
+	// Requests that waited for e alone (sticky ones) are placed anew.
+	b.queue.Dispatch()
 	return true
 }
 
@@ -351,22 +392,24 @@ type Pick struct {
 	tried    []*Endpoint
 	triedBuf [8]*Endpoint
 
-	b *Balancer
-	e *Endpoint // the endpoint take took a slot on
-	w queue.Waiter
+	b     *Balancer
+	e     *Endpoint // the endpoint take took a slot on
+	epoch uint32    // the epoch of that slot
+	w     queue.Waiter
+	// cookie is the request's affinity cookie (balance cookie), "" if
+	// none.
+	cookie string
 }
 
 // Usable reports whether e may take this request now: it has room below
 // its limit, its breaker lets requests through, and this request has not
 // tried it yet.
 func (p *Pick) Usable(e *Endpoint) bool {
-	for _, t := range p.tried {
-		if t == e {
-			return false
-		}
-	}
-	return e.available()
+	return !p.hasTried(e) && e.available()
 }
+
+// hasTried reports whether this request has been sent to e already.
+func (p *Pick) hasTried(e *Endpoint) bool { return slices.Contains(p.tried, e) }
 
 // Expect tells the balancer how many endpoints are starting and are
 // expected to join rotation soon (workers waiting for their first
@@ -402,8 +445,8 @@ type request Pick
 
 // Take takes a slot on the endpoint the policy picks, if it has room.
 func (p *request) Take() bool {
-	e := p.b.selectAcquire((*Pick)(p))
-	p.e = e
+	e, epoch := p.b.selectAcquire((*Pick)(p))
+	p.e, p.epoch = e, epoch
 	return e != nil
 }
 
@@ -412,7 +455,9 @@ func (p *request) Hopeless() bool { return !p.b.hopeful((*Pick)(p), p.b.Endpoint
 
 // Untake gives back the slot Take took.
 func (p *request) Untake() {
-	p.e.inflight.Add(-1)
+	if !p.e.unslot(p.epoch) {
+		p.e.streams.Add(-1)
+	}
 	p.e = nil
 	p.b.queue.Dispatch()
 }
@@ -420,18 +465,18 @@ func (p *request) Untake() {
 // selectAcquire asks the policy for an endpoint and takes a slot on it;
 // another request may take the slot between the two, so it asks again a
 // few times.
-func (b *Balancer) selectAcquire(pick *Pick) *Endpoint {
+func (b *Balancer) selectAcquire(pick *Pick) (*Endpoint, uint32) {
 	eps := b.Endpoints()
 	for range 3 {
 		e := b.policy.Select(eps, pick)
 		if e == nil {
-			return nil
+			return nil, 0
 		}
-		if e.tryAcquire() {
-			return e
+		if epoch, ok := e.tryAcquire(); ok {
+			return e, epoch
 		}
 	}
-	return nil
+	return nil, 0
 }
 
 // anyFree reports whether some endpoint could take a request now.
@@ -534,6 +579,9 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 	st.pick.Request, st.pick.ClientIP, st.pick.b = r, b.cfg.ClientIP, b
 	st.pick.w.SetDeadline(deadline)
 	st.deadline, st.grpc = deadline, grpc
+	if b.cookie != nil {
+		st.pick.cookie = b.cookie.read(r)
+	}
 	st.pick.tried = st.pick.triedBuf[:0]
 	st.result = Result{start: time.Now()}
 	key := ""
@@ -570,7 +618,7 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 		}
 		b.report(r, st, status)
 		r.Body = body
-		st.pick.Request, st.pick.b, st.pick.e = nil, nil, nil
+		st.pick.Request, st.pick.b, st.pick.e, st.pick.cookie = nil, nil, nil, ""
 		st.pick.w.SetDeadline(time.Time{})
 		st.deadline, st.grpc = time.Time{}, false
 		st.pick.w.SetClass(nil)
@@ -604,7 +652,7 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 		if handoff > 0 && e.adaptive != nil {
 			e.adaptive.Handoff(handoff)
 		}
-		st.slot = slot{b: b, e: e, w: &st.pick.w, route: route}
+		st.slot = slot{b: b, e: e, epoch: st.pick.epoch, w: &st.pick.w, route: route}
 		done, err := e.breaker.Allow()
 		if err != nil {
 			st.slot.release(outcome{verdict: notSent})

@@ -29,9 +29,15 @@ type Endpoint struct {
 	// Network is "tcp" or "unix"; Address is host:port or a socket path.
 	Network, Address string
 
-	seed     uint64
-	inflight atomic.Int64 // requests holding a slot
-	streams  atomic.Int64 // long-lived responses that gave their slot back
+	seed uint64
+	// slots is the requests holding a slot (low 32 bits) and the
+	// epoch they took it in (high 32 bits): parking a worker's requests
+	// starts a new epoch, so that each slot, when it goes back, knows
+	// whether it still counts (see park).
+	slots atomic.Uint64
+	// streams: long-lived responses, and parked requests, that hold no
+	// slot but are still served.
+	streams atomic.Int64
 	limit    atomic.Int64 // 0 = unlimited
 	served   atomic.Uint64
 	adaptive *limit.Adaptive
@@ -49,6 +55,16 @@ type Endpoint struct {
 	probeMax int64
 
 	passiveFails atomic.Int32
+
+	// busy reads how long the worker's main thread has run or waited to
+	// run (see procfs.Busy); nil where the pid is unknown. idle is the
+	// balancer's watch of it, under Balancer.parkMu.
+	busy   func() (time.Duration, bool)
+	idle   idleWatch
+	parked atomic.Uint64 // requests parked so far
+
+	// token names the endpoint in an affinity cookie (balance cookie).
+	token string
 
 	transport *transport.Transport
 }
@@ -75,6 +91,12 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 	} else {
 		e.limit.Store(int64(cfg.MaxInflight))
 	}
+	if pid > 0 {
+		e.busy = procfs.Busy(pid)
+	}
+	if b.cookie != nil {
+		e.token = b.cookie.token(worker, pid, network, address)
+	}
 	e.breaker = b.newBreaker(e)
 	e.transport = transport.New(transport.Config{
 		Network: network, Address: address,
@@ -87,15 +109,21 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 
 // Inflight is the number of requests the endpoint is serving now, not
 // counting open streams.
-func (e *Endpoint) Inflight() int64 { return e.inflight.Load() }
+func (e *Endpoint) Inflight() int64 { return slotCount(e.slots.Load()) }
 
 // Streams is the number of long-lived responses (WebSockets, server-sent
-// events) the endpoint holds open now. They hold no slot, but the worker
-// serves them: a drain waits for them.
+// events) and parked requests (long polls, see Config.ParkIdle) the
+// endpoint holds open now. They hold no slot, but the worker serves
+// them: a drain waits for them.
 func (e *Endpoint) Streams() int64 { return e.streams.Load() }
 
 // Busy reports whether the endpoint holds any request or stream.
-func (e *Endpoint) Busy() bool { return e.inflight.Load() > 0 || e.streams.Load() > 0 }
+func (e *Endpoint) Busy() bool { return e.Inflight() > 0 || e.streams.Load() > 0 }
+
+// Parked is the number of requests parked so far: held while the
+// worker was idle at its limit, they stopped counting toward it (see
+// Config.ParkIdle).
+func (e *Endpoint) Parked() uint64 { return e.parked.Load() }
 
 // Served is the number of requests the endpoint has finished.
 func (e *Endpoint) Served() uint64 { return e.served.Load() }
@@ -131,25 +159,66 @@ func (e *Endpoint) capacity() int64 {
 // available reports whether the endpoint may take one more request now.
 func (e *Endpoint) available() bool {
 	l := e.capacity()
-	return l == 0 || e.inflight.Load() < l
+	return l == 0 || e.Inflight() < l
 }
 
-// tryAcquire takes one in-flight slot if the limit allows.
-func (e *Endpoint) tryAcquire() bool {
+// slotCount is the number of slots held in a value of Endpoint.slots,
+// slotEpoch the epoch they were taken in.
+func slotCount(v uint64) int64  { return int64(uint32(v)) }
+func slotEpoch(v uint64) uint32 { return uint32(v >> 32) }
+
+// tryAcquire takes one in-flight slot if the limit allows, and returns
+// the epoch it was taken in, which giving it back needs.
+func (e *Endpoint) tryAcquire() (epoch uint32, ok bool) {
 	for {
-		n := e.inflight.Load()
-		if l := e.capacity(); l != 0 && n >= l {
+		v := e.slots.Load()
+		if l := e.capacity(); l != 0 && slotCount(v) >= l {
+			return 0, false
+		}
+		if e.slots.CompareAndSwap(v, v+1) {
+			return slotEpoch(v), true
+		}
+	}
+}
+
+// unslot gives back a slot taken in epoch. It reports false if the slot
+// had been parked since: it no longer counts as a slot, but as a stream
+// (see park), and the caller settles that.
+func (e *Endpoint) unslot(epoch uint32) (held bool) {
+	for {
+		v := e.slots.Load()
+		if slotEpoch(v) != epoch {
 			return false
 		}
-		if e.inflight.CompareAndSwap(n, n+1) {
+		if e.slots.CompareAndSwap(v, v-1) {
 			return true
 		}
 	}
 }
 
+// park moves every request holding a slot now, if the slots are still
+// at v, from the slots to the streams: the worker is idle while it holds
+// them (long polls, "wait for changes" requests), so they stop keeping
+// other requests from it. Their slots go back as streams when they end.
+// It reports whether it moved them.
+func (e *Endpoint) park(v uint64) bool {
+	n := slotCount(v)
+	if n == 0 {
+		return false
+	}
+	// Counted as streams first, so that a drain never sees them in
+	// neither place.
+	e.streams.Add(n)
+	if !e.slots.CompareAndSwap(v, uint64(slotEpoch(v)+1)<<32) {
+		e.streams.Add(-n)
+		return false
+	}
+	return true
+}
+
 // cost is p2c_ewma's load measure: latency × (in flight + 1).
 func (e *Endpoint) cost() float64 {
-	return math.Float64frombits(e.ewma.Load()) * float64(e.inflight.Load()+1)
+	return math.Float64frombits(e.ewma.Load()) * float64(e.Inflight()+1)
 }
 
 // observe folds a completed request's latency into the peak-EWMA: a

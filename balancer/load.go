@@ -49,7 +49,7 @@ func (m *LoadMeter) Read() Load {
 	l := Load{Endpoints: len(eps), Queued: m.b.QueueLen()}
 	served := make(map[*Endpoint]uint64, len(eps))
 	for _, e := range eps {
-		n, limit := e.inflight.Load(), e.capacity()
+		n, limit := e.Inflight(), e.capacity()
 		l.Inflight += n
 		switch {
 		case limit > 0 && n >= limit:

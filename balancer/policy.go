@@ -1,10 +1,17 @@
 package balancer
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"math"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"net"
+	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -27,12 +34,19 @@ const (
 	Random        = "random"
 	First         = "first"
 	Hash          = "hash"
+	// Cookie places a client's first request by the Fallback policy and
+	// pins the client to that worker with a cookie of the pool's own.
+	Cookie = "cookie"
 )
+
+// DefaultCookieName is the affinity cookie's name when none is given.
+const DefaultCookieName = "wp_affinity"
 
 // Hash key sources.
 const (
 	HashHeader   = "header"
 	HashCookie   = "cookie"
+	HashQuery    = "query"
 	HashClientIP = "client_ip"
 )
 
@@ -40,10 +54,27 @@ const (
 type PolicyConfig struct {
 	// Name is one of the policy names; empty means least_inflight.
 	Name string
-	// HashOn is header, cookie or client_ip (for hash).
+	// HashOn is header, cookie, query or client_ip (for hash).
 	HashOn string
-	// HashKey is the header or cookie name (for hash).
+	// HashKey is the header, cookie or query parameter name (for hash).
 	HashKey string
+	// Spill lets a hashed request whose worker is at its limit go to
+	// the next worker in its key's ranking (for hash): right where the
+	// key only finds a warm cache. Without it the request waits for its
+	// worker while that worker is in rotation, since the worker may hold
+	// the key's session.
+	Spill bool
+	// CookieName, CookieSecret and CookieMaxAge set up the affinity
+	// cookie (for cookie): its name (empty: DefaultCookieName), the key
+	// that signs it (empty: a random one, which this balancer alone
+	// knows) and its lifetime (0: the browser session).
+	CookieName   string
+	CookieSecret string
+	CookieMaxAge time.Duration
+	// Fallback places the requests that carry no valid affinity cookie
+	// (for cookie): any policy but hash and cookie; empty means
+	// least_inflight.
+	Fallback string
 	// Decay is the time constant of p2c_ewma's latency average; zero
 	// means 10s.
 	Decay time.Duration
@@ -68,17 +99,45 @@ func NewPolicy(cfg PolicyConfig) (Policy, error) {
 		return first{}, nil
 	case Hash:
 		switch cfg.HashOn {
-		case HashHeader, HashCookie:
+		case HashHeader, HashCookie, HashQuery:
 			if cfg.HashKey == "" {
-				return nil, fmt.Errorf("hash %s: give the %s name to hash, e.g. 'hash %s X-User-ID'", cfg.HashOn, cfg.HashOn, cfg.HashOn)
+				return nil, fmt.Errorf("hash %s: give the %s name to hash, e.g. 'hash %s %s'", cfg.HashOn, cfg.HashOn, cfg.HashOn, map[string]string{HashHeader: "X-User-ID", HashCookie: "session", HashQuery: "room"}[cfg.HashOn])
 			}
 		case HashClientIP:
 		default:
-			return nil, fmt.Errorf("hash %q: hash on header <name>, cookie <name> or client_ip", cfg.HashOn)
+			return nil, fmt.Errorf("hash %q: hash on header <name>, cookie <name>, query <name> or client_ip", cfg.HashOn)
 		}
-		return &rendezvous{on: cfg.HashOn, key: cfg.HashKey}, nil
+		return &rendezvous{on: cfg.HashOn, key: cfg.HashKey, spill: cfg.Spill}, nil
+	case Cookie:
+		switch cfg.Fallback {
+		case Hash, Cookie:
+			return nil, fmt.Errorf("cookie fallback %q: the first request of a client is placed by load; use least_inflight, p2c_ewma, round_robin, random or first", cfg.Fallback)
+		}
+		fallback, err := NewPolicy(PolicyConfig{Name: cfg.Fallback, Decay: cfg.Decay})
+		if err != nil {
+			return nil, fmt.Errorf("cookie fallback: %w", err)
+		}
+		name := cfg.CookieName
+		if name == "" {
+			name = DefaultCookieName
+		}
+		if !validCookieName(name) {
+			return nil, fmt.Errorf("cookie name %q: use letters, digits and - _ . only", name)
+		}
+		if cfg.CookieMaxAge < 0 {
+			return nil, fmt.Errorf("cookie max_age %v: must not be negative (0 is a session cookie)", cfg.CookieMaxAge)
+		}
+		secret := []byte(cfg.CookieSecret)
+		if len(secret) == 0 {
+			secret = make([]byte, 32)
+			rand.Read(secret)
+		}
+		return &cookiePolicy{
+			cookie:   affinityCookie{name: name, secret: secret, maxAge: cfg.CookieMaxAge},
+			fallback: fallback,
+		}, nil
 	}
-	return nil, fmt.Errorf("unknown policy %q: use least_inflight, p2c_ewma, round_robin, random, first or hash", cfg.Name)
+	return nil, fmt.Errorf("unknown policy %q: use least_inflight, p2c_ewma, round_robin, random, first, hash or cookie", cfg.Name)
 }
 
 // leastInflight picks the usable endpoint serving the fewest requests.
@@ -94,14 +153,14 @@ func (leastInflight) Select(eps []*Endpoint, pick *Pick) *Endpoint {
 		if !pick.Usable(e) {
 			continue
 		}
-		l := e.inflight.Load()
+		l := e.Inflight()
 		switch {
 		case best == nil || l < load:
 			best, load, ties = e, l, 1
 		case l == load:
 			// Reservoir sampling: the k-th tie replaces with chance 1/k.
 			ties++
-			if rand.N(ties) == 0 {
+			if mrand.N(ties) == 0 {
 				best = e
 			}
 		}
@@ -120,8 +179,8 @@ func (p2cEWMA) Select(eps []*Endpoint, pick *Pick) *Endpoint {
 		return nil
 	}
 	if n > 1 {
-		i := rand.N(n)
-		j := rand.N(n - 1)
+		i := mrand.N(n)
+		j := mrand.N(n - 1)
 		if j >= i {
 			j++
 		}
@@ -168,7 +227,7 @@ func (random) Select(eps []*Endpoint, pick *Pick) *Endpoint {
 	if n == 0 {
 		return nil
 	}
-	start := rand.N(n)
+	start := mrand.N(n)
 	for i := range n {
 		if e := eps[(start+i)%n]; pick.Usable(e) {
 			return e
@@ -191,12 +250,15 @@ func (first) Select(eps []*Endpoint, pick *Pick) *Endpoint {
 }
 
 // rendezvous is highest-random-weight hashing on a request key: each
-// endpoint scores hash(key, endpoint) and the best usable one wins. When
-// an endpoint leaves, only its keys move; a key whose endpoint is down or
-// full goes to the next in its own ranking. A request without the key is
-// balanced by least_inflight.
+// endpoint scores hash(key, endpoint) and the best one wins. When an
+// endpoint leaves rotation, only its keys move, to the next in their own
+// ranking; so does a key whose endpoint failed this request. A key whose
+// endpoint is at its limit waits for it, or with spill goes to the next
+// in its ranking. A request without the key is balanced by
+// least_inflight.
 type rendezvous struct {
 	on, key string
+	spill   bool
 }
 
 func (p *rendezvous) Select(eps []*Endpoint, pick *Pick) *Endpoint {
@@ -208,12 +270,15 @@ func (p *rendezvous) Select(eps []*Endpoint, pick *Pick) *Endpoint {
 	var best *Endpoint
 	var bestScore uint64
 	for _, e := range eps {
-		if !pick.Usable(e) {
+		if p.spill && !pick.Usable(e) || !p.spill && pick.hasTried(e) {
 			continue
 		}
 		if s := mix64(h ^ e.seed); best == nil || s > bestScore {
 			best, bestScore = e, s
 		}
+	}
+	if best != nil && !p.spill && !best.available() {
+		return nil // it waits for its worker
 	}
 	return best
 }
@@ -230,6 +295,9 @@ func (p *rendezvous) keyOf(pick *Pick) (string, bool) {
 			return "", false
 		}
 		return c.Value, true
+	case HashQuery:
+		v := queryValue(r.URL.RawQuery, p.key)
+		return v, v != ""
 	default:
 		if pick.ClientIP != nil {
 			ip := pick.ClientIP(r)
@@ -241,6 +309,114 @@ func (p *rendezvous) keyOf(pick *Pick) (string, bool) {
 		}
 		return host, host != ""
 	}
+}
+
+// queryValue is the first value of the query parameter name in raw,
+// decoded, or "" if there is none; it allocates only to decode.
+func queryValue(raw, name string) string {
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if k != name {
+			if !strings.ContainsAny(k, "%+") {
+				continue
+			}
+			if uk, err := url.QueryUnescape(k); err != nil || uk != name {
+				continue
+			}
+		}
+		if strings.ContainsAny(v, "%+") {
+			uv, err := url.QueryUnescape(v)
+			if err != nil {
+				return ""
+			}
+			return uv
+		}
+		return v
+	}
+	return ""
+}
+
+// cookiePolicy pins each client to a worker with an affinity cookie
+// that the balancer sets itself: a request without a valid one (none
+// yet, tampered with, or naming a worker that is no longer in rotation)
+// is placed by the fallback policy, and the answer carries a cookie that
+// names the worker it went to. A request whose worker is at its limit
+// waits for it: a sticky session never leaves a worker in rotation. One
+// that its worker failed is placed anew, as after that worker leaves.
+type cookiePolicy struct {
+	cookie   affinityCookie
+	fallback Policy
+}
+
+func (p *cookiePolicy) Select(eps []*Endpoint, pick *Pick) *Endpoint {
+	if t := pick.cookie; t != "" {
+		for _, e := range eps {
+			if e.token != t {
+				continue
+			}
+			switch {
+			case pick.hasTried(e):
+			case e.available():
+				return e
+			default:
+				return nil // it waits for its worker
+			}
+			break
+		}
+	}
+	return p.fallback.Select(eps, pick)
+}
+
+// affinityCookie is the cookie balance cookie sets: its value names an
+// endpoint by an HMAC of the endpoint's identity (worker slot, pid and
+// address) under a secret, so that it cannot be forged to pick a worker,
+// and a restarted worker's cookie names nothing.
+type affinityCookie struct {
+	name   string
+	secret []byte
+	maxAge time.Duration
+}
+
+// token is the cookie value that names the endpoint.
+func (c *affinityCookie) token(worker, pid int, network, address string) string {
+	m := hmac.New(sha256.New, c.secret)
+	m.Write([]byte(strconv.Itoa(worker) + "\x00" + strconv.Itoa(pid) + "\x00" + network + "\x00" + address))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:18])
+}
+
+// read returns r's affinity cookie value, "" if none.
+func (c *affinityCookie) read(r *http.Request) string {
+	k, err := r.Cookie(c.name)
+	if err != nil {
+		return ""
+	}
+	return k.Value
+}
+
+// header is the Set-Cookie value that pins a client to the endpoint
+// with token: HttpOnly, SameSite=Lax, Secure when the client came over
+// TLS.
+func (c *affinityCookie) header(token string, tls bool) string {
+	k := http.Cookie{Name: c.name, Value: token, Path: "/", HttpOnly: true, Secure: tls, SameSite: http.SameSiteLaxMode}
+	if c.maxAge > 0 {
+		k.MaxAge = max(1, int(c.maxAge.Seconds()))
+	}
+	return k.String()
+}
+
+// validCookieName reports whether name is a cookie name every browser
+// takes as it is.
+func validCookieName(name string) bool {
+	for i := 0; i < len(name); i++ {
+		switch ch := name[i]; {
+		case 'a' <= ch && ch <= 'z', 'A' <= ch && ch <= 'Z', '0' <= ch && ch <= '9', ch == '-', ch == '_', ch == '.':
+		default:
+			return false
+		}
+	}
+	return name != ""
 }
 
 // hashString is 64-bit FNV-1a.

@@ -26,7 +26,7 @@ func (b *Balancer) acquire(ctx context.Context, p *Pick) (*Endpoint, error) {
 
 // release gives back a slot acquire took, as a request's end does.
 func (b *Balancer) release(e *Endpoint) {
-	e.inflight.Add(-1)
+	e.unslot(slotEpoch(e.slots.Load()))
 	b.queue.Dispatch()
 }
 

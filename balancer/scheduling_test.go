@@ -175,7 +175,9 @@ func TestQueueIsFIFO(t *testing.T) {
 
 func TestQueueTimeoutAndOverflow(t *testing.T) {
 	p := testworker.Start(t, "serve")
-	bal := newBalancer(t, balancer.Config{MaxInflight: 1, QueueSize: 1, QueueTimeout: 300 * time.Millisecond})
+	// A worker held by /block is idle: parking would let the queued
+	// request through (see TestIdleWorkerParksItsLongPolls).
+	bal := newBalancer(t, balancer.Config{MaxInflight: 1, QueueSize: 1, QueueTimeout: 300 * time.Millisecond, ParkIdle: -1})
 	join(t, bal, p)
 	srv := front(t, bal)
 	c := srv.Client()
@@ -287,7 +289,7 @@ func TestHashFallsBackToNextInRankingWhenFull(t *testing.T) {
 	a, b := testworker.Start(t, "serve"), testworker.Start(t, "serve")
 	bal := newBalancer(t, balancer.Config{
 		MaxInflight: 1,
-		Policy:      balancer.PolicyConfig{Name: balancer.Hash, HashOn: balancer.HashHeader, HashKey: "X-User"},
+		Policy:      balancer.PolicyConfig{Name: balancer.Hash, HashOn: balancer.HashHeader, HashKey: "X-User", Spill: true},
 	})
 	join(t, bal, a, b)
 	srv := front(t, bal)

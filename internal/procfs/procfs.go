@@ -106,3 +106,49 @@ func CPUTime(pid int) func() (time.Duration, bool) {
 		return s.CPU, err == nil
 	}
 }
+
+// Busy returns a function that reads how long process pid's main thread
+// (a Node, Bun, Deno or Python worker's event loop) has run on a CPU or
+// waited in a run queue to run: the time it wanted a CPU, in
+// nanoseconds, from /proc/<pid>/schedstat. A thread that did neither
+// for a while was idle, whatever the host's load. Where schedstat is
+// missing (a kernel without CONFIG_SCHED_INFO) it falls back to the
+// process's CPU time, in 10 ms ticks. It reports false once neither can
+// be read. A reading does not allocate where schedstat is there.
+func Busy(pid int) func() (time.Duration, bool) {
+	f := newSmallFile("/proc/" + strconv.Itoa(pid) + "/schedstat")
+	cpu := CPUTime(pid)
+	return func() (time.Duration, bool) {
+		var buf [64]byte
+		n, ok := f.read(buf[:])
+		if !ok {
+			return cpu()
+		}
+		run, wait, ok := parseSchedstat(buf[:n])
+		if !ok {
+			return cpu()
+		}
+		return run + wait, true
+	}
+}
+
+// parseSchedstat reads the first two fields of /proc/<pid>/schedstat:
+// the time on a CPU and the time waiting for one, in nanoseconds.
+func parseSchedstat(b []byte) (run, wait time.Duration, ok bool) {
+	var f [2]int64
+	for i := range f {
+		for len(b) > 0 && b[0] == ' ' {
+			b = b[1:]
+		}
+		digits := 0
+		for len(b) > 0 && '0' <= b[0] && b[0] <= '9' {
+			f[i] = f[i]*10 + int64(b[0]-'0')
+			b = b[1:]
+			digits++
+		}
+		if digits == 0 || len(b) > 0 && b[0] != ' ' && b[0] != '\n' {
+			return 0, 0, false
+		}
+	}
+	return time.Duration(f[0]), time.Duration(f[1]), true
+}

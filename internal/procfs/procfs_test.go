@@ -2,7 +2,10 @@ package procfs
 
 import (
 	"os"
+	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -50,5 +53,85 @@ func TestReadStatOfThisProcess(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("All does not list this process")
+	}
+}
+
+func TestParseSchedstat(t *testing.T) {
+	run, wait, ok := parseSchedstat([]byte("2144228 83469 3\n"))
+	if !ok || run != 2144228 || wait != 83469 {
+		t.Fatalf("parsed %v %v %v", run, wait, ok)
+	}
+	for _, bad := range []string{"", "12", "a b c"} {
+		if _, _, ok := parseSchedstat([]byte(bad)); ok {
+			t.Errorf("parsed %q", bad)
+		}
+	}
+}
+
+// TestBusyTellsSpinningFromSleeping: the main thread of a process that
+// spins wants a CPU all the time, one that sleeps never.
+func TestBusyTellsSpinningFromSleeping(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc is Linux's")
+	}
+	start := func(script string) *exec.Cmd {
+		c := exec.Command("sh", "-c", script)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		return c
+	}
+	spin := start("while :; do :; done")
+	sleep := start("exec sleep 30")
+	// Until it sleeps, it starts: that takes a CPU.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		s, err := ReadStat(sleep.Process.Pid)
+		if err == nil && s.State == 'S' {
+			comm, _ := os.ReadFile("/proc/" + strconv.Itoa(sleep.Process.Pid) + "/comm")
+			if strings.TrimSpace(string(comm)) == "sleep" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sleep never slept")
+		}
+		runtime.Gosched()
+	}
+	// How much each wanted a CPU over the same 300 ms of wall time (a
+	// measuring window, not a wait for a condition).
+	const window = 300 * time.Millisecond
+	spinBusy, sleepBusy := Busy(spin.Process.Pid), Busy(sleep.Process.Pid)
+	s0, ok1 := spinBusy()
+	z0, ok2 := sleepBusy()
+	if !ok1 || !ok2 {
+		t.Fatal("busy time not readable")
+	}
+	time.Sleep(window)
+	s1, _ := spinBusy()
+	z1, _ := sleepBusy()
+	if d := s1 - s0; d < window/2 {
+		t.Errorf("a spinning process wanted a CPU for %v of %v", d, window)
+	}
+	if d := z1 - z0; d > window/20 {
+		t.Errorf("a sleeping process wanted a CPU for %v of %v", d, window)
+	}
+	spin.Process.Kill()
+	spin.Wait()
+	if _, ok := spinBusy(); ok {
+		t.Error("busy time of a process that is gone reads as known")
+	}
+}
+
+func TestBusyDoesNotAllocate(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc is Linux's")
+	}
+	busy := Busy(os.Getpid())
+	if _, ok := busy(); !ok {
+		t.Fatal("busy time of this process not readable")
+	}
+	if n := testing.AllocsPerRun(100, func() { busy() }); n != 0 {
+		t.Fatalf("%v allocations a reading", n)
 	}
 }

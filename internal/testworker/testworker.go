@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -107,11 +108,30 @@ func RunIfWorker() {
 			os.Exit(2)
 		}
 	}
-	if err := serve(mode); err != nil {
-		fmt.Fprintln(os.Stderr, "testworker:", err)
-		os.Exit(2)
+	// The server runs elsewhere; this goroutine, locked to the main
+	// thread since init, computes what /cpu asks, as a Node worker's
+	// event loop does on its main thread (where the pool looks for
+	// whether a worker computes, see procfs.Busy).
+	go func() {
+		if err := serve(mode); err != nil {
+			fmt.Fprintln(os.Stderr, "testworker:", err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}()
+	for job := range mainThread {
+		job()
 	}
-	os.Exit(0)
+}
+
+// mainThread carries work to the main thread: the goroutine that runs
+// RunIfWorker, locked to the process's first thread by init.
+var mainThread = make(chan func())
+
+func init() {
+	if os.Getenv(ModeEnv) != "" {
+		runtime.LockOSThread()
+	}
 }
 
 // writePID writes pid to file at once: a reader sees all of it or none.
@@ -150,7 +170,6 @@ func serve(mode string) error {
 	}
 	var sick, failing, closed atomic.Bool
 	var blocked atomic.Int32
-	var cpu sync.Mutex
 	mux := http.NewServeMux()
 	// POST /fail makes every route but /healthz and /heal answer 500;
 	// POST /heal undoes it.
@@ -174,15 +193,18 @@ func serve(mode string) error {
 			_ = conn.Close()
 		}
 	})
-	// GET /cpu?ms=N (or ?us=N) holds one lock while it spins for N ms
-	// (µs): a worker that serves one request at a time, like a
+	// GET /cpu?ms=N (or ?us=N) spins for N ms (µs) on the main thread,
+	// one request at a time: a worker that computes like a
 	// single-threaded runtime.
 	mux.HandleFunc("GET /cpu", func(w http.ResponseWriter, r *http.Request) {
 		d := queryMS(r)
-		cpu.Lock()
-		for end := time.Now().Add(d); time.Now().Before(end); {
+		done := make(chan struct{})
+		mainThread <- func() {
+			for end := time.Now().Add(d); time.Now().Before(end); {
+			}
+			close(done)
 		}
-		cpu.Unlock()
+		<-done
 		_, _ = io.WriteString(w, "done\n")
 	})
 	// GET /sleep?ms=N waits N ms without using the CPU: an I/O-bound worker

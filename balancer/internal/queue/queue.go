@@ -68,6 +68,9 @@ type Config struct {
 	// whether some endpoint could take a request now.
 	Servers func() int
 	AnyFree func() bool
+	// Waiting, if set, is told when a request starts to wait, under the
+	// queue's lock: it must not call the queue.
+	Waiting func()
 }
 
 // ending is what a wait ends with, in a Waiter's channel.
@@ -313,6 +316,9 @@ func (q *Queue) enqueueLocked(w *Waiter, now time.Time) error {
 		return ErrDeadline
 	}
 	q.pushLocked(w)
+	if q.cfg.Waiting != nil {
+		q.cfg.Waiting()
+	}
 	if q.queue.n == 1 {
 		q.armLocked(now.Add(q.cfg.Timeout), now)
 	}

@@ -1,0 +1,111 @@
+package balancer_test
+
+import (
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-workerpool/caddy-workerpool/balancer"
+	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
+)
+
+// TestIdleWorkerParksItsLongPolls: a worker that holds long polls and
+// computes nothing keeps serving short requests, at a fixed limit of 1
+// and under max_inflight auto; the polls count as streams, which a drain
+// waits for, until they end.
+func TestIdleWorkerParksItsLongPolls(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  balancer.Config
+	}{
+		{"max_inflight 1", balancer.Config{MaxInflight: 1}},
+		{"max_inflight auto", balancer.Config{AdaptiveLimit: true}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := testworker.Start(t, "serve")
+			var mu sync.Mutex
+			var waits []time.Duration
+			cfg := c.cfg
+			cfg.OnResult = func(r *http.Request, res *balancer.Result) {
+				if r.URL.Path == "/" {
+					mu.Lock()
+					waits = append(waits, res.QueueWait)
+					mu.Unlock()
+				}
+			}
+			bal := newBalancer(t, cfg)
+			eps := join(t, bal, p)
+			srv := front(t, bal)
+			cl := srv.Client()
+
+			const polls = 8
+			var held []<-chan outcome
+			for i := range polls {
+				held = append(held, send(cl, "GET", srv.URL+"/block", nil))
+				await(t, "the poll reaches the worker", func() bool { return p.Blocked() == i+1 })
+			}
+			for range 20 {
+				if o := recv(t, send(cl, "GET", srv.URL+"/", nil)); o.status != http.StatusOK {
+					t.Fatalf("short request beside %d long polls: %d", polls, o.status)
+				}
+			}
+			if p.Blocked() != polls {
+				t.Fatalf("%d polls held, want %d", p.Blocked(), polls)
+			}
+			if s, n := eps[0].Streams(), eps[0].Parked(); s != polls || n < polls {
+				t.Fatalf("%d streams, %d parked; want the %d polls", s, n, polls)
+			}
+			if !eps[0].Busy() {
+				t.Fatal("an endpoint holding parked polls is not busy: a drain would not wait for them")
+			}
+			mu.Lock()
+			var worst time.Duration
+			for _, w := range waits {
+				worst = max(worst, w)
+			}
+			mu.Unlock()
+			t.Logf("20 short requests beside %d parked polls: longest queue wait %v", polls, worst)
+
+			if _, err := p.Do(http.MethodPost, "/release"); err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range held {
+				if o := recv(t, h); o.status != http.StatusOK {
+					t.Fatalf("long poll: %d", o.status)
+				}
+			}
+			await(t, "the polls' streams end", func() bool { return eps[0].Streams() == 0 && eps[0].Inflight() == 0 })
+		})
+	}
+}
+
+// TestComputingWorkerKeepsItsLimit: a worker that computes is never
+// parked: a request behind a long computation waits for it.
+func TestComputingWorkerKeepsItsLimit(t *testing.T) {
+	p := testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{MaxInflight: 1})
+	eps := join(t, bal, p)
+	srv := front(t, bal)
+	cl := srv.Client()
+
+	order := make(chan string, 2)
+	go func() {
+		o := recv(t, send(cl, "GET", srv.URL+"/cpu?ms=600", nil))
+		order <- "cpu " + http.StatusText(o.status)
+	}()
+	await(t, "the worker computes", func() bool { return eps[0].Inflight() == 1 })
+	go func() {
+		o := recv(t, send(cl, "GET", srv.URL+"/", nil))
+		order <- "short " + http.StatusText(o.status)
+	}()
+	if first := <-order; first != "cpu OK" {
+		t.Fatalf("%s finished first: the computing worker's request was parked", first)
+	}
+	if second := <-order; second != "short OK" {
+		t.Fatalf("then %s", second)
+	}
+	if n := eps[0].Parked(); n != 0 {
+		t.Fatalf("%d requests of a computing worker parked", n)
+	}
+}
