@@ -37,7 +37,7 @@ type Endpoint struct {
 	slots atomic.Uint64
 	// streams: long-lived responses, and parked requests, that hold no
 	// slot but are still served.
-	streams atomic.Int64
+	streams  atomic.Int64
 	limit    atomic.Int64 // 0 = unlimited
 	served   atomic.Uint64
 	adaptive *limit.Adaptive
