@@ -83,7 +83,9 @@ func (h *Handler) claimNameInCaddyfile(helper httpcaddyfile.Helper) error {
 //	    health_passes   <n>
 //	    health_fails    <n>
 //	    balance         least_inflight|p2c_ewma [<decay>]|round_robin|random|first
-//	                    |hash header <name>|hash cookie <name>|hash client_ip
+//	                    |hash header|cookie|query <name> [spill]|hash client_ip [spill]
+//	                    |cookie [<name>] { secret … max_age … fallback … }
+//	    park_idle       <duration>|off
 //	    max_inflight    <n>|auto
 //	    schedule        cost|fifo
 //	    cost_key        <placeholder>
@@ -186,6 +188,22 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("bind_check: %q is not a choice; use warn (log workers that listen beyond loopback), refuse (keep them out of rotation) or off", d.Val())
 			}
 			h.BindCheck = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "park_idle":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				h.ParkIdle = -1
+			} else {
+				dur, err := caddy.ParseDuration(d.Val())
+				if err != nil || dur <= 0 {
+					return d.Errf("park_idle: %q is not a positive duration; write e.g. 50ms, or off to never park", d.Val())
+				}
+				h.ParkIdle = caddy.Duration(dur)
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
@@ -398,21 +416,62 @@ func (h *Handler) parseBalance(d *caddyfile.Dispenser) error {
 		}
 	case "hash":
 		if !d.NextArg() {
-			return d.Err("balance hash: say what to hash: 'hash header <name>', 'hash cookie <name>' or 'hash client_ip'")
+			return d.Err("balance hash: say what to hash: 'hash header <name>', 'hash cookie <name>', 'hash query <name>' or 'hash client_ip'")
 		}
 		h.HashOn = d.Val()
 		switch h.HashOn {
-		case "header", "cookie":
+		case "header", "cookie", "query":
 			if !d.NextArg() {
-				return d.Errf("balance hash %s: give the %s name, e.g. 'hash %s X-User-ID'", h.HashOn, h.HashOn, h.HashOn)
+				return d.Errf("balance hash %s: give the %s name, e.g. 'hash %s %s'", h.HashOn, h.HashOn, h.HashOn, map[string]string{"header": "X-User-ID", "cookie": "session", "query": "room"}[h.HashOn])
 			}
 			h.HashKey = d.Val()
 		case "client_ip":
 		default:
-			return d.Errf("balance hash: %q is not a key; use header <name>, cookie <name> or client_ip", h.HashOn)
+			return d.Errf("balance hash: %q is not a key; use header <name>, cookie <name>, query <name> or client_ip", h.HashOn)
+		}
+		if d.NextArg() {
+			if d.Val() != "spill" {
+				return d.Errf("balance hash: %q: the only word after the key is spill (a busy worker's keys go to the next worker, for cache affinity)", d.Val())
+			}
+			h.HashSpill = true
+		}
+	case "cookie":
+		c := &AffinityCookie{}
+		h.Cookie = c
+		if d.NextArg() {
+			c.Name = d.Val()
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		for nesting := d.Nesting(); d.NextBlock(nesting); {
+			opt := d.Val()
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			switch opt {
+			case "secret":
+				c.Secret = d.Val()
+			case "max_age":
+				dur, err := caddy.ParseDuration(d.Val())
+				if err != nil || dur < 0 {
+					return d.Errf("balance cookie max_age: %q is not a duration; write e.g. 24h, or leave it out for a browser-session cookie", d.Val())
+				}
+				c.MaxAge = caddy.Duration(dur)
+			case "fallback":
+				c.Fallback = d.Val()
+			default:
+				return d.Errf("balance cookie: unknown option %q; use secret, max_age or fallback", opt)
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		}
 	default:
-		return d.Errf("balance: unknown policy %q; use least_inflight, p2c_ewma, round_robin, random, first or hash", h.Balance)
+		return d.Errf("balance: unknown policy %q; use least_inflight, p2c_ewma, round_robin, random, first, hash or cookie", h.Balance)
+	}
+	if d.NextArg() {
+		return d.ArgErr()
 	}
 	return nil
 }

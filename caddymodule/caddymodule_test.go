@@ -196,6 +196,12 @@ func TestCaddyfileErrorsNameTheLine(t *testing.T) {
 		{"balance hash header", "give the header name", 0},
 		{"balance hash path", `"path" is not a key`, 0},
 		{"balance p2c_ewma soon", `decay "soon"`, 0},
+		{"balance hash query", "give the query name", 0},
+		{"balance hash client_ip overflow", `"overflow": the only word after the key is spill`, 0},
+		{"balance cookie a b", "wrong argument count", 0},
+		{"balance cookie {\n\t\t\tmax_age soon\n\t\t}", `balance cookie max_age: "soon"`, 15},
+		{"balance cookie {\n\t\t\tpath /app\n\t\t}", `balance cookie: unknown option "path"`, 15},
+		{"park_idle never", `park_idle: "never" is not a positive duration`, 0},
 		{"max_inflight -1", `max_inflight: "-1" is not a limit`, 0},
 		{"queue_size many", `queue_size: "many" is not a count`, 0},
 		{"retries -1", `retries: "-1" is not a count`, 0},
@@ -285,6 +291,28 @@ func TestCaddyfileSchedulingOptions(t *testing.T) {
 	}
 }
 
+func TestCaddyfileStickyOptions(t *testing.T) {
+	for _, c := range []struct {
+		option string
+		want   []string
+	}{
+		{"balance hash query sid spill\n\t\tpark_idle 20ms", []string{`"balance":"hash"`, `"hash_key":"sid","hash_on":"query","hash_spill":true`, `"park_idle":20000000`}},
+		{"balance hash client_ip\n\t\tpark_idle off", []string{`"balance":"hash"`, `"hash_on":"client_ip"`, `"park_idle":-1`}},
+		{"balance cookie", []string{`"balance":"cookie"`, `"cookie":{}`}},
+		{"balance cookie io_node {\n\t\t\tsecret {env.AFFINITY_KEY}\n\t\t\tmax_age 24h\n\t\t\tfallback round_robin\n\t\t}", []string{`"balance":"cookie"`, `"cookie":{"fallback":"round_robin","max_age":86400000000000,"name":"io_node","secret":"{env.AFFINITY_KEY}"}`}},
+	} {
+		cfg, err := adapt(site(8080, c.option))
+		if err != nil {
+			t.Fatalf("%s: %v", c.option, err)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(string(cfg), w) {
+				t.Errorf("%s: adapted to\n%s\nwant it to contain %s", c.option, cfg, w)
+			}
+		}
+	}
+}
+
 func TestProvisionRefusesBadConfig(t *testing.T) {
 	port := testworker.FreePort(t)
 	handler := func(h string) []byte {
@@ -302,6 +330,8 @@ func TestProvisionRefusesBadConfig(t *testing.T) {
 		{`{"handler":"worker_pool","command":["/bin/sh"],"dir":"/no/such/dir"}`, "dir"},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"balance":"hash","hash_on":"header"}`, "give the header name"},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"max_inflight":"lots"}`, `neither a number nor "auto"`},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"balance":"cookie","cookie":{"fallback":"hash"}}`, `cookie fallback "hash"`},
+		{`{"handler":"worker_pool","command":["/bin/sh"],"balance":"cookie","cookie":{"name":"a;b"}}`, `cookie name "a;b"`},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"retries":9}`, "retries 9: give 0 for none, or a count of at most 5"},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"retries":-1}`, "retries -1: give 0 for none"},
 		{`{"handler":"worker_pool","command":["/bin/sh"],"schedule":"lifo"}`, `schedule "lifo": use cost`},

@@ -73,8 +73,10 @@ func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 func (h *Handler) balancerConfig(log *zap.Logger) balancer.Config {
 	cfg := balancer.Config{
 		Policy: balancer.PolicyConfig{
-			Name: h.Balance, HashOn: h.HashOn, HashKey: h.HashKey, Decay: time.Duration(h.EWMADecay),
+			Name: h.Balance, HashOn: h.HashOn, HashKey: h.HashKey, Spill: h.HashSpill,
+			Decay: time.Duration(h.EWMADecay),
 		},
+		ParkIdle: time.Duration(h.ParkIdle),
 		MaxInflight:      h.maxInflight().N,
 		AdaptiveLimit:    h.maxInflight().Auto,
 		QueueSize:        h.QueueSize,
@@ -97,6 +99,10 @@ func (h *Handler) balancerConfig(log *zap.Logger) balancer.Config {
 				zap.String("method", r.Method), zap.String("path", r.URL.Path), zap.Error(err))
 		},
 	}
+	if c := h.Cookie; c != nil {
+		cfg.Policy.CookieName, cfg.Policy.CookieMaxAge, cfg.Policy.Fallback = c.Name, time.Duration(c.MaxAge), c.Fallback
+		cfg.Policy.CookieSecret = caddy.NewReplacer().ReplaceKnown(c.Secret, "")
+	}
 	cfg.Retries = h.Retries
 	if b := h.Breaker; b != nil {
 		cfg.Breaker = balancer.BreakerConfig{
@@ -107,6 +113,27 @@ func (h *Handler) balancerConfig(log *zap.Logger) balancer.Config {
 		}
 	}
 	return cfg
+}
+
+// AffinityCookie configures "balance cookie": a client's first request
+// is placed by Fallback, and the answer sets a cookie that names the
+// worker (an HMAC of its identity, so it cannot be forged); later
+// requests with the cookie go to that worker, waiting for it while it is
+// busy, and are placed anew once it leaves rotation.
+type AffinityCookie struct {
+	// Name of the cookie. Default: wp_affinity.
+	Name string `json:"name,omitempty"`
+	// Secret signs the cookie; placeholders such as {env.AFFINITY_KEY}
+	// are replaced. Default: a random key of this Caddy, which is
+	// enough for spawned workers (a Caddy restart restarts them, and
+	// their sessions are gone anyway); set one for found workers that
+	// outlive Caddy or are shared by several Caddy instances.
+	Secret string `json:"secret,omitempty"`
+	// MaxAge of the cookie. Default: none (a browser-session cookie).
+	MaxAge caddy.Duration `json:"max_age,omitempty"`
+	// Fallback places the requests without a valid cookie: any policy
+	// but hash and cookie. Default: least_inflight.
+	Fallback string `json:"fallback,omitempty"`
 }
 
 // Breaker configures the circuit breaker that each worker has. Failing

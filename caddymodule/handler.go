@@ -153,19 +153,37 @@ type Handler struct {
 	// the request: "least_inflight" (the default: fewest requests in
 	// flight, ties broken at random), "p2c_ewma" (the better of two random
 	// workers by peak-EWMA latency × (in flight + 1)), "round_robin",
-	// "random", "first" (the lowest-numbered free worker) or "hash"
-	// (sticky, see HashOn).
+	// "random", "first" (the lowest-numbered free worker), "hash"
+	// (sticky on a request key, see HashOn) or "cookie" (sticky on an
+	// affinity cookie the pool sets itself, see Cookie).
 	Balance string `json:"balance,omitempty"`
 
-	// HashOn is what "hash" hashes: "header" or "cookie" (named by
-	// HashKey) or "client_ip". Rendezvous hashing: when a worker leaves,
-	// only its keys move; a key whose worker is down or full goes to the
-	// next worker in its ranking; a request without the key is balanced
-	// by least_inflight.
+	// HashOn is what "hash" hashes: "header", "cookie" or "query"
+	// (named by HashKey) or "client_ip". Rendezvous hashing: when a
+	// worker leaves rotation, only its keys move, to the next worker in
+	// their ranking; a key whose worker is at its limit waits for it
+	// (see HashSpill); a request without the key is balanced by
+	// least_inflight.
 	HashOn string `json:"hash_on,omitempty"`
 
-	// HashKey is the header or cookie name for HashOn.
+	// HashKey is the header, cookie or query parameter name for HashOn.
 	HashKey string `json:"hash_key,omitempty"`
+
+	// HashSpill sends a hashed request whose worker is at its limit to
+	// the next worker in its key's ranking instead of waiting for it:
+	// for keys that only find a warm cache, never for sessions.
+	HashSpill bool `json:"hash_spill,omitempty"`
+
+	// Cookie sets up the affinity cookie of "balance cookie".
+	Cookie *AffinityCookie `json:"cookie,omitempty"`
+
+	// ParkIdle is how long a worker must hold requests at its
+	// max_inflight limit without computing (its main thread wanting no
+	// CPU) before those requests stop counting toward the limit: long
+	// polls, and requests that wait on something else, no longer keep
+	// others from an idle worker. Default: 50ms; "off" (-1 in JSON)
+	// never parks.
+	ParkIdle caddy.Duration `json:"park_idle,omitempty"`
 
 	// EWMADecay is the time constant of p2c_ewma's latency average.
 	// Default: 10s.
