@@ -76,7 +76,7 @@ func (h *Handler) balancerConfig(log *zap.Logger) balancer.Config {
 			Name: h.Balance, HashOn: h.HashOn, HashKey: h.HashKey, Spill: h.HashSpill,
 			Decay: time.Duration(h.EWMADecay),
 		},
-		ParkIdle: time.Duration(h.ParkIdle),
+		ParkIdle:         time.Duration(h.ParkIdle),
 		MaxInflight:      h.maxInflight().N,
 		AdaptiveLimit:    h.maxInflight().Auto,
 		QueueSize:        h.QueueSize,
