@@ -56,10 +56,10 @@ type Endpoint struct {
 
 	passiveFails atomic.Int32
 
-	// busy reads how long the worker's main thread has run or waited to
-	// run (see procfs.Busy); nil where the pid is unknown. idle is the
-	// balancer's watch of it, under Balancer.parkMu.
-	busy   func() (time.Duration, bool)
+	// server is the process that serves, whose CPU the limit and the
+	// idle watch read; nil where the pid is unknown. idle is the
+	// balancer's watch, under Balancer.parkMu.
+	server atomic.Pointer[serverProc]
 	idle   idleWatch
 	parked atomic.Uint64 // requests parked so far
 
@@ -82,17 +82,17 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 	if e.decay <= 0 {
 		e.decay = DefaultDecay.Seconds()
 	}
+	if pid > 0 {
+		e.SetServerPID(pid)
+	}
 	if cfg.AdaptiveLimit {
 		var cpu func() (time.Duration, bool)
 		if pid > 0 {
-			cpu = procfs.CPUTime(pid)
+			cpu = e.serverCPU
 		}
 		e.adaptive = limit.NewAdaptive(e.limit.Store, cpu)
 	} else {
 		e.limit.Store(int64(cfg.MaxInflight))
-	}
-	if pid > 0 {
-		e.busy = procfs.Busy(pid)
 	}
 	if b.cookie != nil {
 		e.token = b.cookie.token(worker, pid, network, address)
@@ -105,6 +105,39 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 		Protocol: cfg.UpstreamProtocol,
 	})
 	return e
+}
+
+// serverProc is the process that serves an endpoint's requests, and
+// how its CPU is read.
+type serverProc struct {
+	pid int
+	// cpu reads the CPU time the process used; busy how long its main
+	// thread wanted a CPU (see procfs.Busy).
+	cpu, busy func() (time.Duration, bool)
+}
+
+// SetServerPID names the process that serves the endpoint's requests,
+// whose CPU its limit (max_inflight auto) and the idle watch (ParkIdle)
+// read: the worker process itself, unless that is a launcher (npm
+// start, a shell) and the server its child.
+func (e *Endpoint) SetServerPID(pid int) {
+	e.server.Store(&serverProc{pid: pid, cpu: procfs.CPUTime(pid), busy: procfs.Busy(pid)})
+}
+
+// ServerPID is the pid SetServerPID named, 0 if none.
+func (e *Endpoint) ServerPID() int {
+	if s := e.server.Load(); s != nil {
+		return s.pid
+	}
+	return 0
+}
+
+// serverCPU reads the serving process's CPU time.
+func (e *Endpoint) serverCPU() (time.Duration, bool) {
+	if s := e.server.Load(); s != nil {
+		return s.cpu()
+	}
+	return 0, false
 }
 
 // Inflight is the number of requests the endpoint is serving now, not

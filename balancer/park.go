@@ -29,6 +29,7 @@ import "time"
 // had wanted a CPU by then.
 type idleWatch struct {
 	watching bool
+	pid      int // the serving process watched
 	since    time.Time
 	slots    uint64
 	served   uint64
@@ -85,24 +86,22 @@ func (b *Balancer) checkIdle(e *Endpoint, now time.Time) bool {
 	w := &e.idle
 	v := e.slots.Load()
 	n, l := slotCount(v), e.capacity()
-	if e.busy == nil || n == 0 || l == 0 || n < l {
+	server := e.server.Load()
+	if server == nil || n == 0 || l == 0 || n < l {
 		w.watching = false // nothing held keeps a request from it
 		return false
 	}
-	busy, ok := e.busy()
+	busy, ok := server.busy()
 	if !ok {
 		w.watching = false
 		return false
 	}
 	served := e.served.Load()
-	if !w.watching || w.slots != v || w.served != served {
-		*w = idleWatch{watching: true, since: now, slots: v, served: served, busy: busy}
-		return false
-	}
 	d := now.Sub(w.since)
-	if busy-w.busy > time.Duration(parkBusyShare*float64(d)) {
-		// It computes: watch afresh from now.
-		*w = idleWatch{watching: true, since: now, slots: v, served: served, busy: busy}
+	if !w.watching || w.slots != v || w.served != served || w.pid != server.pid ||
+		busy-w.busy > time.Duration(parkBusyShare*float64(d)) {
+		// Requests came or went, or it computes: watch afresh from now.
+		*w = idleWatch{watching: true, pid: server.pid, since: now, slots: v, served: served, busy: busy}
 		return false
 	}
 	if d < b.cfg.ParkIdle {

@@ -96,3 +96,26 @@ func (p *Pool) checkBind(m *member) {
 	}
 	p.notifyLocked()
 }
+
+// findServer looks once, when a spawned worker's health check first
+// passes, for the process that listens on its port: where the command
+// is a launcher (npm start, a shell script) that runs the server as a
+// child, the CPU that max_inflight auto and park_idle judge is the
+// child's, not the launcher's, which computes nothing. It runs on the
+// health checker's goroutine, outside p.mu.
+func (p *Pool) findServer(m *member) {
+	if m.proc == nil || m.target.Network != "tcp" || !m.serverFound.CompareAndSwap(false, true) {
+		return
+	}
+	a, err := netip.ParseAddrPort(m.target.Address)
+	if err != nil {
+		return
+	}
+	pid, ok := m.proc.ServerPID(a.Port())
+	if !ok || pid == m.proc.PID {
+		return
+	}
+	m.ep.SetServerPID(pid)
+	p.log.Info("worker serves from a child process: its CPU is read there",
+		zap.Int("worker", m.id), zap.Int("pid", m.proc.PID), zap.Int("server_pid", pid))
+}

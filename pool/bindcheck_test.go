@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/caddy-workerpool/caddy-workerpool/balancer"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
 	"github.com/caddy-workerpool/caddy-workerpool/pool"
 	"github.com/caddy-workerpool/caddy-workerpool/worker"
@@ -103,5 +104,55 @@ func TestBindCheckRefusesAnUnknownMode(t *testing.T) {
 	_, err := pool.New(pool.Config{Workers: worker.Spec{Command: testworker.Command()}, BindCheck: "strict"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "bind_check") || !strings.Contains(err.Error(), "warn, refuse or off") {
 		t.Fatalf("New with bind_check strict: %v", err)
+	}
+}
+
+// TestLauncherServerIsFound: a worker command that runs the server as
+// its child (npm start, a shell script) has its CPU read in the child,
+// the process that listens: the status names it, and the child's idle
+// long polls are parked.
+func TestLauncherServerIsFound(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the serving process is found in /proc")
+	}
+	p, srv := newPool(t, pool.Config{
+		Workers:  worker.Spec{Count: 1, Env: testworker.Env("launcher")},
+		Balancer: balancer.Config{MaxInflight: 1},
+	}, zap.NewNop())
+	var w pool.WorkerStatus
+	testworker.Eventually(t, 10*time.Second, "the worker ready", func() bool {
+		w = p.Status().Workers[0]
+		return w.Lifecycle == "serving"
+	})
+	if w.ServerPID == 0 || w.ServerPID == w.PID {
+		t.Fatalf("server pid %d of launcher pid %d: the child that listens was not found", w.ServerPID, w.PID)
+	}
+	// The child holds a long poll and computes nothing: a second request
+	// is served beside it.
+	held := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(srv.URL + "/block")
+		if err == nil {
+			resp.Body.Close()
+		}
+		held <- err
+	}()
+	testworker.Eventually(t, 10*time.Second, "the poll held", func() bool { return p.Status().Workers[0].Inflight == 1 })
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(srv.URL + "/")
+	if err != nil {
+		t.Fatalf("a request beside the launcher's child's idle poll: %v", err)
+	}
+	resp.Body.Close()
+	if st := p.Status().Workers[0]; st.Parked != 1 || st.Streams != 1 {
+		t.Fatalf("parked %d, streams %d: want the poll parked", st.Parked, st.Streams)
+	}
+	// The worker's own address, past the pool, to let the poll go.
+	if resp, err := http.Post("http://"+w.Address+"/release", "", nil); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	if err := <-held; err != nil {
+		t.Fatal(err)
 	}
 }

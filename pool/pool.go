@@ -134,6 +134,8 @@ type member struct {
 	plan    recyclePlan
 	// bindChecked: the bind check has run (or is running).
 	bindChecked atomic.Bool
+	// serverFound: findServer has looked for the serving process.
+	serverFound atomic.Bool
 
 	// Guarded by Pool.mu.
 	life    lifecycle
@@ -386,6 +388,7 @@ func (p *Pool) probed(m *member, started time.Time, err error) {
 		kind = evProbeFail
 	} else {
 		p.checkBind(m)
+		p.findServer(m)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -22,11 +22,19 @@ type WorkerStatus struct {
 	// reached there past the pool.
 	ExposedOn []string `json:"exposed_on,omitempty"`
 	Inflight  int64    `json:"inflight"`
-	// Streams is the number of open WebSockets and event streams.
-	Streams int64  `json:"streams"`
-	Limit   int64  `json:"max_inflight"`
-	Served  uint64 `json:"served"`
-	Breaker string `json:"breaker,omitempty"`
+	// Streams is the number of open WebSockets and event streams, and
+	// of parked requests (long polls, see park_idle).
+	Streams int64 `json:"streams"`
+	// Parked is how many requests have been parked so far: held while
+	// the worker was idle at its limit, they stopped counting toward it.
+	Parked uint64 `json:"parked"`
+	// ServerPID is the process that listens, where it is not the worker
+	// process itself (a launcher's child): its CPU is what the limit
+	// reads.
+	ServerPID int    `json:"server_pid,omitempty"`
+	Limit     int64  `json:"max_inflight"`
+	Served    uint64 `json:"served"`
+	Breaker   string `json:"breaker,omitempty"`
 	// LatencyMS is the peak-EWMA latency in milliseconds.
 	LatencyMS float64 `json:"latency_ms"`
 	// UptimeSeconds is how long the process has run.
@@ -84,6 +92,10 @@ func (p *Pool) Status() Status {
 			ws.ExposedOn = x.exposed
 			ws.Inflight = m.ep.Inflight()
 			ws.Streams = m.ep.Streams()
+			ws.Parked = m.ep.Parked()
+			if sp := m.ep.ServerPID(); sp != m.pid() {
+				ws.ServerPID = sp
+			}
 			ws.Served = m.ep.Served()
 			ws.Limit = m.ep.Limit()
 			ws.Breaker = m.ep.BreakerState()

@@ -22,6 +22,16 @@ func (i *Instance) Listening() ([]netip.AddrPort, error) {
 	if runtime.GOOS != "linux" {
 		return nil, ErrNoListenCheck
 	}
+	addrs, err := listeningTCP("/proc", i.pids())
+	if err != nil {
+		return nil, fmt.Errorf("worker %d: read its sockets from /proc: %w", i.Worker, err)
+	}
+	return addrs, nil
+}
+
+// pids are the worker's processes: its cgroup's, or else its process
+// group's, or else its own.
+func (i *Instance) pids() []int {
 	pids := cgroupPIDs(i.Cgroup)
 	if len(pids) == 0 {
 		pids = pgrpPIDs("/proc", i.PGID)
@@ -29,11 +39,28 @@ func (i *Instance) Listening() ([]netip.AddrPort, error) {
 	if len(pids) == 0 {
 		pids = []int{i.PID}
 	}
-	addrs, err := listeningTCP("/proc", pids)
-	if err != nil {
-		return nil, fmt.Errorf("worker %d: read its sockets from /proc: %w", i.Worker, err)
+	return pids
+}
+
+// ServerPID returns the pid of the worker's process that listens on
+// TCP port: the server itself, where the command is a launcher (npm
+// start, a shell, a process manager) that started it as a child. ok is
+// false where that cannot be told (no /proc, a unix socket, the port
+// not open yet).
+func (i *Instance) ServerPID(port uint16) (pid int, ok bool) {
+	if runtime.GOOS != "linux" || port == 0 {
+		return 0, false
 	}
-	return addrs, nil
+	byAddr, err := listenersTCP("/proc", i.pids())
+	if err != nil {
+		return 0, false
+	}
+	for a, pid := range byAddr {
+		if a.Port() == port {
+			return pid, true
+		}
+	}
+	return 0, false
 }
 
 // BeyondLoopback reports whether a listening address can be reached

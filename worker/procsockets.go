@@ -31,7 +31,23 @@ const tcpListen = "0A"
 // duplicates. A process that is gone by the time it is read is skipped;
 // it is an error only when none of them could be read.
 func listeningTCP(proc string, pids []int) ([]netip.AddrPort, error) {
-	owned := map[uint64]bool{}
+	byAddr, err := listenersTCP(proc, pids)
+	if err != nil {
+		return nil, err
+	}
+	addrs := make([]netip.AddrPort, 0, len(byAddr))
+	for a := range byAddr {
+		addrs = append(addrs, a)
+	}
+	slices.SortFunc(addrs, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return addrs, nil
+}
+
+// listenersTCP returns the addresses that the processes pids listen on
+// with TCP, each with the pid of a process that holds the socket, as
+// listeningTCP reads them.
+func listenersTCP(proc string, pids []int) (map[netip.AddrPort]int, error) {
+	owned := map[uint64]int{}
 	var readable []int
 	var firstErr error
 	for _, pid := range pids {
@@ -44,7 +60,9 @@ func listeningTCP(proc string, pids []int) ([]netip.AddrPort, error) {
 		}
 		readable = append(readable, pid)
 		for ino := range inodes {
-			owned[ino] = true
+			if _, ok := owned[ino]; !ok {
+				owned[ino] = pid
+			}
 		}
 	}
 	if len(readable) == 0 {
@@ -53,7 +71,7 @@ func listeningTCP(proc string, pids []int) ([]netip.AddrPort, error) {
 		}
 		return nil, firstErr
 	}
-	var addrs []netip.AddrPort
+	addrs := map[netip.AddrPort]int{}
 	// Processes of one worker normally share a network namespace; read
 	// each namespace's tables once.
 	seen := map[string]bool{}
@@ -78,14 +96,15 @@ func listeningTCP(proc string, pids []int) ([]netip.AddrPort, error) {
 				return nil, fmt.Errorf("%s: %w", f.Name(), err)
 			}
 			for ino, a := range listening {
-				if owned[ino] {
-					addrs = append(addrs, a)
+				if pid, ok := owned[ino]; ok {
+					if _, dup := addrs[a]; !dup {
+						addrs[a] = pid
+					}
 				}
 			}
 		}
 	}
-	slices.SortFunc(addrs, func(a, b netip.AddrPort) int { return a.Compare(b) })
-	return slices.Compact(addrs), nil
+	return addrs, nil
 }
 
 // socketInodes returns the inodes of the sockets among the links in fd

@@ -40,6 +40,8 @@ import (
 //	slow-start   serve, after half a second without listening
 //	every-interface  serve on PORT on every interface, ignoring HOST, as
 //	             app.listen(process.env.PORT) does
+//	launcher     listen on nothing, and run a child that serves, as npm
+//	             start or a shell script does; exit with it
 const ModeEnv = "WORKERPOOL_TEST_MODE"
 
 // Env returns the environment that makes the test binary a worker. It
@@ -87,6 +89,19 @@ func RunIfWorker() {
 		time.Sleep(500 * time.Millisecond) // an app that takes a while to start
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
+	case "launcher":
+		child := exec.Command(Command())
+		child.Env = append(os.Environ(), ModeEnv+"=serve")
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "launcher:", err)
+			os.Exit(2)
+		}
+		signal.Ignore(syscall.SIGTERM) // the group's SIGTERM reaches the child
+		if err := child.Wait(); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
 	case "grandchild":
 		child := exec.Command(Command())
 		child.Env = append(os.Environ(), ModeEnv+"=sleep")
