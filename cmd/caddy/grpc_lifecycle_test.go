@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
+	"github.com/caddy-workerpool/caddy-workerpool/internal/consultest"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
 	"github.com/caddy-workerpool/caddy-workerpool/pool"
 )
@@ -293,4 +296,118 @@ func TestGRPCStreamGivesItsSlotBack(t *testing.T) {
 	testworker.Eventually(t, 5*time.Second, "the stream no longer counted", func() bool {
 		return f.status(t).Workers[0].Streams == 0
 	})
+}
+
+// startGRPCWorker runs a worker of examples/grpc that the pool did not
+// start, on 127.0.0.1:port, as an app container beside a sidecar would,
+// and returns its pid once it listens. The test's end kills it.
+func startGRPCWorker(t *testing.T, dir string, port, id int) int {
+	t.Helper()
+	cmd := exec.Command("node", filepath.Join(dir, "server.js"))
+	cmd.Env = append(os.Environ(), "HOST=127.0.0.1", fmt.Sprintf("PORT=%d", port), fmt.Sprintf("WORKER_ID=%d", id))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.Contains(line, "listening on") {
+		t.Fatalf("grpc worker on port %d: %q %v", port, line, err)
+	}
+	// Its further output is not read: the pipe's buffer holds what
+	// little it prints.
+	return cmd.Process.Pid
+}
+
+// startGRPCSite runs our Caddy, taking h2c, with block as the site's
+// handler, and returns it and the target a gRPC client dials.
+func startGRPCSite(t *testing.T, block string) (*caddyProc, string) {
+	t.Helper()
+	port := testworker.FreePort(t)
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	caddyfile := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n}\n\nhttp://127.0.0.1:%d {\n\t%s\n}\n", port, block)
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return runCaddy(t, filepath.Dir(path), port, path, nil), fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// Workers the pool finds rather than starts — on loopback ports beside
+// a sidecar, or registered in a real Consul agent — serve gRPC as
+// spawned ones do: every call balanced, the streaming kinds, and the
+// gRPC health protocol taking a NOT_SERVING worker out.
+func TestGRPCDiscoveredWorkers(t *testing.T) {
+	dir := grpcExample(t)
+	for _, mode := range []string{"sidecar", "consul"} {
+		t.Run(mode, func(t *testing.T) {
+			first := testworker.FreePortRange(t, 2)
+			pids := []int{startGRPCWorker(t, dir, first, 1), startGRPCWorker(t, dir, first+1, 2)}
+			source := fmt.Sprintf("discover 127.0.0.1:%d-%d", first, first+1)
+			if mode == "consul" {
+				agent := consultest.Start(t)
+				cfg := api.DefaultConfig()
+				cfg.Address = agent.Addr
+				t.Cleanup(cfg.Transport.CloseIdleConnections)
+				c, err := api.NewClient(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range pids {
+					err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+						ID: fmt.Sprintf("grpc-%d", i), Name: "grpc", Address: "127.0.0.1", Port: first + i,
+						Check: &api.AgentServiceCheck{TTL: "10m", Status: api.HealthPassing},
+					})
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				source = fmt.Sprintf("consul grpc {\n\t\t\taddress %s\n\t\t}", agent.Addr)
+			}
+			c, target := startGRPCSite(t, "worker_pool {\n\t\t"+source+"\n\t\thealth_grpc\n\t\thealth_interval 100ms\n\t}")
+			testworker.Eventually(t, 30*time.Second, "both found workers in rotation", func() bool {
+				r := last(grpcCall(t, dir, target, "load", "20", "4", "0"))
+				served, _ := r["pids"].(map[string]any)
+				return num(r["errors"]) == 0 && len(served) == 2
+			})
+
+			r := last(grpcCall(t, dir, target, "load", "200", "16", "1"))
+			served, _ := r["pids"].(map[string]any)
+			for _, pid := range pids {
+				if num(served[fmt.Sprint(pid)]) < 40 {
+					t.Errorf("found worker %d served %v of 200 calls on one channel: %v", pid, served[fmt.Sprint(pid)], r)
+				}
+			}
+			if num(r["errors"]) != 0 {
+				t.Errorf("200 calls to found workers: %v", r)
+			}
+			if count := last(grpcCall(t, dir, target, "count", "5", "20")); code(count) != 0 || num(count["messages"]) != 5 {
+				t.Errorf("server streaming: %v", count)
+			}
+			if s := grpcCall(t, dir, target, "sum", "10")[0]; code(s) != 0 || num(s["sum"]) != 55 {
+				t.Errorf("client streaming: %v", s)
+			}
+			if e := grpcCall(t, dir, target, "echo", "20")[0]; code(e) != 0 || num(e["echoes"]) != 20 {
+				t.Errorf("bidirectional: %v", e)
+			}
+
+			sick := grpcCall(t, dir, target, "unary", "1", "0", "0", "-1")[0] // makes its worker NOT_SERVING
+			if code(sick) != 0 {
+				t.Fatalf("the call that makes a worker NOT_SERVING: %v", sick)
+			}
+			testworker.Eventually(t, 10*time.Second, "the NOT_SERVING worker out of rotation", func() bool {
+				return strings.Contains(c.log.String(), "NOT_SERVING")
+			})
+			r = last(grpcCall(t, dir, target, "load", "40", "8", "0"))
+			served, _ = r["pids"].(map[string]any)
+			if num(r["errors"]) != 0 || len(served) != 1 || served[fmt.Sprint(sick["pid"])] != nil {
+				t.Fatalf("after found worker %v answered NOT_SERVING: %v; want every call on the other one", sick["pid"], r)
+			}
+		})
+	}
 }
