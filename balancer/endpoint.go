@@ -90,8 +90,9 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 func (e *Endpoint) Inflight() int64 { return e.inflight.Load() }
 
 // Streams is the number of long-lived responses (WebSockets, server-sent
-// events) the endpoint holds open now. They hold no slot, but the worker
-// serves them: a drain waits for them.
+// events, gRPC calls whose answer has passed its first message) the
+// endpoint holds open now. They hold no slot, but the worker serves
+// them: a drain waits for them.
 func (e *Endpoint) Streams() int64 { return e.streams.Load() }
 
 // Busy reports whether the endpoint holds any request or stream.

@@ -22,7 +22,8 @@ type WorkerStatus struct {
 	// reached there past the pool.
 	ExposedOn []string `json:"exposed_on,omitempty"`
 	Inflight  int64    `json:"inflight"`
-	// Streams is the number of open WebSockets and event streams.
+	// Streams is the number of open WebSockets, event streams and
+	// streaming gRPC calls past their first message.
 	Streams int64  `json:"streams"`
 	Limit   int64  `json:"max_inflight"`
 	Served  uint64 `json:"served"`
