@@ -145,7 +145,8 @@ func (e *Endpoint) serverCPU() (time.Duration, bool) {
 func (e *Endpoint) Inflight() int64 { return slotCount(e.slots.Load()) }
 
 // Streams is the number of long-lived responses (WebSockets, server-sent
-// events) and parked requests (long polls, see Config.ParkIdle) the
+// events, gRPC calls whose answer has passed its first message) and
+// parked requests (long polls, see Config.ParkIdle) the
 // endpoint holds open now. They hold no slot, but the worker serves
 // them: a drain waits for them.
 func (e *Endpoint) Streams() int64 { return e.streams.Load() }

@@ -16,6 +16,20 @@ import (
 	"github.com/caddy-workerpool/caddy-workerpool/worker"
 )
 
+// healthConfig is the active health check of the pool's workers, the
+// same for spawned and found ones.
+func (h *Handler) healthConfig() health.Config {
+	return health.Config{
+		URI:         h.HealthURI,
+		GRPC:        h.HealthGRPC,
+		GRPCService: h.HealthGRPCService,
+		Interval:    time.Duration(h.HealthInterval),
+		Timeout:     time.Duration(h.HealthTimeout),
+		Passes:      h.HealthPasses,
+		Fails:       h.HealthFails,
+	}
+}
+
 // poolConfig translates the JSON config into the library's.
 func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 	if !h.spawns() {
@@ -42,17 +56,9 @@ func (h *Handler) poolConfig(log *zap.Logger) (pool.Config, error) {
 		MaxConsecutiveFailures: h.MaxConsecutiveFailures,
 	}
 	return pool.Config{
-		Name:    h.Name,
-		Workers: spec,
-		Health: health.Config{
-			URI:         h.HealthURI,
-			GRPC:        h.HealthGRPC,
-			GRPCService: h.HealthGRPCService,
-			Interval:    time.Duration(h.HealthInterval),
-			Timeout:     time.Duration(h.HealthTimeout),
-			Passes:      h.HealthPasses,
-			Fails:       h.HealthFails,
-		},
+		Name:               h.Name,
+		Workers:            spec,
+		Health:             h.healthConfig(),
 		StartupTimeout:     time.Duration(h.StartupTimeout),
 		UnhealthyKillAfter: time.Duration(h.UnhealthyKillAfter),
 		Watch:              h.Watch,

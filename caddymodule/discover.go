@@ -128,13 +128,7 @@ func (h *Handler) consulService(repl *caddy.Replacer) consul.Service {
 
 // discoveryConfig is poolConfig for a pool whose workers are found.
 func (h *Handler) discoveryConfig(log *zap.Logger) (pool.Config, error) {
-	hc := health.Config{
-		URI:      h.HealthURI,
-		Interval: time.Duration(h.HealthInterval),
-		Timeout:  time.Duration(h.HealthTimeout),
-		Passes:   h.HealthPasses,
-		Fails:    h.HealthFails,
-	}
+	hc := h.healthConfig()
 	var src pool.Source
 	if len(h.Discover) > 0 {
 		cands, err := health.ParseCandidates(h.Discover)

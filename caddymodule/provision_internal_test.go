@@ -3,9 +3,11 @@ package caddymodule
 import (
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"go.uber.org/zap"
 
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
 )
@@ -42,5 +44,26 @@ http://127.0.0.1:`+strconv.Itoa(port)+` {
 	pools.Range(func(_, _ any) bool { held++; return true })
 	if held != 0 {
 		t.Fatalf("%d pools still held after the failed load", held)
+	}
+}
+
+// Found workers are probed as spawned ones are: every health option
+// reaches the pool's config whatever the workers' source.
+func TestHealthOptionsOfFoundWorkers(t *testing.T) {
+	base := Handler{HealthGRPC: true, HealthGRPCService: "pool.example.Demo", HealthInterval: caddy.Duration(time.Second), HealthPasses: 2, HealthFails: 3}
+	spawned, found := base, base
+	spawned.Command = []string{"node", "server.js"}
+	found.Discover = []string{"127.0.0.1:3001-3002"}
+	for name, h := range map[string]Handler{"spawned": spawned, "discover": found} {
+		cfg, err := h.poolConfig(zap.NewNop())
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if want := base.healthConfig(); cfg.Health != want {
+			t.Errorf("%s: health %+v, want %+v", name, cfg.Health, want)
+		}
+		if !cfg.Health.GRPC || cfg.Health.GRPCService != "pool.example.Demo" {
+			t.Errorf("%s: health_grpc lost: %+v", name, cfg.Health)
+		}
 	}
 }

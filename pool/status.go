@@ -22,8 +22,9 @@ type WorkerStatus struct {
 	// reached there past the pool.
 	ExposedOn []string `json:"exposed_on,omitempty"`
 	Inflight  int64    `json:"inflight"`
-	// Streams is the number of open WebSockets and event streams, and
-	// of parked requests (long polls, see park_idle).
+	// Streams is the number of open WebSockets, event streams,
+	// streaming gRPC calls past their first message, and parked
+	// requests (long polls, see park_idle).
 	Streams int64 `json:"streams"`
 	// Parked is how many requests have been parked so far: held while
 	// the worker was idle at its limit, they stopped counting toward it.

@@ -4,19 +4,30 @@
 # Node's cluster (2 workers of the same server), and Caddy's stock
 # reverse_proxy h2c to 2 processes of it. One grpc-js client channel
 # keeps 16 calls in flight (closed loop), CALLS calls at 0, 1 and 5 ms of
-# CPU each. Usage: bench/grpc/run.sh [calls], with CADDY the binary
-# (default: go build ./cmd/caddy into a temporary file).
+# CPU each. Then the mixed-method run: an open loop, calls arriving as a
+# Poisson process of RATE per second for SECS seconds on one channel, 95%
+# of them Work (1 ms of CPU), 5% Report (50 ms, a method of its own),
+# whether or not earlier calls have been answered; client.js reports
+# each method's p50/p99 from when its call was due.
+# Usage: bench/grpc/run.sh [calls] [secs] [rate] (calls 0 or secs 0
+# skips that part), with CADDY the binary (default: go build ./cmd/caddy
+# into a temporary file).
 set -u
 cd "$(dirname "$0")/../.."
 D=$PWD/examples/grpc
 CALLS=${1:-2000}
+SECS=${2:-20}
+RATE=${3:-180}
 T=$(mktemp -d)
 if [ -z "${CADDY:-}" ]; then CADDY=$T/caddy; go build -o "$CADDY" ./cmd/caddy; fi
 (cd "$D" && [ -d node_modules ] || npm ci --no-audit --no-fund >/dev/null)
 C="node $D/client.js"
 out=$T/results.txt; : > $out
 wait_ok() { for i in $(seq 100); do $C $1 unary 1 2>/dev/null | grep -q '"code":0' && return 0; sleep 0.2; done; echo "not up: $1"; }
-load() { for ms in 0 1 5; do echo "$1 ms=$ms $($C $2 load $CALLS 16 $ms | tail -1)" >> $out; done; }
+load() {
+	if [ "$CALLS" -gt 0 ]; then for ms in 0 1 5; do echo "$1 ms=$ms $($C $2 load $CALLS 16 $ms | tail -1)" >> $out; done; fi
+	if [ "$SECS" -gt 0 ]; then echo "$1 mixed rate=$RATE $($C $2 mixed $SECS $RATE 1 50 0.05 | tail -1)" >> $out; fi
+}
 # pool, defaults (+ health_grpc, which a grpc-js pool needs)
 cat > $T/pool.caddy <<C2
 {

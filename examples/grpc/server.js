@@ -20,6 +20,22 @@ const health = load('health.proto').grpc.health.v1;
 const worker = process.env.WORKER_ID || '';
 let served = 0;
 let serving = true;
+let open = 0; // streaming calls under way
+
+// opened counts a streaming call until it ends, however it ends.
+function opened(call) {
+  open++;
+  let ended = false;
+  const end = () => {
+    if (!ended) {
+      ended = true;
+      open--;
+    }
+  };
+  call.on('finish', end);
+  call.on('cancelled', end);
+  return end;
+}
 
 // busy spins until this process has used ms milliseconds of CPU time,
 // as examples/node's /work does.
@@ -37,33 +53,40 @@ function reply() {
   return { pid: process.pid, worker, n: served };
 }
 
-const server = new grpc.Server();
-server.addService(demo.Demo.service, {
-  Work(call, callback) {
-    const { ms, fail } = call.request;
-    if (fail === -1) {
-      serving = false;
-      callback(null, reply());
-      return;
-    }
-    busy(ms);
-    if (fail > 0) {
-      const md = new grpc.Metadata();
-      md.set('x-worker', worker);
-      callback({ code: fail, details: `failing with ${fail} on purpose`, metadata: md });
-      return;
-    }
+// work is Work and Report: it spins for ms of CPU time, or fails with
+// the status fail names.
+function work(call, callback) {
+  const { ms, fail } = call.request;
+  if (fail === -1) {
+    serving = false;
+    callback(null, reply());
+    return;
+  }
+  busy(ms);
+  if (fail > 0) {
     const md = new grpc.Metadata();
     md.set('x-worker', worker);
-    call.sendMetadata(md);
-    callback(null, reply(), md);
-  },
+    callback({ code: fail, details: `failing with ${fail} on purpose`, metadata: md });
+    return;
+  }
+  const md = new grpc.Metadata();
+  md.set('x-worker', worker);
+  call.sendMetadata(md);
+  callback(null, reply(), md);
+}
+
+const server = new grpc.Server();
+server.addService(demo.Demo.service, {
+  Work: work,
+  Report: work,
   Count(call) {
     const { n, interval_ms: interval } = call.request;
+    const end = opened(call);
     let i = 0;
     const next = () => {
       if (call.cancelled) return;
       if (i++ >= n) {
+        end();
         call.end();
         return;
       }
@@ -78,8 +101,15 @@ server.addService(demo.Demo.service, {
     call.on('end', () => callback(null, { value: sum }));
   },
   Echo(call) {
+    const end = opened(call);
+    const md = new grpc.Metadata();
+    md.set('x-pid', String(process.pid));
+    call.sendMetadata(md);
     call.on('data', (m) => call.write(m));
-    call.on('end', () => call.end());
+    call.on('end', () => {
+      end();
+      call.end();
+    });
   },
 });
 server.addService(health.Health.service, {
@@ -99,5 +129,6 @@ server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (er
 });
 
 process.on('SIGTERM', () => {
+  console.log(`SIGTERM with ${open} streaming calls open`);
   server.tryShutdown(() => process.exit(0));
 });

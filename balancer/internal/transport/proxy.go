@@ -123,6 +123,10 @@ type proxyWriter struct {
 	x   *Exchange
 	err error
 	t   *Transport // set for a WebSocket upgrade: it tracks the socket
+	// grpc: the answer is a gRPC call's, whose messages are counted
+	// until a second one makes it a stream.
+	grpc     bool
+	messages grpcMessages
 }
 
 func (w *proxyWriter) WriteHeader(code int) {
@@ -130,8 +134,11 @@ func (w *proxyWriter) WriteHeader(code int) {
 	// answer: the worker may still hang after it.
 	if code >= 200 {
 		w.x.answered(code)
-		if isEventStream(w.Header().Get("Content-Type")) {
+		switch ct := w.Header().Get("Content-Type"); {
+		case isEventStream(ct):
 			w.x.stream()
+		case isGRPCAnswer(ct):
+			w.grpc = true
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)
@@ -140,6 +147,10 @@ func (w *proxyWriter) WriteHeader(code int) {
 func (w *proxyWriter) Write(b []byte) (int, error) {
 	if w.x.Status == 0 {
 		w.x.answered(http.StatusOK)
+	}
+	if w.grpc && !w.x.Stream && w.messages.feed(b) >= 2 {
+		// Only a streaming call answers with more than one message.
+		w.x.stream()
 	}
 	return w.ResponseWriter.Write(b)
 }

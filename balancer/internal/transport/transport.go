@@ -151,8 +151,10 @@ type Exchange struct {
 	// body cannot be sent again.
 	Replay func(*http.Request) error
 	// OnStream, if set, is told once when the answer turns out to be a
-	// long-lived stream — a switched protocol (101) or an event stream —
-	// once Status is set and before its body is copied.
+	// long-lived stream — a switched protocol (101) or an event stream,
+	// once Status is set and before its body is copied; a gRPC call's
+	// answer, before its second message is copied (a unary answer has
+	// one).
 	OnStream func()
 
 	// Status is the final status written to the client's writer, 0 if
