@@ -35,6 +35,7 @@ import (
 	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/queue"
 	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/retry"
 	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/transport"
+	"github.com/caddy-workerpool/caddy-workerpool/internal/grpcstatus"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/problem"
 )
 
@@ -498,7 +499,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // gRPC call as a gRPC status.
 func (e *Error) Write(w http.ResponseWriter) {
 	if e.GRPC {
-		writeGRPC(w, e.grpcCode(), e.Detail)
+		grpcstatus.Write(w, e.grpcCode(), e.Detail)
 		return
 	}
 	if e.RetryAfter > 0 {
@@ -523,7 +524,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // may render it its own way. OnResult hears of every request once, when
 // Serve returns.
 func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error) {
-	grpc := transport.IsGRPC(r)
+	grpc := grpcstatus.IsCall(r)
 	var deadline time.Time
 	if grpc {
 		var cancel context.CancelFunc
