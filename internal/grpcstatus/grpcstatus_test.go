@@ -35,7 +35,7 @@ func TestWrite(t *testing.T) {
 
 func TestEncodeMessage(t *testing.T) {
 	for in, want := range map[string]string{
-		"plain":                     "plain",
+		"plain":                   "plain",
 		"no worker: 100% busy\né": "no worker: 100%25 busy%0A%C3%A9",
 	} {
 		if got := encodeMessage(in); got != want {
