@@ -264,6 +264,14 @@ type Result struct {
 	// Duration from the request's arrival in the balancer until the
 	// handler is done with it (for a stream: until it ends).
 	Duration time.Duration
+	// GRPC: the request is a gRPC call. GRPCStatus is then the status
+	// its client got: the worker's (from its trailers, or its headers
+	// for a trailers-only answer), the pool's own (see Error), CANCELLED
+	// for a client that went away, or what gRPC makes of an answer
+	// without one. GRPCByWorker says that a worker's answer carried it.
+	GRPC         bool
+	GRPCStatus   int
+	GRPCByWorker bool
 
 	start time.Time
 }
@@ -568,6 +576,10 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 			status = http.StatusBadGateway
 		case failed != nil:
 			status = failed.Status
+		}
+		if grpc {
+			st.result.GRPC = true
+			st.result.GRPCStatus, st.result.GRPCByWorker = callStatus(w.Header(), status, failed, p != nil)
 		}
 		b.report(r, st, status)
 		r.Body = body

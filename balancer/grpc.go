@@ -110,3 +110,28 @@ func workerGRPCFailure(h http.Header) bool {
 	code, ok := grpcstatus.FromHeader(h)
 	return ok && (code == grpcstatus.Internal || code == grpcstatus.Unavailable)
 }
+
+// callStatus is the gRPC status that a call's client got, once Serve is
+// done with it: h holds the answer's headers and trailers, status is its
+// HTTP status (499: the client went away), failed the pool's own answer
+// if it made one, and aborted whether the answer broke off. byWorker
+// says that the status is one a worker's answer carried.
+func callStatus(h http.Header, status int, failed *Error, aborted bool) (code int, byWorker bool) {
+	switch {
+	case failed != nil:
+		return failed.grpcCode(), false
+	case aborted:
+		// The stream was cut: the client saw no status.
+		return grpcstatus.FromHTTP(status), false
+	}
+	code, ok := grpcstatus.FromHeader(h)
+	switch {
+	case ok && status == 499:
+		// Not the worker's: the handler before the balancer answered in
+		// its place (a streamed body that passed its limit).
+		return code, false
+	case ok:
+		return code, true
+	}
+	return grpcstatus.FromHTTP(status), false
+}
