@@ -94,6 +94,13 @@ func (g *grpcCalls) observe(r *http.Request, res *balancer.Result) {
 	c.buckets[i].Add(1)
 }
 
+// ObserveGRPC counts a gRPC call r that was answered with code before it
+// reached the balancer (a refusal of request validation); the calls the
+// balancer serves are counted as they end.
+func (p *Pool) ObserveGRPC(r *http.Request, code int, d time.Duration) {
+	p.grpc.observe(r, &balancer.Result{GRPC: true, GRPCStatus: code, Duration: d})
+}
+
 // method is the counts of the method named path; admit says whether a
 // method not seen yet may take a place.
 func (g *grpcCalls) method(path string, admit bool) *methodCalls {
