@@ -35,6 +35,7 @@ import (
 	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/queue"
 	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/retry"
 	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/transport"
+	"github.com/caddy-workerpool/caddy-workerpool/internal/grpcstatus"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/problem"
 )
 
@@ -282,6 +283,14 @@ type Result struct {
 	// Duration from the request's arrival in the balancer until the
 	// handler is done with it (for a stream: until it ends).
 	Duration time.Duration
+	// GRPC: the request is a gRPC call. GRPCStatus is then the status
+	// its client got: the worker's (from its trailers, or its headers
+	// for a trailers-only answer), the pool's own (see Error), CANCELLED
+	// for a client that went away, or what gRPC makes of an answer
+	// without one. GRPCByWorker says that a worker's answer carried it.
+	GRPC         bool
+	GRPCStatus   int
+	GRPCByWorker bool
 
 	start time.Time
 }
@@ -543,7 +552,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // gRPC call as a gRPC status.
 func (e *Error) Write(w http.ResponseWriter) {
 	if e.GRPC {
-		writeGRPC(w, e.grpcCode(), e.Detail)
+		grpcstatus.Write(w, e.grpcCode(), e.Detail)
 		return
 	}
 	if e.RetryAfter > 0 {
@@ -568,7 +577,7 @@ func (b *Balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // may render it its own way. OnResult hears of every request once, when
 // Serve returns.
 func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error) {
-	grpc := transport.IsGRPC(r)
+	grpc := grpcstatus.IsCall(r)
 	var deadline time.Time
 	if grpc {
 		var cancel context.CancelFunc
@@ -615,6 +624,10 @@ func (b *Balancer) Serve(w http.ResponseWriter, r *http.Request) (failed *Error)
 			status = http.StatusBadGateway
 		case failed != nil:
 			status = failed.Status
+		}
+		if grpc {
+			st.result.GRPC = true
+			st.result.GRPCStatus, st.result.GRPCByWorker = callStatus(w.Header(), status, failed, p != nil)
 		}
 		b.report(r, st, status)
 		r.Body = body

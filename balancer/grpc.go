@@ -5,24 +5,16 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/queue"
+	"github.com/caddy-workerpool/caddy-workerpool/internal/grpcstatus"
 )
 
 // What the balancer does differently for a gRPC call: its grpc-timeout
 // bounds its wait and its time at the worker, its route is its full
 // method path, and what the pool answers itself is a gRPC status, not
 // problem+json.
-
-// gRPC status codes the pool answers with (gRPC's doc/statuscodes.md).
-const (
-	grpcDeadlineExceeded  = 4
-	grpcResourceExhausted = 8
-	grpcInternal          = 13
-	grpcUnavailable       = 14
-)
 
 // errCallDeadline is the cause of a call's context that its grpc-timeout
 // ended.
@@ -100,40 +92,13 @@ func callDeadlinePassed(r *http.Request) bool {
 func (e *Error) grpcCode() int {
 	switch {
 	case errors.Is(e.Err, errCallDeadline), errors.Is(e.Err, queue.ErrDeadline), e.Status == http.StatusGatewayTimeout:
-		return grpcDeadlineExceeded
+		return grpcstatus.DeadlineExceeded
 	case errors.Is(e.Err, queue.ErrFull):
-		return grpcResourceExhausted
+		return grpcstatus.ResourceExhausted
 	case e.Status == http.StatusBadRequest:
-		return grpcInternal
+		return grpcstatus.Internal
 	}
-	return grpcUnavailable
-}
-
-// writeGRPC answers a gRPC call trailers-only: HTTP 200, and the status
-// and message in the header block that ends the stream.
-func writeGRPC(w http.ResponseWriter, code int, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/grpc")
-	h.Set("Grpc-Status", strconv.Itoa(code))
-	h.Set("Grpc-Message", encodeGRPCMessage(msg))
-	w.WriteHeader(http.StatusOK)
-}
-
-// encodeGRPCMessage percent-encodes what gRPC's grpc-message may not
-// carry as it is: bytes outside printable ASCII, and '%'.
-func encodeGRPCMessage(msg string) string {
-	var b strings.Builder
-	for i := 0; i < len(msg); i++ {
-		c := msg[i]
-		if c < 0x20 || c > 0x7e || c == '%' {
-			b.WriteByte('%')
-			b.WriteByte("0123456789ABCDEF"[c>>4])
-			b.WriteByte("0123456789ABCDEF"[c&15])
-			continue
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
+	return grpcstatus.Unavailable
 }
 
 // workerGRPCFailure reports whether a call's answer, whose headers and
@@ -142,9 +107,31 @@ func encodeGRPCMessage(msg string) string {
 // application meant (NOT_FOUND, INVALID_ARGUMENT, …). A trailer that
 // was not announced stands under http.TrailerPrefix.
 func workerGRPCFailure(h http.Header) bool {
-	v := h.Get("Grpc-Status")
-	if v == "" {
-		v = h.Get(http.TrailerPrefix + "Grpc-Status")
+	code, ok := grpcstatus.FromHeader(h)
+	return ok && (code == grpcstatus.Internal || code == grpcstatus.Unavailable)
+}
+
+// callStatus is the gRPC status that a call's client got, once Serve is
+// done with it: h holds the answer's headers and trailers, status is its
+// HTTP status (499: the client went away), failed the pool's own answer
+// if it made one, and aborted whether the answer broke off. byWorker
+// says that the status is one a worker's answer carried.
+func callStatus(h http.Header, status int, failed *Error, aborted bool) (code int, byWorker bool) {
+	switch {
+	case failed != nil:
+		return failed.grpcCode(), false
+	case aborted:
+		// The stream was cut: the client saw no status.
+		return grpcstatus.FromHTTP(status), false
 	}
-	return v == "13" || v == "14"
+	code, ok := grpcstatus.FromHeader(h)
+	switch {
+	case ok && status == 499:
+		// Not the worker's: the handler before the balancer answered in
+		// its place (a streamed body that passed its limit).
+		return code, false
+	case ok:
+		return code, true
+	}
+	return grpcstatus.FromHTTP(status), false
 }

@@ -29,12 +29,6 @@ func TestGRPCTimeout(t *testing.T) {
 	}
 }
 
-func TestEncodeGRPCMessage(t *testing.T) {
-	if got, want := encodeGRPCMessage("no worker: 100% busy\né"), "no worker: 100%25 busy%0A%C3%A9"; got != want {
-		t.Fatalf("got %q, want %q", got, want)
-	}
-}
-
 func TestWorkerGRPCFailure(t *testing.T) {
 	for _, c := range []struct {
 		h    http.Header

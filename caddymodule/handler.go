@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/caddy-workerpool/caddy-workerpool/internal/grpcstatus"
 	"github.com/caddy-workerpool/caddy-workerpool/pool"
 	"github.com/caddy-workerpool/caddy-workerpool/tracing"
 	"github.com/caddy-workerpool/caddy-workerpool/validate"
@@ -514,7 +515,8 @@ func (h *Handler) Validate() error {
 // pool answers every request it gets. What it answers itself (400 for a
 // request body that could not be read, 502, 503 with Retry-After, 504)
 // is problem+json, or, where the server has handle_errors routes, a
-// caddyhttp.Error for them to render, as reverse_proxy does.
+// caddyhttp.Error for them to render, as reverse_proxy does; a gRPC call
+// always gets a gRPC status instead, from validation too.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if h.tracer != nil {
 		var end func()
@@ -523,7 +525,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	if h.validator != nil {
 		var ok bool
+		start := time.Now()
 		if w, r, ok = serveValidation(h.validator, w, r); !ok {
+			// A refused gRPC call counts among the pool's calls with the
+			// status it got.
+			if code, answered := grpcstatus.FromHeader(w.Header()); answered && grpcstatus.IsCall(r) {
+				h.pool.ObserveGRPC(r, code, time.Since(start))
+			}
 			return nil
 		}
 	}

@@ -28,7 +28,7 @@ type poolMetrics struct {
 	retries   prometheus.Counter
 	vecs      []prometheus.Collector
 
-	workers, healthy, inflight, limit, queue, restarts, breaker, cost, scaling *prometheus.Desc
+	workers, healthy, inflight, limit, queue, restarts, breaker, cost, scaling, grpc *prometheus.Desc
 
 	mu      sync.Mutex               // serialises growing workerL
 	workerL atomic.Pointer[[]string] // "0", "1", …: label values, made once
@@ -72,6 +72,8 @@ func newPoolMetrics(name string) *poolMetrics {
 		cost: desc("route_cost_seconds", fmt.Sprintf("What a route's requests cost: the decaying average time they took at a worker (at most %d routes, the most recently used).",
 			balancer.DefaultCostKeys), "route"),
 		scaling: desc("scaling_decisions_total", "Scaling decisions of a pool with max_count, by direction (up, down, hold: a worker was needed but not started) and reason.", "direction", "reason"),
+		grpc: desc("grpc_call_duration_seconds", fmt.Sprintf("gRPC calls by full method (at most %d by name, the rest %q) and the grpc-status their client got: time from arrival in the pool to the end of the answer.",
+			pool.MaxGRPCMethods, pool.OtherGRPCMethod), "method", "grpc_status"),
 	}
 }
 
@@ -121,7 +123,7 @@ func (m *poolMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range m.vecs {
 		c.Describe(ch)
 	}
-	for _, d := range []*prometheus.Desc{m.workers, m.healthy, m.inflight, m.limit, m.queue, m.restarts, m.breaker, m.cost, m.scaling} {
+	for _, d := range []*prometheus.Desc{m.workers, m.healthy, m.inflight, m.limit, m.queue, m.restarts, m.breaker, m.cost, m.scaling, m.grpc} {
 		ch <- d
 	}
 }
@@ -157,6 +159,15 @@ func (m *poolMetrics) Collect(ch chan<- prometheus.Metric) {
 		for _, c := range st.Scaling.Totals {
 			ch <- prometheus.MustNewConstMetric(m.scaling, prometheus.CounterValue, float64(c.Count), c.Direction, c.Reason)
 		}
+	}
+	for _, c := range st.GRPC {
+		buckets := make(map[float64]uint64, len(pool.GRPCDurationBuckets))
+		var below uint64
+		for i, le := range pool.GRPCDurationBuckets {
+			below += c.Buckets[i]
+			buckets[le] = below
+		}
+		ch <- prometheus.MustNewConstHistogram(m.grpc, c.Calls, c.Seconds, buckets, c.Method, c.Status)
 	}
 }
 

@@ -74,8 +74,9 @@ func matchedRoute(r *http.Request) string {
 
 // ValidateHandler checks requests as worker_pool's validate block does,
 // in front of any handler (reverse_proxy, file_server, …): limits and an
-// optional OpenAPI document. Refused requests get problem+json and never
-// reach the next handler.
+// optional OpenAPI document. Refused requests get problem+json (a gRPC
+// call a gRPC status: INVALID_ARGUMENT, RESOURCE_EXHAUSTED for a size
+// limit, …) and never reach the next handler.
 type ValidateHandler struct {
 	validate.Config
 

@@ -77,6 +77,8 @@ type Pool struct {
 	log *zap.Logger
 	bal *balancer.Balancer
 	src source
+	// grpc counts the gRPC calls by method and status, for Status.
+	grpc grpcCalls
 
 	mu      sync.Mutex
 	members []*member
@@ -184,6 +186,13 @@ func New(cfg Config, log *zap.Logger) (*Pool, error) {
 			p.event(e, event{kind: evBreakerOpen})
 		case "closed":
 			p.event(e, event{kind: evBreakerClosed})
+		}
+	}
+	onResult := bcfg.OnResult
+	bcfg.OnResult = func(r *http.Request, res *balancer.Result) {
+		p.grpc.observe(r, res)
+		if onResult != nil {
+			onResult(r, res)
 		}
 	}
 	var err error

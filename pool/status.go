@@ -57,12 +57,15 @@ type Status struct {
 	// Scaling shows the floor, the ceiling and the decisions of a pool
 	// that scales; absent otherwise.
 	Scaling *ScaleStatus `json:"scaling,omitempty"`
+	// GRPC counts the gRPC calls by method and status (at most
+	// MaxGRPCMethods methods by name); absent before the first.
+	GRPC []GRPCCalls `json:"grpc,omitempty"`
 }
 
 // Status reports every worker slot, or every endpoint found.
 func (p *Pool) Status() Status {
 	slots := p.src.slotStatus()
-	st := Status{Name: p.cfg.Name, Total: len(slots), Queued: p.bal.QueueLen(), Workers: make([]WorkerStatus, len(slots)), Costs: p.bal.Costs()}
+	st := Status{Name: p.cfg.Name, Total: len(slots), Queued: p.bal.QueueLen(), Workers: make([]WorkerStatus, len(slots)), Costs: p.bal.Costs(), GRPC: p.grpc.snapshot()}
 	// Copy what the lock guards; the breaker and /proc are read after,
 	// outside it (a breaker tells the pool of its changes under its own
 	// lock).

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/caddy-workerpool/caddy-workerpool/balancer"
+	"github.com/caddy-workerpool/caddy-workerpool/internal/grpcstatus"
 )
 
 // ScopeName is the instrumentation scope of the spans this package makes.
@@ -46,15 +47,17 @@ type Tracer struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
 	cfg    Config
+	rpc    rpcConventions
 }
 
 // New returns a Tracer that makes its spans with tp and carries trace
 // context in and out with prop.
 func New(tp trace.TracerProvider, prop propagation.TextMapPropagator, cfg Config) *Tracer {
-	return &Tracer{tracer: tp.Tracer(ScopeName), prop: prop, cfg: cfg}
+	return &Tracer{tracer: tp.Tracer(ScopeName), prop: prop, cfg: cfg, rpc: rpcConventionsFromEnv()}
 }
 
-// tracerKey is where Start leaves the Tracer for Attempt.
+// tracerKey is where Start leaves, for Attempt, a *statusWriter: the
+// Tracer, and the response whose header holds a gRPC call's status.
 type tracerKey struct{}
 
 // Start begins tracing r. If r's context already holds a span of this
@@ -62,15 +65,31 @@ type tracerKey struct{}
 // request's server span and ours are its children; otherwise Start
 // continues the trace of r's headers, if any, with a server span. It
 // returns the writer and request to pass on, and end, which the caller
-// must call once the response is done.
+// must call once the response is done. A gRPC call's spans also carry
+// the RPC attributes (rpc.system, rpc.service, rpc.method,
+// rpc.grpc.status_code; see rpcConventions), and its server span is
+// named by its method.
 func (t *Tracer) Start(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *http.Request, func()) {
 	ctx := r.Context()
+	grpc := grpcstatus.IsCall(r)
 	if parent := trace.SpanFromContext(ctx); parent.SpanContext().IsValid() && !parent.SpanContext().IsRemote() {
-		ctx = context.WithValue(ctx, tracerKey{}, t)
+		sw := &statusWriter{ResponseWriter: w, t: t, grpc: grpc}
+		ctx = context.WithValue(ctx, tracerKey{}, sw)
 		r = r.WithContext(ctx)
 		return w, r, func() {
-			if route := t.route(r); route != "" && parent.IsRecording() {
+			if !parent.IsRecording() {
+				return
+			}
+			if route := t.route(r); route != "" {
 				parent.SetAttributes(semconv.HTTPRoute(route))
+			}
+			if grpc {
+				// Not our span: its name and status stay its maker's.
+				attrs := t.rpc.rpcStart(make([]attribute.KeyValue, 0, 6), r)
+				if code, ok := grpcstatus.FromHeader(w.Header()); ok {
+					attrs = t.rpc.rpcEnd(attrs, code)
+				}
+				parent.SetAttributes(attrs...)
 			}
 		}
 	}
@@ -78,11 +97,14 @@ func (t *Tracer) Start(w http.ResponseWriter, r *http.Request) (http.ResponseWri
 	method, known := methodName(r.Method)
 	// Attributes given at the start let a sampler see them, and let the
 	// span size its attribute list once.
-	ctx, span := t.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(serverAttributes(r, known, t.cfg.Pool)...))
-	ctx = context.WithValue(ctx, tracerKey{}, t)
+	attrs := serverAttributes(r, known, t.cfg.Pool)
+	if grpc {
+		attrs = t.rpc.rpcStart(attrs, r)
+	}
+	ctx, span := t.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+	sw := &statusWriter{ResponseWriter: w, t: t, grpc: grpc}
+	ctx = context.WithValue(ctx, tracerKey{}, sw)
 	r = r.WithContext(ctx)
-	sw := &statusWriter{ResponseWriter: w}
 	return sw, r, func() {
 		if span.IsRecording() {
 			status := sw.status
@@ -101,6 +123,9 @@ func (t *Tracer) Start(w http.ResponseWriter, r *http.Request) (http.ResponseWri
 				end = append(end, semconv.HTTPRoute(route))
 			}
 			span.SetAttributes(end...)
+			if grpc {
+				t.endGRPCServer(span, r, sw.Header(), status)
+			}
 		}
 		span.End()
 	}
@@ -118,13 +143,18 @@ func (t *Tracer) route(r *http.Request) string {
 // attempt's trace context in the request headers. Other requests pass
 // untouched, without allocating.
 func Attempt(r *http.Request, a *balancer.Attempt) (*http.Request, func(status int, err error)) {
-	t, _ := r.Context().Value(tracerKey{}).(*Tracer)
-	if t == nil {
+	sw, _ := r.Context().Value(tracerKey{}).(*statusWriter)
+	if sw == nil {
 		return r, nil
 	}
+	t := sw.t
 	method, known := methodName(r.Method)
+	attrs := attemptAttributes(r, a, known, t.cfg.Pool)
+	if sw.grpc {
+		attrs = t.rpc.rpcStart(attrs, r)
+	}
 	ctx, span := t.tracer.Start(r.Context(), method, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attemptAttributes(r, a, known, t.cfg.Pool)...))
+		trace.WithAttributes(attrs...))
 	out := r.WithContext(ctx)
 	// The incoming headers belong to the client's request; the worker
 	// gets a copy that carries this attempt's span as its parent.
@@ -157,6 +187,9 @@ func Attempt(r *http.Request, a *balancer.Attempt) (*http.Request, func(status i
 				n++
 			}
 			span.SetAttributes(end[:n]...)
+			if sw.grpc {
+				endGRPCAttempt(span, t.rpc, sw.Header(), status, err)
+			}
 		}
 		span.End()
 	}
@@ -251,9 +284,13 @@ func splitHostPort(hostport string) (string, int) {
 }
 
 // statusWriter remembers the status of the response for the server span.
+// It also carries, in the request's context, the Tracer for Attempt, and
+// whether the request is a gRPC call.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	t      *Tracer
+	grpc   bool
 }
 
 func (w *statusWriter) WriteHeader(code int) {

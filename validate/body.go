@@ -65,12 +65,13 @@ func (b *limitedBody) Close() error {
 	return b.rc.Close()
 }
 
-// limitWriter answers 413 instead of whatever the next handler answers
-// once the body it streams has passed the limit (unless the answer had
-// started already).
+// limitWriter answers 413 (RESOURCE_EXHAUSTED to a gRPC call) instead
+// of whatever the next handler answers once the body it streams has
+// passed the limit (unless the answer had started already).
 type limitWriter struct {
 	http.ResponseWriter
 	body     *limitedBody
+	grpc     bool
 	wrote    bool
 	replaced bool
 }
@@ -88,6 +89,11 @@ func (w *limitWriter) WriteHeader(code int) {
 		h := w.ResponseWriter.Header()
 		for k := range h {
 			delete(h, k)
+		}
+		if w.grpc {
+			// An HTTP/2 stream: the connection carries other calls.
+			tooLarge(w.body.limit).WriteGRPC(w.ResponseWriter)
+			return
 		}
 		h.Set("Connection", "close")
 		tooLarge(w.body.limit).Write(w.ResponseWriter)
@@ -122,7 +128,7 @@ func readBounded(r *http.Request, limit int64) ([]byte, error) {
 	b := bytes.NewBuffer(buf)
 	n, err := b.ReadFrom(io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		return nil, &Error{Status: http.StatusBadRequest, Detail: "the request body could not be read"}
+		return nil, unreadableBody("the request body could not be read")
 	}
 	if n > limit {
 		return nil, tooLarge(limit)

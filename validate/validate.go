@@ -3,7 +3,8 @@
 // and, optionally, an OpenAPI 3.0 or 3.1 document (route, parameters,
 // JSON bodies). A refused request gets an RFC 9457 problem+json answer
 // that names the failing part of the request with a pointer such as
-// /body/items/0/qty, /query/limit or /path/orderId.
+// /body/items/0/qty, /query/limit or /path/orderId; a refused gRPC call
+// gets a gRPC status (trailers-only) that says the same.
 //
 // It does not import Caddy: caddymodule adapts it, and any Go program
 // can use it in front of an http.Handler.
@@ -19,6 +20,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/caddy-workerpool/caddy-workerpool/internal/grpcstatus"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/problem"
 )
 
@@ -143,6 +145,15 @@ type Error struct {
 	Detail string
 	Allow  string // for 405
 	Errors []problem.FieldError
+
+	// unreadable: the body could not be read (the client's connection
+	// failed), rather than read and refused.
+	unreadable bool
+}
+
+// unreadableBody is the Error of a body that could not be read.
+func unreadableBody(detail string) *Error {
+	return &Error{Status: http.StatusBadRequest, Detail: detail, unreadable: true}
 }
 
 func (e *Error) Error() string {
@@ -158,6 +169,34 @@ func (e *Error) Write(w http.ResponseWriter) {
 		w.Header().Set("Allow", e.Allow)
 	}
 	problem.Write(w, problem.Details{Status: e.Status, Detail: e.Detail, Errors: e.Errors})
+}
+
+// WriteGRPC sends e to a gRPC client in gRPC's terms: HTTP 200,
+// trailers-only, with the grpc-status that fits (see GRPCCode) and a
+// grpc-message that says what was refused, naming the failing fields.
+func (e *Error) WriteGRPC(w http.ResponseWriter) {
+	msg := e.Detail
+	for _, f := range e.Errors {
+		msg += "; " + f.Pointer + ": " + f.Detail
+	}
+	grpcstatus.Write(w, e.GRPCCode(), msg)
+}
+
+// GRPCCode is the gRPC status of the refusal: RESOURCE_EXHAUSTED for a
+// size limit (body, query, header fields), UNIMPLEMENTED for a route or
+// method the API does not serve, INTERNAL for a body that could not be
+// read, INVALID_ARGUMENT for the rest (parameters, body, media type).
+func (e *Error) GRPCCode() int {
+	switch e.Status {
+	case http.StatusRequestEntityTooLarge, http.StatusRequestURITooLong, http.StatusRequestHeaderFieldsTooLarge:
+		return grpcstatus.ResourceExhausted
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return grpcstatus.Unimplemented
+	}
+	if e.unreadable {
+		return grpcstatus.Internal
+	}
+	return grpcstatus.InvalidArgument
 }
 
 // routeKey is the type of RouteKey.
@@ -187,19 +226,26 @@ func (v *Validator) Check(r *http.Request) (*http.Request, error) {
 
 // Serve validates r. If r is refused it writes the problem to w and
 // returns ok false; otherwise it returns the writer and request to pass
-// on to the next handler.
+// on to the next handler. A gRPC call (content type application/grpc…)
+// is answered in gRPC's terms instead (see Error.WriteGRPC), also when
+// its streamed body passes MaxBody later.
 func (v *Validator) Serve(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *http.Request, bool) {
+	grpc := grpcstatus.IsCall(r)
 	r, lb, err := v.check(w, r)
 	if err != nil {
 		var e *Error
 		if !errors.As(err, &e) {
-			e = &Error{Status: http.StatusBadRequest, Detail: "the request could not be read"}
+			e = unreadableBody("the request could not be read")
 		}
-		e.Write(w)
+		if grpc {
+			e.WriteGRPC(w)
+		} else {
+			e.Write(w)
+		}
 		return w, r, false
 	}
 	if lb != nil {
-		w = &limitWriter{ResponseWriter: w, body: lb}
+		w = &limitWriter{ResponseWriter: w, body: lb, grpc: grpc}
 	}
 	return w, r, true
 }
@@ -300,7 +346,7 @@ func noBody(r *http.Request) error {
 			return nil
 		case nil:
 		default:
-			return &Error{Status: http.StatusBadRequest, Detail: "the request body could not be read"}
+			return unreadableBody("the request body could not be read")
 		}
 	}
 	return &Error{Status: http.StatusBadRequest, Detail: "the request's body does not match the API",

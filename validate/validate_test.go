@@ -727,3 +727,62 @@ paths:
 		}
 	}
 }
+
+// A gRPC client understands only gRPC's answer: every refusal reaches it
+// as HTTP 200, trailers-only, with the grpc-status that fits and a
+// grpc-message that says what was refused; never problem+json.
+func TestGRPCCallsAreRefusedInGRPCTerms(t *testing.T) {
+	limits := newValidator(t, validate.Config{MaxBody: 10, MaxQuery: 4, MaxHeaders: 4, Methods: []string{"POST"}, ContentTypes: []string{"application/grpc"}})
+	api := newValidator(t, validate.Config{OpenAPI: "testdata/orders-3.0.yaml"})
+	call := func(ct, target, body string, chunked bool) *http.Request {
+		r := httptest.NewRequest("POST", target, strings.NewReader(body))
+		r.Header.Set("Content-Type", ct)
+		r.Header.Set("Te", "trailers")
+		if chunked {
+			r.ContentLength = -1
+		}
+		return r
+	}
+	many := call("application/grpc", "/pkg.S/M", "", false)
+	for _, h := range []string{"A", "B", "C", "D"} {
+		many.Header.Set("X-"+h, "1")
+	}
+	get := call("application/grpc", "/pkg.S/M", "", false)
+	get.Method = "GET"
+	for _, c := range []struct {
+		name    string
+		v       *validate.Validator
+		r       *http.Request
+		code    string
+		message string
+		reached bool
+	}{
+		{"declared too large", limits, call("application/grpc", "/pkg.S/M", "0123456789A", false), "8", "larger than 10 bytes", false},
+		{"streamed too large", limits, call("application/grpc", "/pkg.S/M", strings.Repeat("x", 100), true), "8", "larger than 10 bytes", true},
+		{"query", limits, call("application/grpc", "/pkg.S/M?abcdef", "", false), "8", "query string is longer", false},
+		{"header fields", limits, many, "8", "header fields", false},
+		{"method", limits, get, "12", "method GET is not allowed", false},
+		{"media type", limits, call("application/grpc+json", "/pkg.S/M", "{}", false), "3", "not accepted", false},
+		{"unknown route", api, call("application/grpc", "/pkg.S/M", "", false), "12", "no route of the API", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rec, _, reached := serve(c.v, c.r)
+			h := rec.Header()
+			if rec.Code != http.StatusOK || h.Get("Content-Type") != "application/grpc" || reached != c.reached {
+				t.Fatalf("answer %d %q (reached %v), want 200 application/grpc (reached %v): %s", rec.Code, h.Get("Content-Type"), reached, c.reached, rec.Body)
+			}
+			if h.Get("Grpc-Status") != c.code || !strings.Contains(h.Get("Grpc-Message"), c.message) {
+				t.Fatalf("grpc-status %q grpc-message %q; want %s and %q", h.Get("Grpc-Status"), h.Get("Grpc-Message"), c.code, c.message)
+			}
+			if rec.Body.Len() != 0 || h.Get("Connection") != "" {
+				t.Fatalf("a trailers-only answer has no body and leaves the connection alone: body %q, Connection %q", rec.Body, h.Get("Connection"))
+			}
+		})
+	}
+	// gRPC-Web is made for HTTP/1.1 clients, which read problem+json.
+	rec, _, _ := serve(newValidator(t, validate.Config{MaxBody: 10}), call("application/grpc-web", "/pkg.S/M", "0123456789A", false))
+	if rec.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a gRPC-Web call got %d, want 413", rec.Code)
+	}
+	decodeProblem(t, rec)
+}

@@ -108,6 +108,29 @@
     return list;
   }
 
+  // The pool's gRPC calls by method and status (absent before the first
+  // call): one row per method and status.
+  function grpcTable(calls) {
+    const table = el('table', 'grpc');
+    const head = el('tr');
+    for (const [name, cls] of [['gRPC method', ''], ['status', ''], ['calls', 'num'], ['mean ms', 'num']]) head.appendChild(el('th', cls, name));
+    table.appendChild(el('thead')).appendChild(head);
+    const body = el('tbody');
+    for (const c of calls) {
+      const tr = el('tr', 'grpc-call');
+      tr.dataset.method = c.method;
+      tr.dataset.status = c.status;
+      tr.dataset.calls = c.calls;
+      tr.appendChild(el('td', 'method', c.method));
+      tr.appendChild(el('td', 'grpc-status ' + (c.code === 0 ? 'ok' : 'failed'), c.status + ' (' + c.code + ')'));
+      tr.appendChild(el('td', 'num', c.calls));
+      tr.appendChild(el('td', 'num', c.mean_ms.toFixed(1)));
+      body.appendChild(tr);
+    }
+    table.appendChild(body);
+    return table;
+  }
+
   const columns = [['#', 'num'], ['pid', 'num'], ['state', ''], ['in flight', ''], ['served', 'num'],
     ['restarts', 'num'], ['recycles', 'num'], ['breaker', ''], ['latency ms', 'num'], ['uptime', 'num'], ['memory', 'num']];
 
@@ -139,6 +162,7 @@
     for (const w of p.workers) body.appendChild(row(w));
     table.appendChild(body);
     s.appendChild(table);
+    if (p.grpc && p.grpc.length) s.appendChild(grpcTable(p.grpc));
     return s;
   }
 

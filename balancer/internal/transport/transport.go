@@ -21,6 +21,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddy-workerpool/caddy-workerpool/internal/grpcstatus"
 )
 
 // Defaults of Config.
@@ -74,17 +76,6 @@ const (
 	// ProtocolAuto: gRPC calls over h2c, everything else over HTTP/1.1.
 	ProtocolAuto = "auto"
 )
-
-// IsGRPC reports whether r is a gRPC call (not gRPC-Web, which is made
-// for HTTP/1.1).
-func IsGRPC(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
-	if !strings.HasPrefix(ct, "application/grpc") {
-		return false
-	}
-	rest := ct[len("application/grpc"):]
-	return rest == "" || rest[0] == '+' || rest[0] == ';'
-}
 
 func (c Config) withDefaults() Config {
 	if c.DialTimeout <= 0 {
@@ -227,7 +218,7 @@ func (t *Transport) Forward(w http.ResponseWriter, r *http.Request, x *Exchange)
 		r.Body = &x.body
 		defer func() { r.Body = x.body.ReadCloser }()
 	}
-	if t.h2proxy != nil && (t.h2only || IsGRPC(r)) {
+	if t.h2proxy != nil && (t.h2only || grpcstatus.IsCall(r)) {
 		return t.viaProxy(w, r, x, t.h2proxy)
 	}
 	if t.standard || !forwardable(r) {
