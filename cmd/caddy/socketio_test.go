@@ -36,7 +36,8 @@ func socketIOExample(t *testing.T) string {
 // its admin API on a port of its own.
 type sioPool struct {
 	*caddyProc
-	admin string
+	admin     string
+	caddyfile string
 }
 
 // startSocketIOPool runs Caddy with count workers of the example's
@@ -66,7 +67,7 @@ http://127.0.0.1:%d {
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &sioPool{caddyProc: runCaddy(t, cfgDir, port, path, nil), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort)}
+	p := &sioPool{caddyProc: runCaddy(t, cfgDir, port, path, nil), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), caddyfile: caddyfile}
 	testworker.Eventually(t, 30*time.Second, "every worker serving", func() bool {
 		ws := p.workers()
 		serving := 0
@@ -251,6 +252,68 @@ func TestSocketIORollingRestart(t *testing.T) {
 		t.Fatalf("%d acknowledgements lost over %d reconnections: %q", r.Lost, disconnects, r.Errors)
 	}
 	t.Logf("rolling restart: %d reconnections of 8 clients, %d of %d acknowledgements", disconnects, r.Acked, r.Sent)
+}
+
+// TestSocketIOReload: a reload that leaves the pool's config as it was
+// keeps every session (the same workers, the same affinity cookies); a
+// changed one replaces the workers, and their clients reconnect once,
+// to the new ones.
+func TestSocketIOReload(t *testing.T) {
+	dir := socketIOExample(t)
+	for _, changed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unchanged pool", true: "changed pool"}[changed], func(t *testing.T) {
+			p := startSocketIOPool(t, dir, 2, "balance cookie\n\t\tstop_timeout 1s")
+			var old []int
+			for _, w := range p.workers() {
+				old = append(old, w.PID)
+			}
+			wait := startClients(t, dir, p.url, "8", "10", "200")
+			testworker.Eventually(t, 20*time.Second, "8 sessions on WebSockets", func() bool {
+				var streams int64
+				for _, w := range p.workers() {
+					streams += w.Streams
+				}
+				return streams >= 8
+			})
+			cfg := p.caddyfile
+			if changed {
+				cfg = strings.Replace(cfg, "stop_timeout 1s", "stop_timeout 1s\n\t\tenv DEPLOY 2", 1)
+			}
+			req, _ := http.NewRequest(http.MethodPost, p.admin+"/load", strings.NewReader(cfg))
+			req.Header.Set("Content-Type", "text/caddyfile")
+			req.Header.Set("Cache-Control", "must-revalidate") // reload even if the config is the same
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("reload: %s %s", resp.Status, body)
+			}
+			r := wait()
+			if r.ConnectedFirstTry != r.Clients || r.ConnectErrors != 0 {
+				t.Fatalf("%d of %d clients connected at the first attempt, %d connect errors: %q", r.ConnectedFirstTry, r.Clients, r.ConnectErrors, r.Errors)
+			}
+			if !changed {
+				checkSteady(t, r)
+				for _, c := range r.PerClient {
+					if !slices.Contains(old, c.PIDs[0]) {
+						t.Fatalf("a session moved to pid %d, not one of the kept workers %v", c.PIDs[0], old)
+					}
+				}
+				return
+			}
+			for i, c := range r.PerClient {
+				if len(c.Disconnects) != 1 || c.Connects != 2 || slices.Contains(old, c.PIDs[len(c.PIDs)-1]) || !slices.Contains(old, c.Disconnects[0].PID) {
+					t.Fatalf("client %d after a changed reload: %d connects, disconnects %+v, workers %v (old %v): want one reconnection, to a new worker", i, c.Connects, c.Disconnects, c.PIDs, old)
+				}
+			}
+			if r.Lost > len(r.PerClient) {
+				t.Fatalf("%d acknowledgements lost over %d reconnections: %q", r.Lost, len(r.PerClient), r.Errors)
+			}
+		})
+	}
 }
 
 // TestLongPollsDoNotBlockTheSite: one worker holding 8 idle long polls
