@@ -136,6 +136,9 @@ http://127.0.0.1:%d {
 	if !strings.Contains(dom, "1 / 1") {
 		t.Errorf("the page shows no worker with 1 of 1 requests in flight; DOM:\n%s", dom)
 	}
+	if !strings.Contains(dom, `>streams</th>`) || !strings.Contains(dom, `class="num streams"`) {
+		t.Errorf("the page has no streams column (WebSockets, gRPC streams, parked long polls); DOM:\n%s", dom)
+	}
 	if !strings.Contains(dom, `id="conn" class="conn">updated`) {
 		t.Errorf("the page did not say it polled its JSON; DOM:\n%s", dom)
 	}

@@ -73,6 +73,11 @@
     }
     tr.appendChild(st);
     tr.appendChild(inflightCell(w));
+    // Open WebSockets, event streams, gRPC streams and parked long
+    // polls: held, but not counted toward the limit.
+    const streams = el('td', 'num streams', w.streams || 0);
+    if (w.parked) streams.title = w.parked + ' requests parked so far (long polls on an idle worker)';
+    tr.appendChild(streams);
     tr.appendChild(el('td', 'num served', w.served));
     tr.appendChild(el('td', 'num restarts', w.restarts));
     tr.appendChild(el('td', 'num', w.recycles));
@@ -131,7 +136,7 @@
     return table;
   }
 
-  const columns = [['#', 'num'], ['pid', 'num'], ['state', ''], ['in flight', ''], ['served', 'num'],
+  const columns = [['#', 'num'], ['pid', 'num'], ['state', ''], ['in flight', ''], ['streams', 'num'], ['served', 'num'],
     ['restarts', 'num'], ['recycles', 'num'], ['breaker', ''], ['latency ms', 'num'], ['uptime', 'num'], ['memory', 'num']];
 
   function section(p) {
