@@ -28,7 +28,7 @@ type poolMetrics struct {
 	retries   prometheus.Counter
 	vecs      []prometheus.Collector
 
-	workers, healthy, inflight, limit, queue, restarts, breaker, cost, scaling, grpc *prometheus.Desc
+	workers, healthy, inflight, streams, parked, limit, queue, restarts, breaker, cost, scaling, grpc *prometheus.Desc
 
 	mu      sync.Mutex               // serialises growing workerL
 	workerL atomic.Pointer[[]string] // "0", "1", …: label values, made once
@@ -65,6 +65,8 @@ func newPoolMetrics(name string) *poolMetrics {
 		workers:  desc("workers", "Worker slots by state.", "state"),
 		healthy:  desc("worker_healthy", "1 if the worker is in rotation.", "worker"),
 		inflight: desc("worker_inflight", "Requests the worker is serving.", "worker"),
+		streams:  desc("worker_streams", "Long-lived answers the worker holds open outside its limit: WebSockets, event and gRPC streams, parked long polls.", "worker"),
+		parked:   desc("worker_parked_total", "Requests parked so far: held while the worker was idle at its limit (park_idle), they stopped counting toward it.", "worker"),
 		limit:    desc("worker_max_inflight", "The worker's in-flight limit now (0: none).", "worker"),
 		queue:    desc("queue_depth", "Requests waiting for a free worker."),
 		restarts: desc("worker_restarts_total", "Processes replaced, by reason: crash (exited, killed as hung or never healthy) or recycle (rolling restart, max_requests, max_memory, max_lifetime, watch).", "worker", "reason"),
@@ -123,7 +125,7 @@ func (m *poolMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range m.vecs {
 		c.Describe(ch)
 	}
-	for _, d := range []*prometheus.Desc{m.workers, m.healthy, m.inflight, m.limit, m.queue, m.restarts, m.breaker, m.cost, m.scaling, m.grpc} {
+	for _, d := range []*prometheus.Desc{m.workers, m.healthy, m.inflight, m.streams, m.parked, m.limit, m.queue, m.restarts, m.breaker, m.cost, m.scaling, m.grpc} {
 		ch <- d
 	}
 }
@@ -143,6 +145,8 @@ func (m *poolMetrics) Collect(ch chan<- prometheus.Metric) {
 		id := m.worker(w.ID)
 		ch <- prometheus.MustNewConstMetric(m.healthy, prometheus.GaugeValue, b2f(w.Healthy), id)
 		ch <- prometheus.MustNewConstMetric(m.inflight, prometheus.GaugeValue, float64(w.Inflight), id)
+		ch <- prometheus.MustNewConstMetric(m.streams, prometheus.GaugeValue, float64(w.Streams), id)
+		ch <- prometheus.MustNewConstMetric(m.parked, prometheus.CounterValue, float64(w.Parked), id)
 		ch <- prometheus.MustNewConstMetric(m.limit, prometheus.GaugeValue, float64(w.Limit), id)
 		ch <- prometheus.MustNewConstMetric(m.restarts, prometheus.CounterValue, float64(w.Restarts), id, "crash")
 		ch <- prometheus.MustNewConstMetric(m.restarts, prometheus.CounterValue, float64(w.Recycles), id, "recycle")

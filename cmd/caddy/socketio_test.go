@@ -347,6 +347,10 @@ func TestLongPollsDoNotBlockTheSite(t *testing.T) {
 		if h := p.held(); h != polls {
 			t.Fatalf("%d requests held after the short ones, want the %d polls", h, polls)
 		}
+		text := scrapeText(t, p.admin+"/metrics")
+		if s, n := metricValue(text, "caddy_worker_pool_worker_streams", `pool="sio"`), metricValue(text, "caddy_worker_pool_worker_parked_total", `pool="sio"`); s != polls || n < polls {
+			t.Fatalf("metrics: worker_streams %v, worker_parked_total %v; want the %d parked polls", s, n, polls)
+		}
 		t.Logf("20 short requests beside %d parked polls: p50 %v, max %v", polls, lat[len(lat)/2], lat[len(lat)-1])
 	})
 	t.Run("socket.io polling sessions", func(t *testing.T) {
