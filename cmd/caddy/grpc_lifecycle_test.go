@@ -28,15 +28,7 @@ import (
 // front of count workers of examples/grpc, with extra pool options.
 func grpcAdminCaddyfile(dir string, count int, extra string) func(port, adminPort int) string {
 	return func(port, adminPort int) string {
-		return fmt.Sprintf(`{
-	admin 127.0.0.1:%d
-	auto_https off
-	persist_config off
-	servers {
-		protocols h1 h2c
-	}
-}
-
+		return h2cGlobals(adminPort) + fmt.Sprintf(`
 http://127.0.0.1:%d {
 	worker_pool {
 		command node %s
@@ -47,7 +39,7 @@ http://127.0.0.1:%d {
 		%s
 	}
 }
-`, adminPort, port, filepath.Join(dir, "server.js"), count, extra)
+`, port, filepath.Join(dir, "server.js"), count, extra)
 	}
 }
 
@@ -331,7 +323,7 @@ func startGRPCSite(t *testing.T, block string) (*caddyProc, string) {
 	t.Helper()
 	port := testworker.FreePort(t)
 	path := filepath.Join(t.TempDir(), "Caddyfile")
-	caddyfile := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n}\n\nhttp://127.0.0.1:%d {\n\t%s\n}\n", port, block)
+	caddyfile := h2cGlobals(0) + fmt.Sprintf("\nhttp://127.0.0.1:%d {\n\t%s\n}\n", port, block)
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -35,15 +35,7 @@ func startGRPCPool(t *testing.T, count int, command, options string) (*caddyProc
 	t.Helper()
 	dir := t.TempDir()
 	port := testworker.FreePort(t)
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-	servers {
-		protocols h1 h2c
-	}
-}
-
+	caddyfile := h2cGlobals(0) + fmt.Sprintf(`
 http://127.0.0.1:%d {
 	worker_pool {
 		command %s
@@ -66,6 +58,16 @@ http://127.0.0.1:%d {
 		return err == nil
 	})
 	return c, target
+}
+
+// h2cGlobals is the global options of a Caddy that takes h2c from
+// clients, its admin API on adminPort (0: off).
+func h2cGlobals(adminPort int) string {
+	admin := "off"
+	if adminPort != 0 {
+		admin = fmt.Sprintf("127.0.0.1:%d", adminPort)
+	}
+	return "{\n\tadmin " + admin + "\n\tauto_https off\n\tpersist_config off\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n}\n"
 }
 
 // grpcCall runs client.js against target and returns its JSON lines.

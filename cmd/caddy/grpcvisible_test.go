@@ -40,15 +40,7 @@ func TestGRPCCallsAreVisible(t *testing.T) {
 		command node %s
 		count 2
 		stop_timeout 5s`, filepath.Join(dir, "server.js"))
-	caddyfile := fmt.Sprintf(`{
-	admin 127.0.0.1:%d
-	auto_https off
-	persist_config off
-	servers {
-		protocols h1 h2c
-	}
-}
-
+	caddyfile := h2cGlobals(adminPort) + fmt.Sprintf(`
 http://127.0.0.1:%d {
 	handle /status {
 		worker_pool_status
@@ -77,7 +69,7 @@ http://127.0.0.1:%d {
 		}
 	}
 }
-`, adminPort, port, poolCfg, limitedPort, poolCfg, typedPort, poolCfg)
+`, port, poolCfg, limitedPort, poolCfg, typedPort, poolCfg)
 	path := filepath.Join(tmp, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
