@@ -154,6 +154,10 @@ func (b *Balancer) learn(e *Endpoint, o outcome, route *cost.Route) {
 		// The client's doing says nothing about the worker.
 	case answered:
 		e.passiveFails.Store(0)
+		if o.parked {
+			// Its route holds requests: its long samples are holds too.
+			b.costs.Hold(route, b.cfg.ParkIdle)
+		}
 		if o.stream || o.parked {
 			return // its length says nothing about the worker's speed
 		}

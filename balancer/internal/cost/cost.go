@@ -38,6 +38,10 @@ type Route struct {
 	cost atomic.Uint64 // float64 bits: seconds; valid once samples > 0
 	n    atomic.Uint64 // samples
 	used atomic.Uint64 // the table's clock at the last use, for LRU
+	// holdMax: the route's requests may be held idle at a worker (long
+	// polls), and a sample longer than this many nanoseconds says
+	// nothing of what they cost; 0 until Hold.
+	holdMax atomic.Int64
 }
 
 // Table is the table of routes. Every request looks its route up, so
@@ -126,6 +130,9 @@ func firstSegment(path string) string {
 // Observe folds the time a request of rt took at its worker into rt's
 // estimate and the pool's.
 func (t *Table) Observe(rt *Route, d time.Duration) {
+	if h := rt.holdMax.Load(); h > 0 && int64(d) > h {
+		return // a hold, not work
+	}
 	s := d.Seconds()
 	rt.fold(s)
 	t.all.fold(s)
@@ -142,6 +149,19 @@ func (rt *Route) fold(s float64) {
 			rt.n.Add(1)
 			return
 		}
+	}
+}
+
+// Hold marks rt as a route whose requests may be held at a worker that
+// computes nothing for them (long polls, which the balancer parked):
+// from then on Observe ignores its samples longer than max, and an
+// estimate above max, learnt from such holds before, is forgotten.
+func (t *Table) Hold(rt *Route, max time.Duration) {
+	if rt == &t.all || rt.holdMax.Swap(int64(max)) != 0 {
+		return
+	}
+	if c, ok := rt.Cost(); ok && c > max.Seconds() {
+		rt.n.Store(0)
 	}
 }
 

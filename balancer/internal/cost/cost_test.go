@@ -46,3 +46,37 @@ func TestTableLearns(t *testing.T) {
 		t.Fatalf("entries %+v", e)
 	}
 }
+
+// A route marked as holding (its requests were parked as long polls)
+// forgets an estimate learnt from holds and learns only from requests
+// no longer than the mark's bound; the pool's average is not fed holds
+// either.
+func TestHoldingRouteLearnsOnlyItsWork(t *testing.T) {
+	tab := New(0)
+	rt := tab.Lookup(httptest.NewRequest("GET", "/socket.io/?EIO=4", nil), "")
+	tab.Observe(rt, 25*time.Second) // a poll that nobody's wait parked
+	if c, _ := rt.Cost(); c < 24 {
+		t.Fatalf("cost %v after a 25 s sample", c)
+	}
+	tab.Hold(rt, 50*time.Millisecond)
+	if _, ok := rt.Cost(); ok {
+		t.Fatal("a holding route kept the cost it learnt from a hold")
+	}
+	before, _ := tab.Average().Cost()
+	tab.Observe(rt, 20*time.Second)
+	if _, ok := rt.Cost(); ok {
+		t.Fatal("a holding route learnt from a hold")
+	}
+	if after, _ := tab.Average().Cost(); after != before {
+		t.Fatalf("the pool's average moved from %v to %v on a hold", before, after)
+	}
+	tab.Observe(rt, 2*time.Millisecond) // a handshake
+	if c, ok := rt.Cost(); !ok || c != 0.002 {
+		t.Fatalf("cost %v %v after a 2 ms request, want 2 ms", c, ok)
+	}
+	// Marking it again changes nothing.
+	tab.Hold(rt, time.Second)
+	if c, _ := rt.Cost(); c != 0.002 {
+		t.Fatalf("a second mark moved the cost to %v", c)
+	}
+}
