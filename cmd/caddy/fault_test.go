@@ -193,10 +193,12 @@ func steadyLoad(url string, inject func()) loadResult {
 		wg.Go(func() {
 			kind := ""
 			resp, err := client.Get(url + "/work?ms=1")
-			if errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 				// An idle keep-alive connection closed by the server as the
-				// request went out (a reload shuts the old server down); the
-				// request reached no handler. Clients send a GET again.
+				// request went out (a reload shuts the old server down: EOF,
+				// or a reset where the request's bytes met the closed
+				// socket); the request reached no handler. Clients send a
+				// GET again, as browsers do.
 				mu.Lock()
 				res.resent++
 				mu.Unlock()
