@@ -172,6 +172,8 @@ type loadResult struct {
 	// resent counts GETs sent again after the server closed their idle
 	// connection before reading them.
 	resent int
+	// firstErr is the first transport error's text, to say what it was.
+	firstErr string
 }
 
 // steadyLoad sends faultRate requests per second for faultDuration and
@@ -206,6 +208,11 @@ func steadyLoad(url string, inject func()) loadResult {
 			}
 			if err != nil {
 				kind = "transport error"
+				mu.Lock()
+				if res.firstErr == "" {
+					res.firstErr = err.Error()
+				}
+				mu.Unlock()
 			} else {
 				body, rerr := io.ReadAll(resp.Body)
 				resp.Body.Close()
@@ -263,6 +270,9 @@ func kinds(r loadResult) string {
 		return "—"
 	}
 	for k, n := range r.kinds {
+		if k == "transport error" && r.firstErr != "" {
+			k += " (the first: " + r.firstErr + ")"
+		}
 		parts = append(parts, fmt.Sprintf("%d × %s", n, k))
 	}
 	slices.Sort(parts)
