@@ -3,6 +3,9 @@
 package balancer_test
 
 import (
+	"bytes"
+	"context"
+	"encoding/binary"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddy-workerpool/caddy-workerpool/balancer"
+	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/transport"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
 )
 
@@ -173,6 +177,89 @@ func BenchmarkLimitShortRequests(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(e.Limit()), "limit")
+		})
+	}
+}
+
+// grpcMessage is one length-prefixed gRPC message with payload p.
+func grpcMessage(p string) []byte {
+	b := make([]byte, 5, 5+len(p))
+	binary.BigEndian.PutUint32(b[1:], uint32(len(p)))
+	return append(b, p...)
+}
+
+// BenchmarkGRPC sends unary gRPC calls over h2c, 16 in flight on one
+// client connection (the gRPC bench's one channel), to a Go HTTP/2
+// worker that answers as a unary gRPC method does, through a front
+// server (net/http's h2c, as Caddy's) whose handler is:
+//
+//   - transport: the endpoint's transport alone, the floor;
+//   - balancer: the balancer as the module configures it by default
+//     (max_inflight auto, a request timeout of a minute).
+//
+// cpu-ns/op is the CPU of the whole process (client, front, worker) per
+// call; balancer/transport is the balancer's own share.
+func BenchmarkGRPC(b *testing.B) {
+	reply := grpcMessage(`{"ok":true,"worker":"bench"}`)
+	worker := h2cServer(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		h := w.Header()
+		h["Content-Type"] = []string{"application/grpc"}
+		h["Trailer"] = []string{"Grpc-Status, Grpc-Message"}
+		w.WriteHeader(200)
+		_, _ = w.Write(reply)
+		h["Grpc-Status"] = []string{"0"}
+		h["Grpc-Message"] = []string{""}
+	}))
+	addr := worker.Listener.Addr().String()
+	tr := transport.New(transport.Config{Network: "tcp", Address: addr})
+	b.Cleanup(tr.CloseIdle)
+	bal, _ := balancer.New(balancer.Config{AdaptiveLimit: true, RequestTimeout: time.Minute})
+	e := bal.NewEndpoint(1, 0, "tcp", addr)
+	b.Cleanup(e.Close)
+	bal.Add(e)
+	payload := grpcMessage(`{"ms":0}`)
+	for _, c := range []struct {
+		name  string
+		serve http.HandlerFunc
+	}{
+		{"transport", func(w http.ResponseWriter, r *http.Request) {
+			if err := tr.Forward(w, r, new(transport.Exchange)); err != nil {
+				b.Error(err)
+			}
+		}},
+		{"balancer", bal.ServeHTTP},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			front := h2cServer(b, c.serve)
+			client := &http.Client{Transport: &http.Transport{Protocols: front.Config.Protocols}}
+			defer client.CloseIdleConnections()
+			b.ReportAllocs()
+			b.SetParallelism(8) // 16 calls in flight on 2 CPUs
+			cpu := processCPU()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequestWithContext(context.Background(), "POST", front.URL+"/pool.example.Demo/Work", bytes.NewReader(payload))
+					req.Header = http.Header{
+						"Content-Type": {"application/grpc"},
+						"Te":           {"trailers"},
+						"User-Agent":   {"grpc-node-js/1.14.3"},
+					}
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 || resp.Trailer.Get("Grpc-Status") != "0" {
+						b.Errorf("%s, trailers %v", resp.Status, resp.Trailer)
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
 		})
 	}
 }

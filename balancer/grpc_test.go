@@ -13,7 +13,7 @@ import (
 
 // h2cServer serves h over HTTP/2 with prior knowledge, on a real socket,
 // as a grpc-js worker or Caddy's server with h2c would.
-func h2cServer(t *testing.T, h http.Handler) *httptest.Server {
+func h2cServer(t testing.TB, h http.Handler) *httptest.Server {
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetUnencryptedHTTP2(true)

@@ -4,8 +4,10 @@ package transport
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -161,5 +163,128 @@ func BenchmarkForward(b *testing.B) {
 				})
 			})
 		}
+	})
+}
+
+// grpcCall is a unary call's request as grpc-js sends it: an HTTP/2
+// POST of one length-prefixed message, with grpc-js's fields.
+func grpcCall(ctx context.Context, url string) *http.Request {
+	req, _ := http.NewRequestWithContext(ctx, "POST", url+"/pool.example.Demo/Work", bytes.NewReader(message(`{"ms":0}`)))
+	req.Header = http.Header{
+		"Content-Type":         {"application/grpc"},
+		"Te":                   {"trailers"},
+		"User-Agent":           {"grpc-node-js/1.14.3"},
+		"Grpc-Accept-Encoding": {"identity,deflate,gzip"},
+		"Accept-Encoding":      {"identity"},
+	}
+	return req
+}
+
+// flushWriter is a discardWriter that can be flushed, as a server's
+// HTTP/2 writer can.
+type flushWriter struct{ discardWriter }
+
+func (w *flushWriter) Flush() {}
+
+// BenchmarkGRPC forwards unary gRPC calls over h2c, as the pool forwards
+// them to a grpc-js worker, to a worker that answers at almost no cost
+// (rawGRPCWorker).
+//
+// leg: one call at a time, called with a writer that discards: Forward;
+// the transport's ReverseProxy alone; and the bare round trip of its
+// http.Transport with the answer copied, the floor for any forwarder
+// on it. ns/op and allocs/op are the leg's own (and the fake worker's
+// few syscalls).
+//
+// front: a real h2c front server (net/http's, as Caddy's) whose handler
+// is Forward, and an h2c client, all in this process, with 16 calls in
+// flight on one client connection (the bench's one grpc-js channel).
+func BenchmarkGRPC(b *testing.B) {
+	raw := rawGRPCWorker(b, message(`{"ok":true,"worker":"bench"}`))
+	b.Run("leg", func(b *testing.B) {
+		t := New(Config{Network: "tcp", Address: raw})
+		defer t.CloseIdle()
+		ctx, cancel := context.WithCancel(context.Background()) // as a server's request has
+		defer cancel()
+		payload := message(`{"ms":0}`)
+		r := grpcCall(ctx, "http://127.0.0.1:7001")
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+		r.RemoteAddr = "127.0.0.1:51234"
+		body := bytes.NewReader(payload)
+		x := new(Exchange)
+		for _, leg := range []struct {
+			name  string
+			serve func(http.ResponseWriter, *http.Request)
+		}{
+			{"forward", func(w http.ResponseWriter, r *http.Request) {
+				x.Reset()
+				if err := t.Forward(w, r, x); err != nil {
+					b.Fatal(err)
+				}
+			}},
+			{"reverseproxy", t.h2proxy.ServeHTTP},
+			{"roundtrip", func(w http.ResponseWriter, r *http.Request) {
+				out := r.Clone(r.Context())
+				out.URL.Scheme, out.URL.Host = "http", raw
+				resp, err := t.h2.RoundTrip(out)
+				if err != nil {
+					b.Fatal(err)
+				}
+				maps.Copy(w.Header(), resp.Header)
+				w.WriteHeader(resp.StatusCode)
+				buf := bufferPool{}.Get()
+				_, _ = io.CopyBuffer(w, resp.Body, buf)
+				bufferPool{}.Put(buf)
+				resp.Body.Close()
+				for k, v := range resp.Trailer {
+					w.Header()[http.TrailerPrefix+k] = v
+				}
+			}},
+		} {
+			b.Run(leg.name, func(b *testing.B) {
+				w := &flushWriter{discardWriter{h: http.Header{}}}
+				loopCPU(b, func() {
+					clear(w.h)
+					w.status = 0
+					body.Reset(payload)
+					r.Body = io.NopCloser(body)
+					leg.serve(w, r)
+					if w.status != 200 || w.h.Get(http.TrailerPrefix+"Grpc-Status") != "0" {
+						b.Fatal(w.status, w.h)
+					}
+				})
+			})
+		}
+	})
+	b.Run("front", func(b *testing.B) {
+		t := New(Config{Network: "tcp", Address: raw})
+		defer t.CloseIdle()
+		front := h2cWorker(b, func(w http.ResponseWriter, r *http.Request) {
+			if err := t.Forward(w, r, new(Exchange)); err != nil {
+				b.Error(err)
+			}
+		})
+		client := &http.Client{Transport: &http.Transport{Protocols: front.Config.Protocols}}
+		defer client.CloseIdleConnections()
+		b.ReportAllocs()
+		b.SetParallelism(8) // 16 calls in flight on 2 CPUs
+		cpu := cpuTime()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				resp, err := client.Do(grpcCall(context.Background(), front.URL))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || resp.Trailer.Get("Grpc-Status") != "0" {
+					b.Errorf("%s, trailers %v", resp.Status, resp.Trailer)
+				}
+			}
+		})
+		b.StopTimer()
+		b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
 	})
 }

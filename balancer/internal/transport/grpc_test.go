@@ -51,7 +51,7 @@ func TestGRPCMessagesInAnyPieces(t *testing.T) {
 
 // h2cWorker is a worker that speaks HTTP/2 with prior knowledge only,
 // as a grpc-js server does.
-func h2cWorker(t *testing.T, h http.HandlerFunc) *httptest.Server {
+func h2cWorker(t testing.TB, h http.HandlerFunc) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.Protocols = new(http.Protocols)
