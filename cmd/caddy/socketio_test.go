@@ -95,6 +95,28 @@ func (p *sioPool) workers() []pool.WorkerStatus {
 	return st[0].Workers
 }
 
+// pids are the workers' pids now.
+func (p *sioPool) pids() []int {
+	var pids []int
+	for _, w := range p.workers() {
+		pids = append(pids, w.PID)
+	}
+	return pids
+}
+
+// awaitSessions waits until n sessions are open on WebSockets: streams
+// of the workers.
+func (p *sioPool) awaitSessions(t *testing.T, n int64) {
+	t.Helper()
+	testworker.Eventually(t, 20*time.Second, fmt.Sprintf("%d sessions on WebSockets", n), func() bool {
+		var streams int64
+		for _, w := range p.workers() {
+			streams += w.Streams
+		}
+		return streams >= n
+	})
+}
+
 // held is how many requests and streams the workers hold now.
 func (p *sioPool) held() int64 {
 	var n int64
@@ -206,18 +228,9 @@ func TestSocketIOThroughCaddy(t *testing.T) {
 func TestSocketIORollingRestart(t *testing.T) {
 	dir := socketIOExample(t)
 	p := startSocketIOPool(t, dir, 2, "balance cookie\n\t\tstop_timeout 1s")
-	var old []int
-	for _, w := range p.workers() {
-		old = append(old, w.PID)
-	}
+	old := p.pids()
 	wait := startClients(t, dir, p.url, "8", "15", "200")
-	testworker.Eventually(t, 20*time.Second, "8 sessions on WebSockets", func() bool {
-		var streams int64
-		for _, w := range p.workers() {
-			streams += w.Streams
-		}
-		return streams >= 8
-	})
+	p.awaitSessions(t, 8)
 	resp, err := client.Post(p.admin+"/worker_pool/sio/restart", "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -263,18 +276,9 @@ func TestSocketIOReload(t *testing.T) {
 	for _, changed := range []bool{false, true} {
 		t.Run(map[bool]string{false: "unchanged pool", true: "changed pool"}[changed], func(t *testing.T) {
 			p := startSocketIOPool(t, dir, 2, "balance cookie\n\t\tstop_timeout 1s")
-			var old []int
-			for _, w := range p.workers() {
-				old = append(old, w.PID)
-			}
+			old := p.pids()
 			wait := startClients(t, dir, p.url, "8", "10", "200")
-			testworker.Eventually(t, 20*time.Second, "8 sessions on WebSockets", func() bool {
-				var streams int64
-				for _, w := range p.workers() {
-					streams += w.Streams
-				}
-				return streams >= 8
-			})
+			p.awaitSessions(t, 8)
 			cfg := p.caddyfile
 			if changed {
 				cfg = strings.Replace(cfg, "stop_timeout 1s", "stop_timeout 1s\n\t\tenv DEPLOY 2", 1)
