@@ -3,7 +3,6 @@ package balancer
 import (
 	"errors"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/caddy-workerpool/caddy-workerpool/balancer/internal/cost"
@@ -121,7 +120,9 @@ func (s *slot) toStream(status int) {
 	s.b.queue.Done(s.w)
 	if s.e.unslot(s.epoch) {
 		s.e.streams.Add(1)
-	} // else parked: a stream already
+	} else {
+		s.e.parkedNow.Add(-1) // parked, and a stream already
+	}
 	s.b.queue.Dispatch()
 }
 
@@ -135,6 +136,7 @@ func (s *slot) release(o outcome) {
 		b.queue.Done(s.w)
 		if !e.unslot(s.epoch) {
 			e.streams.Add(-1) // parked
+			e.parkedNow.Add(-1)
 			o.parked = true
 		}
 	}
@@ -257,19 +259,8 @@ func (b *Balancer) attempt(s *slot, w http.ResponseWriter, r *http.Request, st *
 		r.Header.Set("Grpc-Timeout", formatGRPCTimeout(time.Until(st.deadline)))
 	}
 	if c := b.cookie; c != nil && st.pick.cookie != e.token {
-		// Pins the client to e; a failed attempt takes it back, so that
-		// the worker that answers is the one it names.
-		v := c.header(e.token, r.TLS != nil)
-		h := w.Header()
-		h["Set-Cookie"] = append(h["Set-Cookie"], v)
-		defer func() {
-			if o.err != nil && x.Status == 0 {
-				h["Set-Cookie"] = slices.DeleteFunc(h["Set-Cookie"], func(s string) bool { return s == v })
-				if len(h["Set-Cookie"]) == 0 {
-					delete(h, "Set-Cookie")
-				}
-			}
-		}()
+		// Pins the client to e, with e's answer only.
+		x.SetCookie = c.header(e.token, r.TLS != nil)
 	}
 	sent = true
 	o.err = e.transport.Forward(w, r, x)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-workerpool/caddy-workerpool/balancer"
 	"github.com/caddy-workerpool/caddy-workerpool/internal/testworker"
@@ -298,6 +299,36 @@ func TestAffinityCookieRepins(t *testing.T) {
 	}
 	if got, _ := cookieOf(t, r.setCookie); got != otherToken {
 		t.Fatalf("worker failed: cookie %q, want the other worker's %q", got, otherToken)
+	}
+}
+
+// TestAffinityCookieSurvivesInterimResponses: a 103 Early Hints from the
+// worker, or the 100 Continue it sends a client that expects one, is not
+// the answer: the cookie goes out with the final head, once.
+func TestAffinityCookieSurvivesInterimResponses(t *testing.T) {
+	p := testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{Policy: balancer.PolicyConfig{Name: balancer.Cookie}})
+	join(t, bal, p)
+	srv := front(t, bal)
+	c := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+	t.Cleanup(c.CloseIdleConnections)
+	for _, req := range []func() *http.Request{
+		func() *http.Request { r, _ := http.NewRequest(http.MethodGet, srv.URL+"/hints", nil); return r },
+		func() *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, srv.URL+"/echo", strings.NewReader(strings.Repeat("x", 1<<16)))
+			r.Header.Set("Expect", "100-continue")
+			return r
+		},
+	} {
+		r := req()
+		resp, err := c.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Values("Set-Cookie"); resp.StatusCode != http.StatusOK || len(got) != 1 || !strings.HasPrefix(got[0], balancer.DefaultCookieName+"=") {
+			t.Fatalf("%s %s: %d with Set-Cookie %q, want 200 with the affinity cookie once", r.Method, r.URL.Path, resp.StatusCode, got)
+		}
 	}
 }
 

@@ -252,6 +252,13 @@ func serve(mode string) error {
 			Header: r.Header, Host: r.Host,
 		})
 	})
+	// GET /hints sends 103 Early Hints with a Link, then its answer.
+	mux.HandleFunc("GET /hints", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		_, _ = io.WriteString(w, "hinted\n")
+	})
 	// POST /echo reads the whole body, then answers with it.
 	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)

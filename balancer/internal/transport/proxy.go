@@ -132,6 +132,9 @@ type proxyWriter struct {
 func (w *proxyWriter) WriteHeader(code int) {
 	// An interim response (100 Continue, 103 Early Hints) is not the
 	// answer: the worker may still hang after it.
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.x.head(w.Header())
+	}
 	if code >= 200 {
 		w.x.answered(code)
 		switch ct := w.Header().Get("Content-Type"); {
@@ -146,6 +149,7 @@ func (w *proxyWriter) WriteHeader(code int) {
 
 func (w *proxyWriter) Write(b []byte) (int, error) {
 	if w.x.Status == 0 {
+		w.x.head(w.Header())
 		w.x.answered(http.StatusOK)
 	}
 	if w.grpc && !w.x.Stream && w.messages.feed(b) >= 2 {

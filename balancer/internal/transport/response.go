@@ -58,6 +58,7 @@ func (f *forwarder) readResponse(c *conn, w http.ResponseWriter, x *Exchange, he
 
 	h := w.Header()
 	sc.copyFields(h, fr)
+	x.head(h)
 	events := !fr.noBody && isEventStream(h.Get("Content-Type"))
 	stream := events || (!fr.noBody && fr.length < 0)
 	sc.release()

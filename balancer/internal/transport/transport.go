@@ -147,6 +147,10 @@ type Exchange struct {
 	// answer, before its second message is copied (a unary answer has
 	// one).
 	OnStream func()
+	// SetCookie, if set, is a Set-Cookie value that goes out with the
+	// answer's final head (or its switch of protocols), never with an
+	// interim response, and not at all when the worker gives no answer.
+	SetCookie string
 
 	// Status is the final status written to the client's writer, 0 if
 	// none was (1xx interim responses may have been).
@@ -163,7 +167,7 @@ type Exchange struct {
 
 // Reset readies x for another request; the settings are cleared too.
 func (x *Exchange) Reset() {
-	x.Timeout, x.Idempotent, x.Replay, x.OnStream = 0, false, nil, nil
+	x.Timeout, x.Idempotent, x.Replay, x.OnStream, x.SetCookie = 0, false, nil, nil, ""
 	x.Status, x.Stream = 0, false
 	x.timer = nil
 	x.bodyFailed.Store(false)
@@ -180,6 +184,14 @@ func (x *Exchange) BodyFailed() bool { return x.bodyFailed.Load() }
 // TimedOut reports whether the request timeout passed before the answer
 // began.
 func (x *Exchange) TimedOut() bool { return x.timer.fired() }
+
+// head adds what the caller gives the answer's final head to h, once.
+func (x *Exchange) head(h http.Header) {
+	if x.SetCookie != "" {
+		h["Set-Cookie"] = append(h["Set-Cookie"], x.SetCookie)
+		x.SetCookie = ""
+	}
+}
 
 // answered is called when the final response begins: the timeout bounds
 // only the wait for it.
