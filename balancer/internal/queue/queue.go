@@ -280,10 +280,17 @@ func (q *Queue) join(w *Waiter, now time.Time) (took bool, err error) {
 	defer q.mu.Unlock()
 	// Announce the waiter before looking again: a release that happens
 	// after this sees waiting > 0 and dispatches under mu, after we have
-	// queued; one that happened before left a slot this look finds. The
-	// look is only for an empty queue: others waiting go first.
+	// queued; one that happened before left a slot this look finds.
+	// Others waiting go first.
 	q.waiting.Add(1)
-	if q.queue.n == 0 && q.takeFree(w) {
+	if q.queue.n > 0 && q.cfg.AnyFree() {
+		// A slot is free while others wait: they get what they can use
+		// first; what is still free then none of them can (they wait
+		// for a worker of their own, a sticky session's), and this
+		// request takes it rather than wait, or be refused, behind them.
+		q.dispatchLocked(now)
+	}
+	if (q.queue.n == 0 || q.cfg.AnyFree()) && q.takeFree(w) {
 		q.waiting.Add(-1)
 		return true, nil
 	}
