@@ -357,6 +357,9 @@ func (b *Balancer) Add(e *Endpoint) {
 		b.mu.Unlock()
 		return
 	}
+	b.parkMu.Lock()
+	e.idle.watching = false // what it did out of rotation says nothing
+	b.parkMu.Unlock()
 	next := append(slices.Clone(cur), e)
 	slices.SortStableFunc(next, func(x, y *Endpoint) int {
 		return cmp.Or(cmp.Compare(x.Worker, y.Worker), cmp.Compare(x.Address, y.Address))
@@ -466,6 +469,7 @@ func (p *request) Hopeless() bool { return !p.b.hopeful((*Pick)(p), p.b.Endpoint
 func (p *request) Untake() {
 	if !p.e.unslot(p.epoch) {
 		p.e.streams.Add(-1)
+		p.e.parkedNow.Add(-1)
 	}
 	p.e = nil
 	p.b.queue.Dispatch()

@@ -59,9 +59,10 @@ type Endpoint struct {
 	// server is the process that serves, whose CPU the limit and the
 	// idle watch read; nil where the pid is unknown. idle is the
 	// balancer's watch, under Balancer.parkMu.
-	server atomic.Pointer[serverProc]
-	idle   idleWatch
-	parked atomic.Uint64 // requests parked so far
+	server    atomic.Pointer[serverProc]
+	idle      idleWatch
+	parked    atomic.Uint64 // requests parked so far
+	parkedNow atomic.Int64  // parked requests still open (among streams)
 
 	// token names the endpoint in an affinity cookie (balance cookie).
 	token string
@@ -111,6 +112,10 @@ func (b *Balancer) NewEndpoint(worker, pid int, network, address string) *Endpoi
 // how its CPU is read.
 type serverProc struct {
 	pid int
+	// noPark: the process shares its listening socket with others (a
+	// prefork server's master and its children), whose CPU is not read:
+	// its idle requests are never parked.
+	noPark bool
 	// cpu reads the CPU time the process used; busy how long its main
 	// thread wanted a CPU (see procfs.Busy).
 	cpu, busy func() (time.Duration, bool)
@@ -122,6 +127,17 @@ type serverProc struct {
 // start, a shell) and the server its child.
 func (e *Endpoint) SetServerPID(pid int) {
 	e.server.Store(&serverProc{pid: pid, cpu: procfs.CPUTime(pid), busy: procfs.Busy(pid)})
+}
+
+// SharedServer says that several processes hold the endpoint's listening
+// socket (a prefork server): no one process's CPU says whether its
+// requests are idle, so none is parked.
+func (e *Endpoint) SharedServer() {
+	if s := e.server.Load(); s != nil {
+		c := *s
+		c.noPark = true
+		e.server.Store(&c)
+	}
 }
 
 // ServerPID is the pid SetServerPID named, 0 if none.
@@ -158,6 +174,11 @@ func (e *Endpoint) Busy() bool { return e.Inflight() > 0 || e.streams.Load() > 0
 // worker was idle at its limit, they stopped counting toward it (see
 // Config.ParkIdle).
 func (e *Endpoint) Parked() uint64 { return e.parked.Load() }
+
+// ParkedNow is the number of parked requests still open: they are
+// counted among Streams, and a stop waits for them as for requests in
+// flight.
+func (e *Endpoint) ParkedNow() int64 { return e.parkedNow.Load() }
 
 // Served is the number of requests the endpoint has finished.
 func (e *Endpoint) Served() uint64 { return e.served.Load() }

@@ -25,15 +25,16 @@ import "time"
 // requests.
 
 // idleWatch is the watch of one endpoint: since when its slots have
-// been at slots, with served requests finished, and how long its worker
-// had wanted a CPU by then.
+// been at slots, with served requests finished, and how much CPU its
+// worker had wanted and used by then.
 type idleWatch struct {
 	watching bool
 	pid      int // the serving process watched
 	since    time.Time
 	slots    uint64
 	served   uint64
-	busy     time.Duration
+	busy     time.Duration // the main thread's
+	cpu      time.Duration // the process's
 }
 
 // watchIdle starts the watch, if it is not running: a request has
@@ -87,21 +88,29 @@ func (b *Balancer) checkIdle(e *Endpoint, now time.Time) bool {
 	v := e.slots.Load()
 	n, l := slotCount(v), e.capacity()
 	server := e.server.Load()
-	if server == nil || n == 0 || l == 0 || n < l {
+	// A half-open breaker's capacity is its probes, whose verdict the
+	// breaker awaits: parking them would only hand their slots to
+	// requests it refuses.
+	if server == nil || server.noPark || e.halfOpen.Load() || n == 0 || l == 0 || n < l {
 		w.watching = false // nothing held keeps a request from it
 		return false
 	}
-	busy, ok := server.busy()
-	if !ok {
+	busy, ok1 := server.busy()
+	cpu, ok2 := server.cpu()
+	if !ok1 || !ok2 {
 		w.watching = false
 		return false
 	}
 	served := e.served.Load()
 	d := now.Sub(w.since)
+	most := time.Duration(parkBusyShare * float64(d))
+	// Idle is both: the main thread (the event loop) wanted no CPU, and
+	// no other thread of the process computed either (a threaded Python
+	// server, Node's thread pool); the second is known in 10 ms ticks.
 	if !w.watching || w.slots != v || w.served != served || w.pid != server.pid ||
-		busy-w.busy > time.Duration(parkBusyShare*float64(d)) {
+		busy-w.busy > most || cpu-w.cpu > most {
 		// Requests came or went, or it computes: watch afresh from now.
-		*w = idleWatch{watching: true, pid: server.pid, since: now, slots: v, served: served, busy: busy}
+		*w = idleWatch{watching: true, pid: server.pid, since: now, slots: v, served: served, busy: busy, cpu: cpu}
 		return false
 	}
 	if d < b.cfg.ParkIdle {
@@ -112,5 +121,6 @@ func (b *Balancer) checkIdle(e *Endpoint, now time.Time) bool {
 		return false
 	}
 	e.parked.Add(uint64(n))
+	e.parkedNow.Add(n)
 	return true
 }

@@ -38,6 +38,9 @@ func TestIdleWorkerParksItsLongPolls(t *testing.T) {
 			eps := join(t, bal, p)
 			srv := front(t, bal)
 			cl := srv.Client()
+			// Before the front server's cleanup, which waits for its
+			// handlers: a failed test must not leave the polls held.
+			t.Cleanup(func() { _, _ = p.Do(http.MethodPost, "/release") })
 
 			const polls = 8
 			var held []<-chan outcome
@@ -107,5 +110,56 @@ func TestComputingWorkerKeepsItsLimit(t *testing.T) {
 	}
 	if n := eps[0].Parked(); n != 0 {
 		t.Fatalf("%d requests of a computing worker parked", n)
+	}
+}
+
+// TestHalfOpenProbesAreNotParked: a half-open breaker's capacity is its
+// probes, whose verdict it awaits; parking an idle probe would only hand
+// its slot to requests the breaker refuses. The requests behind it wait
+// for the verdict instead, and are served.
+func TestHalfOpenProbesAreNotParked(t *testing.T) {
+	p := testworker.Start(t, "serve")
+	bal := newBalancer(t, balancer.Config{
+		MaxInflight: 4, Retries: new(int),
+		Breaker: balancer.BreakerConfig{Failures: 1, OpenFor: 200 * time.Millisecond},
+	})
+	eps := join(t, bal, p)
+	srv := front(t, bal)
+	cl := srv.Client()
+	if _, err := p.Do(http.MethodPost, "/fail"); err != nil {
+		t.Fatal(err)
+	}
+	if o := recv(t, send(cl, "GET", srv.URL+"/", nil)); o.status != http.StatusInternalServerError {
+		t.Fatalf("failing worker answered %d", o.status)
+	}
+	if _, err := p.Do(http.MethodPost, "/heal"); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "the breaker half-open", func() bool { return eps[0].BreakerState() == "half-open" })
+	probe := send(cl, "GET", srv.URL+"/block", nil)
+	// Before the front server's cleanup, which waits for its handlers.
+	t.Cleanup(func() { _, _ = p.Do(http.MethodPost, "/release") })
+	await(t, "the probe held", func() bool { return p.Blocked() == 1 })
+	var waiting []<-chan outcome
+	for range 5 {
+		waiting = append(waiting, send(cl, "GET", srv.URL+"/", nil))
+	}
+	await(t, "5 requests behind the probe", func() bool { return bal.QueueLen() == 5 })
+	// Six times park_idle: the time in which the watch would have parked
+	// the idle probe.
+	time.Sleep(6 * balancer.DefaultParkIdle)
+	if n := eps[0].Parked(); n != 0 {
+		t.Fatalf("%d half-open probes parked", n)
+	}
+	if _, err := p.Do(http.MethodPost, "/release"); err != nil {
+		t.Fatal(err)
+	}
+	if o := recv(t, probe); o.status != http.StatusOK {
+		t.Fatalf("probe: %d", o.status)
+	}
+	for _, w := range waiting {
+		if o := recv(t, w); o.status != http.StatusOK {
+			t.Fatalf("a request behind the probe: %d", o.status)
+		}
 	}
 }

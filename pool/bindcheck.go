@@ -111,11 +111,17 @@ func (p *Pool) findServer(m *member) {
 	if err != nil {
 		return
 	}
-	pid, ok := m.proc.ServerPID(a.Port())
-	if !ok || pid == m.proc.PID {
-		return
+	pid, shared, ok := m.proc.ServerPID(a.Port())
+	switch {
+	case !ok:
+	case shared:
+		// A prefork server: which process computes is not one pid's CPU.
+		m.ep.SharedServer()
+		p.log.Info("several processes of the worker hold its listening socket: its idle requests are never parked",
+			zap.Int("worker", m.id), zap.Int("pid", m.proc.PID))
+	case pid != m.proc.PID:
+		m.ep.SetServerPID(pid)
+		p.log.Info("worker serves from a child process: its CPU is read there",
+			zap.Int("worker", m.id), zap.Int("pid", m.proc.PID), zap.Int("server_pid", pid))
 	}
-	m.ep.SetServerPID(pid)
-	p.log.Info("worker serves from a child process: its CPU is read there",
-		zap.Int("worker", m.id), zap.Int("pid", m.proc.PID), zap.Int("server_pid", pid))
 }

@@ -549,7 +549,9 @@ func (p *Pool) settle(d time.Duration, streams bool) {
 		busy := p.bal.QueueLen() > 0
 		p.mu.Lock()
 		for _, m := range p.members {
-			busy = busy || m.ep.Inflight() > 0 || (streams && m.ep.Streams() > 0)
+			// A parked request is one in flight that stopped counting
+			// toward its worker's limit: waited for like one.
+			busy = busy || m.ep.Inflight() > 0 || m.ep.ParkedNow() > 0 || (streams && m.ep.Streams() > 0)
 		}
 		p.mu.Unlock()
 		if !busy {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -44,23 +45,34 @@ func (i *Instance) pids() []int {
 
 // ServerPID returns the pid of the worker's process that listens on
 // TCP port: the server itself, where the command is a launcher (npm
-// start, a shell, a process manager) that started it as a child. ok is
-// false where that cannot be told (no /proc, a unix socket, the port
-// not open yet).
-func (i *Instance) ServerPID(port uint16) (pid int, ok bool) {
+// start, a shell script, a process manager) that started it as a child.
+// shared reports that several of its processes hold the socket (a
+// prefork server: a master and its children); pid is then the first.
+// ok is false where that cannot be told (no /proc, a unix socket, the
+// port not open yet).
+func (i *Instance) ServerPID(port uint16) (pid int, shared, ok bool) {
 	if runtime.GOOS != "linux" || port == 0 {
-		return 0, false
+		return 0, false, false
 	}
 	byAddr, err := listenersTCP("/proc", i.pids())
 	if err != nil {
-		return 0, false
+		return 0, false, false
 	}
-	for a, pid := range byAddr {
+	var holders []int
+	for a, pids := range byAddr {
 		if a.Port() == port {
-			return pid, true
+			for _, p := range pids {
+				if !slices.Contains(holders, p) {
+					holders = append(holders, p)
+				}
+			}
 		}
 	}
-	return 0, false
+	if len(holders) == 0 {
+		return 0, false, false
+	}
+	slices.Sort(holders)
+	return holders[0], len(holders) > 1, true
 }
 
 // BeyondLoopback reports whether a listening address can be reached

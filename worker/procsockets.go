@@ -44,10 +44,10 @@ func listeningTCP(proc string, pids []int) ([]netip.AddrPort, error) {
 }
 
 // listenersTCP returns the addresses that the processes pids listen on
-// with TCP, each with the pid of a process that holds the socket, as
+// with TCP, each with the pids of the processes that hold the socket, as
 // listeningTCP reads them.
-func listenersTCP(proc string, pids []int) (map[netip.AddrPort]int, error) {
-	owned := map[uint64]int{}
+func listenersTCP(proc string, pids []int) (map[netip.AddrPort][]int, error) {
+	owned := map[uint64][]int{}
 	var readable []int
 	var firstErr error
 	for _, pid := range pids {
@@ -60,9 +60,7 @@ func listenersTCP(proc string, pids []int) (map[netip.AddrPort]int, error) {
 		}
 		readable = append(readable, pid)
 		for ino := range inodes {
-			if _, ok := owned[ino]; !ok {
-				owned[ino] = pid
-			}
+			owned[ino] = append(owned[ino], pid)
 		}
 	}
 	if len(readable) == 0 {
@@ -71,7 +69,7 @@ func listenersTCP(proc string, pids []int) (map[netip.AddrPort]int, error) {
 		}
 		return nil, firstErr
 	}
-	addrs := map[netip.AddrPort]int{}
+	addrs := map[netip.AddrPort][]int{}
 	// Processes of one worker normally share a network namespace; read
 	// each namespace's tables once.
 	seen := map[string]bool{}
@@ -96,9 +94,11 @@ func listenersTCP(proc string, pids []int) (map[netip.AddrPort]int, error) {
 				return nil, fmt.Errorf("%s: %w", f.Name(), err)
 			}
 			for ino, a := range listening {
-				if pid, ok := owned[ino]; ok {
-					if _, dup := addrs[a]; !dup {
-						addrs[a] = pid
+				if holders, ok := owned[ino]; ok {
+					for _, pid := range holders {
+						if !slices.Contains(addrs[a], pid) {
+							addrs[a] = append(addrs[a], pid)
+						}
 					}
 				}
 			}

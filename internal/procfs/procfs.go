@@ -125,7 +125,8 @@ func Busy(pid int) func() (time.Duration, bool) {
 			return cpu()
 		}
 		run, wait, ok := parseSchedstat(buf[:n])
-		if !ok {
+		if !ok || run == 0 {
+			// A kernel without schedstats reads zeros: nothing ran.
 			return cpu()
 		}
 		return run + wait, true
