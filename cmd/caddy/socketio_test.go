@@ -117,6 +117,29 @@ func (p *sioPool) awaitSessions(t *testing.T, n int64) {
 	})
 }
 
+// adminDo sends req to the admin API, which must answer 200.
+func (p *sioPool) adminDo(t *testing.T, req *http.Request) {
+	t.Helper()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: %s %s", req.Method, req.URL.Path, resp.Status, body)
+	}
+}
+
+// checkFirstTry asserts that every client of a run connected at its
+// first attempt.
+func checkFirstTry(t *testing.T, r sioRun) {
+	t.Helper()
+	if r.ConnectedFirstTry != r.Clients || r.ConnectErrors != 0 {
+		t.Fatalf("%d of %d clients connected at the first attempt, %d connect errors: %q", r.ConnectedFirstTry, r.Clients, r.ConnectErrors, r.Errors)
+	}
+}
+
 // held is how many requests and streams the workers hold now.
 func (p *sioPool) held() int64 {
 	var n int64
@@ -231,19 +254,10 @@ func TestSocketIORollingRestart(t *testing.T) {
 	old := p.pids()
 	wait := startClients(t, dir, p.url, "8", "15", "200")
 	p.awaitSessions(t, 8)
-	resp, err := client.Post(p.admin+"/worker_pool/sio/restart", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("restart: %s %s", resp.Status, body)
-	}
+	req, _ := http.NewRequest(http.MethodPost, p.admin+"/worker_pool/sio/restart", nil)
+	p.adminDo(t, req)
 	r := wait()
-	if r.ConnectedFirstTry != r.Clients || r.ConnectErrors != 0 {
-		t.Fatalf("%d of %d clients connected at the first attempt, %d connect errors: %q", r.ConnectedFirstTry, r.Clients, r.ConnectErrors, r.Errors)
-	}
+	checkFirstTry(t, r)
 	disconnects := 0
 	for i, c := range r.PerClient {
 		for _, d := range c.Disconnects {
@@ -286,19 +300,9 @@ func TestSocketIOReload(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodPost, p.admin+"/load", strings.NewReader(cfg))
 			req.Header.Set("Content-Type", "text/caddyfile")
 			req.Header.Set("Cache-Control", "must-revalidate") // reload even if the config is the same
-			resp, err := client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("reload: %s %s", resp.Status, body)
-			}
+			p.adminDo(t, req)
 			r := wait()
-			if r.ConnectedFirstTry != r.Clients || r.ConnectErrors != 0 {
-				t.Fatalf("%d of %d clients connected at the first attempt, %d connect errors: %q", r.ConnectedFirstTry, r.Clients, r.ConnectErrors, r.Errors)
-			}
+			checkFirstTry(t, r)
 			if !changed {
 				checkSteady(t, r)
 				for _, c := range r.PerClient {
