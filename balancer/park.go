@@ -11,8 +11,9 @@ import "time"
 //
 // While requests wait, the balancer watches every endpoint that is at
 // its limit: when the endpoint's slots have not changed (no request
-// came or went) for ParkIdle, and its worker's main thread wanted a CPU
-// for at most parkBusyShare of that time, the requests it holds are
+// came or went) for ParkIdle, counted from the first tick that found
+// them still, and its worker's main thread wanted a CPU for at most
+// parkBusyShare of that time, the requests it holds are
 // parked: they move from its slots to its streams, as a WebSocket's
 // request does once it is upgraded, and the queue hands out the slots.
 // A worker that computes never looks idle, so it keeps its limit; a
@@ -24,12 +25,16 @@ import "time"
 // whether it was parked meanwhile, without a lock or a list of
 // requests.
 
-// idleWatch is the watch of one endpoint: since when its slots have
-// been at slots, with served requests finished, and how much CPU its
-// worker had wanted and used by then.
+// idleWatch is the watch of one endpoint: its slots at slots, with
+// served requests finished, and, once they have held still for a tick,
+// since when, and how much CPU its worker had wanted and used by then.
+// The CPU is read from /proc (two files, a few syscalls each), so it is
+// not read while requests come and go: under load they change every
+// tick, and the watch then costs nothing but the look at two counters.
 type idleWatch struct {
 	watching bool
-	pid      int // the serving process watched
+	measured bool // since, busy and cpu are set
+	pid      int  // the serving process watched
 	since    time.Time
 	slots    uint64
 	served   uint64
@@ -95,22 +100,27 @@ func (b *Balancer) checkIdle(e *Endpoint, now time.Time) bool {
 		w.watching = false // nothing held keeps a request from it
 		return false
 	}
+	served := e.served.Load()
+	if !w.watching || w.slots != v || w.served != served || w.pid != server.pid {
+		// Requests came or went: watch afresh, measuring from the next
+		// tick that finds them still.
+		*w = idleWatch{watching: true, pid: server.pid, slots: v, served: served}
+		return false
+	}
 	busy, ok1 := server.busy()
 	cpu, ok2 := server.cpu()
 	if !ok1 || !ok2 {
 		w.watching = false
 		return false
 	}
-	served := e.served.Load()
 	d := now.Sub(w.since)
 	most := time.Duration(parkBusyShare * float64(d))
 	// Idle is both: the main thread (the event loop) wanted no CPU, and
 	// no other thread of the process computed either (a threaded Python
 	// server, Node's thread pool); the second is known in 10 ms ticks.
-	if !w.watching || w.slots != v || w.served != served || w.pid != server.pid ||
-		busy-w.busy > most || cpu-w.cpu > most {
-		// Requests came or went, or it computes: watch afresh from now.
-		*w = idleWatch{watching: true, pid: server.pid, since: now, slots: v, served: served, busy: busy, cpu: cpu}
+	if !w.measured || busy-w.busy > most || cpu-w.cpu > most {
+		// Just still, or it computes: measure afresh from now.
+		w.measured, w.since, w.busy, w.cpu = true, now, busy, cpu
 		return false
 	}
 	if d < b.cfg.ParkIdle {
