@@ -117,8 +117,10 @@ type serverProc struct {
 	// its idle requests are never parked.
 	noPark bool
 	// cpu reads the CPU time the process used; busy how long its main
-	// thread wanted a CPU (see procfs.Busy).
+	// thread wanted a CPU (see procfs.Busy); running whether it is on a
+	// CPU or waiting for one now (procfs.Runnable).
 	cpu, busy func() (time.Duration, bool)
+	running   func() (bool, bool)
 }
 
 // SetServerPID names the process that serves the endpoint's requests,
@@ -126,7 +128,7 @@ type serverProc struct {
 // read: the worker process itself, unless that is a launcher (npm
 // start, a shell) and the server its child.
 func (e *Endpoint) SetServerPID(pid int) {
-	e.server.Store(&serverProc{pid: pid, cpu: procfs.CPUTime(pid), busy: procfs.Busy(pid)})
+	e.server.Store(&serverProc{pid: pid, cpu: procfs.CPUTime(pid), busy: procfs.Busy(pid), running: procfs.Runnable(pid)})
 }
 
 // SharedServer says that several processes hold the endpoint's listening

@@ -12,8 +12,9 @@ import "time"
 // While requests wait, the balancer watches every endpoint that is at
 // its limit: when the endpoint's slots have not changed (no request
 // came or went) for ParkIdle, counted from the first tick that found
-// them still, and its worker's main thread wanted a CPU for at most
-// parkBusyShare of that time, the requests it holds are
+// them still, its worker's main thread wanted a CPU for at most
+// parkBusyShare of that time, and it sleeps now (neither on a CPU nor
+// waiting for one), the requests it holds are
 // parked: they move from its slots to its streams, as a WebSocket's
 // request does once it is upgraded, and the queue hands out the slots.
 // A worker that computes never looks idle, so it keeps its limit; a
@@ -124,6 +125,13 @@ func (b *Balancer) checkIdle(e *Endpoint, now time.Time) bool {
 		return false
 	}
 	if d < b.cfg.ParkIdle {
+		return false
+	}
+	// The CPU read lags for a main thread that waits in a run queue (a
+	// loaded host): its wait is counted once it runs. Its state does
+	// not lag.
+	if running, ok := server.running(); !ok || running {
+		w.since, w.busy, w.cpu = now, busy, cpu
 		return false
 	}
 	w.watching = false

@@ -19,7 +19,9 @@ func TestIdleWatchReadsCPUOnlyWhenStill(t *testing.T) {
 	reads := 0
 	var used time.Duration // the worker's CPU, which the test advances
 	read := func() (time.Duration, bool) { reads++; return used, true }
-	e.server.Store(&serverProc{pid: 1, cpu: read, busy: read})
+	running := false // whether the worker's main thread is runnable now
+	e.server.Store(&serverProc{pid: 1, cpu: read, busy: read,
+		running: func() (bool, bool) { return running, true }})
 	b.Add(e)
 	if _, ok := e.tryAcquire(); !ok {
 		t.Fatal("no slot")
@@ -47,6 +49,16 @@ func TestIdleWatchReadsCPUOnlyWhenStill(t *testing.T) {
 	if reads == 0 {
 		t.Fatal("the watch never read the CPU of a worker whose slots held still")
 	}
+	// Still, and its CPU reads idle, but its main thread waits in a run
+	// queue (whose wait the CPU reads count only once it runs): never
+	// parked.
+	running = true
+	for range 20 {
+		if tick() {
+			t.Fatal("parked a worker whose main thread waits for a CPU")
+		}
+	}
+	running = false
 	// Still and idle: parked once ParkIdle has passed since it measured.
 	ticks := 1
 	for ; !tick(); ticks++ {

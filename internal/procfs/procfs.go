@@ -5,6 +5,7 @@
 package procfs
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -131,6 +132,39 @@ func Busy(pid int) func() (time.Duration, bool) {
 		}
 		return run + wait, true
 	}
+}
+
+// Runnable returns a function that reads whether process pid's main
+// thread is on a CPU, waiting in a run queue, or in an uninterruptible
+// wait (disk I/O): the state R or D of /proc/<pid>/stat. Busy lags for
+// a thread in a run queue: the kernel adds the wait to schedstat only
+// once the thread runs, so a thread that waits long reads as idle until
+// then; its state does not lag. It reports false once the state cannot
+// be read. A reading does not allocate.
+func Runnable(pid int) func() (runnable, ok bool) {
+	f := newSmallFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return func() (bool, bool) {
+		// The command is at most 16 bytes (TASK_COMM_LEN): the state is
+		// well inside the first 64.
+		var buf [64]byte
+		n, ok := f.read(buf[:])
+		if !ok {
+			return false, false
+		}
+		state, ok := parseState(buf[:n])
+		return ok && (state == 'R' || state == 'D'), ok
+	}
+}
+
+// parseState reads the state, field 3, from the start of a
+// /proc/<pid>/stat: the byte after the command's last closing
+// parenthesis and a space.
+func parseState(b []byte) (byte, bool) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) || b[i+1] != ' ' {
+		return 0, false
+	}
+	return b[i+2], true
 }
 
 // parseSchedstat reads the first two fields of /proc/<pid>/schedstat:

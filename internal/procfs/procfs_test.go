@@ -56,6 +56,23 @@ func TestReadStatOfThisProcess(t *testing.T) {
 	}
 }
 
+func TestParseState(t *testing.T) {
+	for in, want := range map[string]byte{
+		"42 (node) S 1 42 42 0":        'S',
+		"42 (a) R (b)) R 1 42 42 0 -1": 'R',
+		"42 (my worker) D 1":           'D',
+	} {
+		if got, ok := parseState([]byte(in)); !ok || got != want {
+			t.Errorf("%q: state %q (%v), want %q", in, got, ok, want)
+		}
+	}
+	for _, bad := range []string{"", "42 (node)", "42 node S", "42 (node)S"} {
+		if _, ok := parseState([]byte(bad)); ok {
+			t.Errorf("parsed %q", bad)
+		}
+	}
+}
+
 func TestParseSchedstat(t *testing.T) {
 	run, wait, ok := parseSchedstat([]byte("2144228 83469 3\n"))
 	if !ok || run != 2144228 || wait != 83469 {
@@ -116,10 +133,19 @@ func TestBusyTellsSpinningFromSleeping(t *testing.T) {
 	if d := z1 - z0; d > window/20 {
 		t.Errorf("a sleeping process wanted a CPU for %v of %v", d, window)
 	}
+	if r, ok := Runnable(spin.Process.Pid)(); !ok || !r {
+		t.Errorf("a spinning process reads runnable %v (known %v)", r, ok)
+	}
+	if r, ok := Runnable(sleep.Process.Pid)(); !ok || r {
+		t.Errorf("a sleeping process reads runnable %v (known %v)", r, ok)
+	}
 	spin.Process.Kill()
 	spin.Wait()
 	if _, ok := spinBusy(); ok {
 		t.Error("busy time of a process that is gone reads as known")
+	}
+	if _, ok := Runnable(spin.Process.Pid)(); ok {
+		t.Error("the state of a process that is gone reads as known")
 	}
 }
 
@@ -133,5 +159,12 @@ func TestBusyDoesNotAllocate(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { busy() }); n != 0 {
 		t.Fatalf("%v allocations a reading", n)
+	}
+	runnable := Runnable(os.Getpid())
+	if _, ok := runnable(); !ok {
+		t.Fatal("the state of this process not readable")
+	}
+	if n := testing.AllocsPerRun(100, func() { runnable() }); n != 0 {
+		t.Fatalf("%v allocations a state reading", n)
 	}
 }
